@@ -1,0 +1,28 @@
+"""Models: Nanda's and Power's transformers, MLPs; named hook points for analyses."""
+from __future__ import annotations
+
+from groklab.models.hooks import HookedModule, HookPoint
+from groklab.models.mlp import MLPNet
+from groklab.models.transformer import Transformer
+
+
+def build_model(cfg, task, fast: bool | None = None):
+    """The model a ``ModelConfig`` describes, shaped for ``task``; init from ``train.seed``."""
+    m, seed = cfg.model, cfg.train.seed
+    fast = cfg.train.fast if fast is None else fast
+    if m.arch == "transformer":
+        if task.kind != "tokens":
+            raise ValueError(f"model.arch='transformer' needs a token task, not {task.name!r}")
+        return Transformer(d_vocab=task.vocab, d_vocab_out=task.vocab, n_ctx=task.x_train.shape[1],
+                           n_layers=m.n_layers, d_model=m.d_model, n_heads=m.n_heads, d_mlp=m.d_mlp,
+                           act=m.act, norm=m.norm, dropout=m.dropout, causal=m.causal, init=m.init,
+                           init_scale=m.init_scale, fast=fast, seed=seed)
+    if task.kind == "tokens":
+        return MLPNet(n_out=task.n_classes, hidden=m.hidden, n_tokens=task.n_classes, embed=m.embed,
+                      d_embed=m.d_model, act=m.act, bias=m.bias, dropout=m.dropout,
+                      init_scale=m.init_scale, seed=seed)
+    return MLPNet(n_out=task.n_classes, hidden=m.hidden, d_in=task.d_in, act=m.act, bias=m.bias,
+                  dropout=m.dropout, init_scale=m.init_scale, seed=seed)
+
+
+__all__ = ["HookPoint", "HookedModule", "Transformer", "MLPNet", "build_model"]

@@ -1,0 +1,25 @@
+"""Tasks: algorithmic tables (mod p, S_n), sparse parity, and offline image data."""
+from __future__ import annotations
+
+from groklab.tasks.base import Task, split_indices
+from groklab.tasks.modular import OPS, is_prime, modular_task, operation_table
+from groklab.tasks.parity import parity_task
+from groklab.tasks.permutations import PERM_OPS, permutation_task
+
+
+def build_task(cfg) -> Task:
+    """Build the Task a ``TaskConfig`` describes. Raises ValueError on a bad op or modulus."""
+    if cfg.name == "modular":
+        return modular_task(cfg.op, cfg.p, cfg.frac, cfg.split_seed, cfg.label_noise)
+    if cfg.name == "permutation":
+        return permutation_task(cfg.op, cfg.n, cfg.frac, cfg.split_seed, cfg.label_noise)
+    if cfg.name == "parity":
+        return parity_task(cfg.n_bits, cfg.k, cfg.n_samples, cfg.frac, cfg.split_seed, cfg.label_noise)
+    if cfg.name == "mnist":
+        from groklab.tasks.images import mnist_task
+        return mnist_task(cfg.n_train, cfg.split_seed, cfg.label_noise)
+    raise ValueError(f"unknown task.name {cfg.name!r}; allowed: modular, permutation, parity, mnist")
+
+
+__all__ = ["Task", "build_task", "split_indices", "modular_task", "permutation_task",
+           "parity_task", "operation_table", "OPS", "PERM_OPS", "is_prime"]

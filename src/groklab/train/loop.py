@@ -1,0 +1,311 @@
+"""The training loop: read it top to bottom like the algorithm box of a paper.
+
+    for step in range(start, steps):
+        lr = get_lr(step)                      # warm-up, then constant / cosine / linear
+        loss = loss_fn(model(x), y)            # the answer position only (fast path)
+        every eval_every: log train and validation loss/accuracy, weight norm
+        loss.backward(); grads -> transforms (Grokfast, ⊥Grad, clip) -> optimiser step
+        checkpoint at log-spaced steps and the last
+
+Everything a resume needs (weights, optimiser, transform and RNG state, batch order, wall time)
+goes into each checkpoint; ``run(..., resume=True)`` continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from groklab.accel.losses import build_loss
+from groklab.accel.transforms import build_transforms, project_weight_norm
+from groklab.config import RunConfig
+from groklab.measure.events import THRESHOLDS, EventTracker, phase_label
+from groklab.models import build_model
+from groklab.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
+from groklab.tasks import Task, build_task
+from groklab.train.optim import build_optimizer, get_lr, set_lr
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class Run:
+    """A finished (or stopped) run: its directory, config, summary, final model and task."""
+    dir: Path
+    config: RunConfig
+    summary: dict[str, Any]
+    model: torch.nn.Module
+    task: Task
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.dir / "metrics.jsonl")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device='cuda' but no CUDA device is available; allowed here: cpu, auto")
+    return torch.device(name)
+
+
+def checkpoint_steps(cfg) -> set[int]:
+    """Log-spaced steps (n_checkpoints of them), every ``checkpoint_every``, and the last."""
+    t = cfg.train
+    steps = {t.steps}
+    if t.n_checkpoints > 0:
+        steps |= {int(s) for s in np.unique(np.round(np.logspace(0, math.log10(t.steps), t.n_checkpoints)))}
+    if t.checkpoint_every > 0:
+        steps |= set(range(t.checkpoint_every, t.steps + 1, t.checkpoint_every))
+    return steps
+
+
+class Batches:
+    """Full batch, or shuffled minibatches without replacement, from a seeded generator."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device):
+        self.n, self.bs, self.device = n, batch_size, device
+        self.full = batch_size == 0 or batch_size >= n
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(n, generator=self.gen), 0
+
+    def next(self) -> torch.Tensor | None:
+        if self.full:
+            return None
+        if self.pos + self.bs > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.perm[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return idx.to(self.device)
+
+    def state(self) -> dict:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load(self, s: dict) -> None:
+        self.gen.set_state(s["gen"])
+        self.perm, self.pos = s["perm"], s["pos"]
+
+
+@torch.no_grad()
+def evaluate(model, x, y, loss_fn, chunk: int = 16384) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` on (x, y), in eval mode, in chunks."""
+    was = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(y), chunk):
+        logits = model(x[i:i + chunk])
+        total_loss += float(loss_fn(logits, y[i:i + chunk])) * len(logits)
+        correct += int((logits.argmax(-1) == y[i:i + chunk]).sum())
+    model.train(was)
+    return total_loss / len(y), correct / len(y)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == y).float().mean())
+
+
+@torch.no_grad()
+def weight_norm(model) -> float:
+    return math.sqrt(sum(float((p.double() ** 2).sum()) for p in model.parameters()))
+
+
+def summarize(cfg: RunConfig, records: list[dict], status: str, wall: float, message: str = "") -> dict:
+    thr = cfg.train.phase_threshold
+    ev = EventTracker.from_records(records, sorted(set(THRESHOLDS) | {thr}))
+    mem, gen = ev.memorized_at[str(thr)], ev.generalized_at[str(thr)]
+    last = records[-1] if records else {}
+    return {
+        "status": status, "message": message,
+        "memorized_at": ev.memorized_at, "generalized_at": ev.generalized_at,
+        "phase": phase_label(mem, gen, cfg.train.phase_gap),
+        "phase_threshold": cfg.train.phase_threshold, "phase_gap": cfg.train.phase_gap,
+        "final_train_acc": last.get("train_acc"), "final_val_acc": last.get("val_acc"),
+        "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
+        "best_val_acc": max((r["val_acc"] for r in records), default=None),
+        "steps_done": last.get("step", 0), "wall_seconds": round(wall, 3),
+    }
+
+
+class _StopFlag:
+    """Turns Ctrl-C into a flag checked between steps, so a checkpoint is always consistent."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.stop:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True,
+          sinks: list[Any] | None = None, on_eval: Callable[[dict], None] | None = None) -> Run:
+    """Train ``cfg`` into ``run_dir`` (which must exist and hold config.json). See module doc."""
+    torch.set_flush_denormal(True)  # decayed weights go denormal; x86 slows down 10-100x on them
+    device = resolve_device(cfg.train.device)
+    dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
+    t = cfg.train
+
+    task = build_task(cfg.task)
+    xtr, ytr, xva, yva = (v.to(device) for v in (task.x_train, task.y_train, task.x_val, task.y_val))
+    if xtr.is_floating_point():
+        xtr, xva = xtr.to(dtype), xva.to(dtype)
+    torch.manual_seed(t.seed)  # dropout
+    model = build_model(cfg, task).to(device=device, dtype=dtype)
+    params = dict(model.named_parameters())
+    opt = build_optimizer(params.values(), cfg.optim)
+    tx = build_transforms(cfg.accel, cfg.optim)
+    tx_state = tx.init(params) if tx else None
+    loss_fn = build_loss(t.loss, t.loss_dtype)
+    batches = Batches(len(ytr), t.batch_size, t.batch_seed, device)
+    live = None
+    if t.measure_every > 0:
+        from groklab.measure.live import LiveMeasures
+        live = LiveMeasures(cfg, task)
+
+    start, wall_before = 0, 0.0
+    if resume:
+        ckpts = list_checkpoints(run_dir)
+        if not ckpts:
+            raise FileNotFoundError(f"no checkpoint in {run_dir} to resume from")
+        start = ckpts[-1]
+        weights, st = load_checkpoint(run_dir, start)
+        model.load_state_dict(weights)
+        opt.load_state_dict(st["optim"])
+        tx_state = st["tx"] if tx else None
+        batches.load(st["batches"])
+        torch.set_rng_state(st["rng"])
+        wall_before = st["wall"]
+        for name in ("metrics.jsonl", "measures.jsonl"):
+            truncate_jsonl(run_dir / name, start)
+
+    ckpt_at = checkpoint_steps(cfg)
+    metrics = JsonlLogger(run_dir / "metrics.jsonl")
+    measures = JsonlLogger(run_dir / "measures.jsonl") if live else None
+    sinks = sinks or []
+    bar = _progress_bar(t.steps, start, progress, cfg)
+    status, message = "completed", ""
+    streak_from: int | None = None
+    t0 = time.perf_counter()
+
+    def state_now() -> dict:
+        return {"optim": opt.state_dict(), "tx": tx_state, "batches": batches.state(),
+                "rng": torch.get_rng_state(), "wall": wall_before + time.perf_counter() - t0}
+
+    def log_eval(step: int, train_loss: float, train_acc: float, lr: float) -> dict:
+        val_loss, val_acc = evaluate(model, xva, yva, loss_fn)
+        rec = {"step": step, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+               "val_acc": val_acc, "lr": lr, "weight_norm": weight_norm(model),
+               "time": round(wall_before + time.perf_counter() - t0, 4)}
+        metrics.log(rec)
+        for s in sinks:
+            s.log(step, rec)
+        if on_eval:
+            on_eval(rec)
+        if bar is not None:
+            bar.set_postfix(train=f"{train_acc:.3f}", val=f"{val_acc:.3f}", refresh=False)
+        return rec
+
+    step = start
+    model.train()
+    with _StopFlag() as flag:
+        try:
+            for step in range(start, t.steps):
+                if flag.stop:
+                    status, message = "interrupted", f"stopped by Ctrl-C at step {step}"
+                    break
+                lr = get_lr(step, cfg.optim, t.steps)
+                set_lr(opt, lr)
+                idx = batches.next()
+                xb, yb = (xtr, ytr) if idx is None else (xtr[idx], ytr[idx])
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"loss is {float(loss)} at step {step}")
+                if step % t.eval_every == 0:
+                    if idx is None and not (model.training and cfg.model.dropout > 0):
+                        tr_loss, tr_acc = loss.item(), accuracy(logits.detach(), yb)
+                    else:
+                        tr_loss, tr_acc = evaluate(model, xtr, ytr, loss_fn)
+                    rec = log_eval(step, tr_loss, tr_acc, lr)
+                    if t.stop_threshold > 0:
+                        streak_from = (streak_from if streak_from is not None else step) \
+                            if rec["val_acc"] >= t.stop_threshold else None
+                        if streak_from is not None and step - streak_from >= t.patience:
+                            status = "early_stopped"
+                            message = (f"validation accuracy >= {t.stop_threshold} since step "
+                                       f"{streak_from} (patience {t.patience})")
+                            break
+                if live is not None and step % t.measure_every == 0:
+                    measures.log(live(model, step))
+                loss.backward()
+                if tx is not None:
+                    grads = {k: p.grad for k, p in params.items() if p.grad is not None}
+                    grads, tx_state = tx.update(grads, tx_state, params)
+                    for k, g in grads.items():
+                        params[k].grad = g
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if cfg.accel.weight_norm > 0:
+                    project_weight_norm(params, cfg.accel.weight_norm)
+                if step + 1 in ckpt_at:
+                    save_checkpoint(run_dir, step + 1, model, state_now())
+                if bar is not None:
+                    bar.update(1)
+            else:
+                step = t.steps
+            if status != "early_stopped":  # early stop broke right after logging this step
+                tr_loss, tr_acc = evaluate(model, xtr, ytr, loss_fn)
+                if not math.isfinite(tr_loss):
+                    raise NonFiniteLoss(f"loss is {tr_loss} at step {step}")
+                log_eval(step, tr_loss, tr_acc, get_lr(step, cfg.optim, t.steps))
+            if step not in list_checkpoints(run_dir):
+                save_checkpoint(run_dir, step, model, state_now())
+        except NonFiniteLoss as e:
+            ck = list_checkpoints(run_dir)
+            status = "nan"
+            message = f"{e}; stopped. Last good checkpoint: step {ck[-1] if ck else 'none'}"
+        finally:
+            if bar is not None:
+                bar.close()
+            metrics.close()
+            if measures:
+                measures.close()
+            for s in sinks:
+                if hasattr(s, "close"):
+                    s.close()
+    wall = wall_before + time.perf_counter() - t0
+    summary = summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), status, wall, message)
+    write_json(run_dir / "summary.json", summary)
+    return Run(dir=run_dir, config=cfg, summary=summary, model=model, task=task)
+
+
+def _progress_bar(total: int, initial: int, enabled: bool, cfg):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc=cfg.preset or "run", unit="step",
+                mininterval=0.5, dynamic_ncols=True)
