@@ -148,3 +148,12 @@ def describe(name: str) -> str:
         s, f = key.split(".")
         lines.append(f"    {key} = {d[s][f]!r}")
     return "\n".join(lines)
+
+
+# recipes of other stages register themselves with @preset (e.g. the accelerator recipes)
+for _mod in ("groklab.accel.recipes",):
+    try:
+        __import__(_mod)
+    except ModuleNotFoundError as _e:
+        if _e.name != _mod:
+            raise
