@@ -25,8 +25,17 @@ def stablemax_s(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, x + 1, 1 / (1 - torch.where(x < 0, x, torch.zeros_like(x))))
 
 
+def stablemax(logits: torch.Tensor, dtype: str = "float64") -> torch.Tensor:
+    """StableMax probabilities (Prieto et al. 2025, eq. 4): s(z_i) / sum_j s(z_j) over the last
+    dimension of logits (B, C) -> (B, C), in ``dtype``. Grows linearly, not exponentially, in
+    z, so it cannot collapse to an exact one-hot."""
+    s = stablemax_s(logits.to(DTYPES[dtype]))
+    return s / s.sum(-1, keepdim=True)
+
+
 def stablemax_cross_entropy(logits: torch.Tensor, y: torch.Tensor, dtype: str = "float64") -> torch.Tensor:
-    """Mean of -log(s(z_y) / sum_j s(z_j)) over the batch (Prieto et al. 2025, eq. 5)."""
+    """Mean of -log(s(z_y) / sum_j s(z_j)) over the batch (Prieto et al. 2025, eq. 5);
+    logits (B, C), classes y (B,) -> scalar."""
     s = stablemax_s(logits.to(DTYPES[dtype]))
     return -(s.gather(-1, y[:, None]).squeeze(-1) / s.sum(-1)).log().mean()
 
