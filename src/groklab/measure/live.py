@@ -1,16 +1,22 @@
-"""Cheap measures computed while training, every ``train.measure_every`` steps."""
+"""Cheap measures computed while training, every ``train.measure_every`` steps (measures.jsonl).
+
+Per call: one forward pass on the training set and a few small matmuls, so measuring every 100
+steps costs a few percent of training time (benchmarks/measure_overhead.py). Logged:
+sum of squared weights (total and per tensor), softmax-collapse fraction (float32) and zero-loss
+fraction (in ``train.loss_dtype``) on the training set (Prieto et al. 2025, arXiv 2501.04697), and
+for supported modular tasks the Gini coefficients of the Fourier norms n_E and n_L (Nanda et al.
+2023, arXiv 2301.05217). The measures that need the key frequencies (restricted and excluded loss)
+are computed after training by ``groklab analyze``, with K taken from the final model.
+"""
 from __future__ import annotations
 
 import torch
 
 from groklab.accel.losses import collapse_fraction
+from groklab.measure.norms import fourier_gini, fourier_norms, weight_norms
+from groklab.measure.progress import zero_loss_fraction
 
-
-@torch.no_grad()
-def weight_norms(model: torch.nn.Module) -> dict[str, float]:
-    """Sum of squared weights, total and per tensor (Nanda et al. 2023, §5.2)."""
-    per = {n: float((p.double() ** 2).sum()) for n, p in model.named_parameters()}
-    return {"sum_sq_weights": sum(per.values()), "sum_sq_per_tensor": per}
+__all__ = ["LiveMeasures", "weight_norms"]
 
 
 class LiveMeasures:
@@ -18,15 +24,30 @@ class LiveMeasures:
 
     def __init__(self, cfg, task):
         self.cfg, self.task = cfg, task
+        self.frame = None
+        try:
+            from groklab.measure.fourier import frame_for
+            self.frame = frame_for(task)
+        except ValueError:
+            pass  # not a modular task the Fourier measures support: log the generic ones
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, step: int) -> dict:
         was = model.training
         model.eval()
-        logits = model(self.task.x_train)
+        p = next(model.parameters())
+        x = self.task.x_train.to(p.device)
+        logits = model(x.to(p.dtype) if x.is_floating_point() else x)
         model.train(was)
+        y = self.task.y_train.to(p.device)
         out = {"step": step, **weight_norms(model)}
         out["softmax_collapse"] = collapse_fraction(logits, "float32")
-        z = logits.double().log_softmax(-1)
-        out["zero_loss_frac"] = float((z.gather(-1, self.task.y_train[:, None]) == 0).double().mean())
+        out["zero_loss_frac"] = zero_loss_fraction(logits, y, self.cfg.train.loss_dtype)
+        if self.frame is not None:
+            try:
+                from groklab.measure.extract import embedding, neuron_logit_map
+                out["gini_E"] = fourier_gini(fourier_norms(embedding(model, self.frame)))
+                out["gini_L"] = fourier_gini(fourier_norms(neuron_logit_map(model, self.frame)))
+            except ValueError:
+                self.frame = None  # a model the measures cannot read (e.g. an MLP without hidden layer)
         return out

@@ -1,0 +1,114 @@
+"""``groklab analyze DIR``: every progress measure from a run's checkpoints, phases, figures.
+
+1. Key frequencies K from the last checkpoint (neuron rule of ``circuit.key_frequencies``),
+   frozen for the whole run.
+2. ``measure_model`` at every checkpoint → ``analysis.jsonl`` (one record per checkpoint; the
+   live ``measures.jsonl`` of the training loop is left as it is).
+3. Phase boundaries (``phases.segment``) → ``summary.json["phases"]`` and ``analysis.json``
+   (K, neurons per frequency, the frame, the settings).
+4. Figures ``fig_progress_*.png`` and ``report.html`` with them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from groklab.config import ConfigError, RunConfig, apply_dict
+from groklab.measure import circuit
+from groklab.measure.extract import grid_run
+from groklab.measure.fourier import frame_for
+from groklab.measure.phases import segment
+from groklab.measure.progress import measure_model
+from groklab.runs.checkpoint import list_checkpoints, load_weights, step_dir
+from groklab.runs.rundir import atomic_write_text, read_json, read_jsonl, write_json
+
+
+def load_run(run_dir: Path):
+    """(cfg, task, frame, model) of a run directory; ConfigError if it cannot be analysed."""
+    from groklab.models import build_model
+    from groklab.tasks import build_task
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.json)")
+    cfg = RunConfig()
+    apply_dict(cfg, read_json(run_dir / "config.json"))
+    task = build_task(cfg.task)
+    try:
+        frame = frame_for(task)
+        model = build_model(cfg, task)
+        from groklab.measure.extract import neuron_hook
+        neuron_hook(model)
+    except ValueError as e:
+        raise ConfigError(f"cannot analyse {str(run_dir)!r}: {e}") from None
+    if cfg.train.dtype == "float64":
+        model = model.double()
+    return cfg, task, frame, model
+
+
+def analyze(run_dir: str | Path, stride: int = 1, progress: bool = False, figures: bool = True) -> dict:
+    """Analyse the run in ``run_dir`` (see module doc); returns ``analysis.json``'s content.
+
+    ``stride``: measure every stride-th checkpoint (the last one always)."""
+    d = Path(run_dir)
+    cfg, task, frame, model = load_run(d)
+    steps = list_checkpoints(d)
+    if not steps:
+        raise ConfigError(f"{str(d)!r} has no checkpoints to analyse (train.n_checkpoints and "
+                          f"train.checkpoint_every were 0, or the run has not saved one yet)")
+    steps = sorted(set(steps[::stride]) | {steps[-1]})
+    dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
+
+    def load(step: int):
+        model.load_state_dict({k: v.to(dtype) for k, v in load_weights(step_dir(d, step)).items()})
+
+    load(steps[-1])
+    _, acts = grid_run(model, frame)
+    clusters, best = circuit.neuron_clusters(acts, frame.n)
+    K = sorted(int(f) for f in clusters.unique() if f > 0)
+    counts = {str(k): int((clusters == k).sum()) for k in K}
+
+    records = []
+    bar = _bar(len(steps), progress)
+    for s in steps:
+        load(s)
+        records.append({"step": s, **measure_model(model, frame, K, cfg.train.loss_dtype, dtype)})
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    atomic_write_text(d / "analysis.jsonl", "".join(_line(r) for r in records))
+
+    metrics = read_jsonl(d / "metrics.jsonl")
+    phases = segment(metrics, records, cfg.train.phase_threshold)
+    info = {
+        "key_freqs": K, "neurons_per_freq": counts,
+        "neurons_clustered": int((clusters > 0).sum()), "neurons": int(len(clusters)),
+        "share_threshold": circuit.SHARE, "key_freqs_from_step": steps[-1],
+        "basis": frame.basis, "group_order": frame.n, "sign": frame.sign, "generator": frame.generator,
+        "op": frame.op, "p": frame.p, "checkpoints": steps, "phases": phases,
+        "neuron_freq": clusters.tolist(), "neuron_share": best.tolist(),
+    }
+    write_json(d / "analysis.json", info)
+    if (d / "summary.json").is_file():
+        summary = read_json(d / "summary.json")
+        summary["phases"] = phases
+        summary["key_freqs"] = K
+        write_json(d / "summary.json", summary)
+    if figures:
+        from groklab.measure.figures import draw_all
+        draw_all(d, metrics, records, info, acts)
+        from groklab.report import write_report
+        write_report(d)
+    return info
+
+
+def _line(r: dict) -> str:
+    import json
+    return json.dumps(r) + "\n"
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="analyze", unit="ckpt", dynamic_ncols=True)
