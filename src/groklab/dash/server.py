@@ -1,0 +1,158 @@
+"""The dashboard's HTTP server: the standard library's ThreadingHTTPServer, a static page and
+four read-only JSON/file routes. No dependency, nothing from a CDN, so it works offline.
+
+    GET /                      the page (static/index.html, app.js, style.css)
+    GET /api/list              runs, sweeps and results under the root (scan.listing)
+    GET /api/run?path=P&m=T&s=T   one run; metrics/measures records new since tokens T
+    GET /api/sweep?path=P      one sweep: figures, results table, spec
+    GET /files/P               a figure, report.html, csv/json under the root (nothing else)
+
+Every request is answered, errors included, as JSON ``{"error": message}``; a broken run
+directory or a client that hangs up never stops the server. Bound to 127.0.0.1 by default, it
+also refuses requests whose Host header is not a loopback name (DNS rebinding).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import mimetypes
+import sys
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from groklab.config import ConfigError
+from groklab.dash import scan
+
+STATIC = Path(__file__).parent / "static"
+STATIC_FILES = {"index.html", "app.js", "style.css"}
+SERVED_SUFFIXES = {".png", ".svg", ".html", ".csv", ".json", ".jsonl", ".toml", ".txt"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class DashServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr: tuple[str, int], root: Path, quiet: bool = True):
+        self.root = Path(root).resolve()
+        self.quiet = quiet
+        super().__init__(addr, DashHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+
+
+class DashHandler(BaseHTTPRequestHandler):
+    server: DashServer
+    server_version = "groklab-dash"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        try:
+            if not self._host_ok():
+                return self._json({"error": "bad Host header"}, HTTPStatus.FORBIDDEN)
+            url = urlsplit(self.path)
+            q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            route = url.path
+            if route in ("/", "/index.html"):
+                return self._static("index.html")
+            if route.startswith("/static/"):
+                return self._static(route[len("/static/"):])
+            if route == "/api/list":
+                return self._json(scan.listing(self.server.root))
+            if route == "/api/run":
+                d = self._dir(q.get("path", ""), "config.json")
+                if d is None:
+                    return
+                return self._json(scan.run_detail(self.server.root, d, q.get("m"), q.get("s")))
+            if route == "/api/sweep":
+                d = self._dir(q.get("path", ""))
+                if d is None:
+                    return
+                return self._json(scan.sweep_detail(self.server.root, d))
+            if route.startswith("/files/"):
+                return self._file(unquote(route[len("/files/"):]))
+            self._json({"error": f"no such page: {route}"}, HTTPStatus.NOT_FOUND)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser went away mid-answer
+        except Exception as e:  # never let one bad request or directory stop the server
+            if not self.server.quiet:
+                traceback.print_exc()
+            try:
+                self._json({"error": f"{type(e).__name__}: {e}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+            except OSError:
+                pass
+
+    def _host_ok(self) -> bool:
+        if self.server.server_address[0] not in LOOPBACK:
+            return True
+        host = self.headers.get("Host") or ""
+        host = host.split("]")[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
+        return host in LOOPBACK
+
+    def _inside(self, relpath: str) -> Path | None:
+        """``root / relpath`` if it stays inside the root (no ``..`` or symlink escape)."""
+        root = self.server.root
+        try:
+            p = (root / relpath).resolve()
+        except (OSError, ValueError):
+            return None
+        return p if p == root or root in p.parents else None
+
+    def _dir(self, relpath: str, mark: str | None = None) -> Path | None:
+        d = self._inside(relpath)
+        if d is None or not d.is_dir() or (mark and not (d / mark).is_file()):
+            self._json({"error": f"{relpath!r} is not a {'run' if mark else 'sweep'} directory "
+                                 f"under the root (deleted, or never was)"}, HTTPStatus.NOT_FOUND)
+            return None
+        return d
+
+    def _file(self, relpath: str) -> None:
+        p = self._inside(relpath)
+        if p is None or p.suffix not in SERVED_SUFFIXES or not p.is_file():
+            return self._json({"error": f"no such file: {relpath}"}, HTTPStatus.NOT_FOUND)
+        self._send(p.read_bytes(), mimetypes.guess_type(p.name)[0] or "application/octet-stream")
+
+    def _static(self, name: str) -> None:
+        if name not in STATIC_FILES:
+            return self._json({"error": f"no such page: /static/{name}"}, HTTPStatus.NOT_FOUND)
+        ctype = mimetypes.guess_type(name)[0] or "text/plain"
+        self._send((STATIC / name).read_bytes(), f"{ctype}; charset=utf-8")
+
+    def _json(self, obj, status: int = HTTPStatus.OK) -> None:
+        self._send(json.dumps(obj, allow_nan=False).encode(), "application/json", status)
+
+    def _send(self, body: bytes, ctype: str, status: int = HTTPStatus.OK) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")  # the files change while runs write
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args) -> None:
+        if not self.server.quiet:
+            sys.stderr.write(f"groklab dash: {self.address_string()} {fmt % args}\n")
+
+
+def make_server(root: str | Path, port: int = 8765, host: str = "127.0.0.1",
+                quiet: bool = True) -> DashServer:
+    """Bind the dashboard for ``root`` (``port=0``: any free port). Bad input → ConfigError."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"--root {str(root)!r} does not exist or is not a directory; "
+                          f"give the folder that holds your runs (default: runs)")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port} is out of range; allowed: 0-65535 (0 = any free port)")
+    try:
+        return DashServer((host, port), root, quiet=quiet)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use (another groklab dash?); "
+                              f"choose another with --port, or --port 0 for any free one") from None
+        if e.errno == errno.EACCES:
+            raise ConfigError(f"port {port} needs privileges; use a port above 1023") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
