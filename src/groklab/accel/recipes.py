@@ -1,0 +1,152 @@
+"""Accelerator presets: the papers' accelerated recipes and the recipes of ``groklab race``.
+
+Registered with ``@preset`` when ``groklab.presets`` is imported; ``groklab presets NAME`` prints
+every setting. Paper recipes keep the paper's task; race recipes (``mlp-*``) all train Prieto et
+al.'s MLP on the ``nanda`` task (a+b mod 113, 30 % training data), so they differ only in the
+accelerator and their rows in the race table compare like with like.
+"""
+from __future__ import annotations
+
+from groklab.config import RunConfig
+from groklab.presets import grokfast_baseline, preset, prieto
+
+
+def _renamed(cfg: RunConfig, name: str) -> RunConfig:
+    cfg.preset = name
+    return cfg
+
+
+# ---- Grokfast (Lee et al. 2024, arXiv 2405.20233) -------------------------------------------
+
+@preset("grokfast-ma")
+def grokfast_ma() -> RunConfig:
+    """Lee et al. 2024 (Grokfast, arXiv 2405.20233), Fig. 2 / Table 1, Grokfast-MA: the
+    grokfast-baseline recipe (x*y mod 97, 50 %, 2-layer pre-LN transformer, Adam with coupled L2,
+    lr 1e-3, betas (0.9, 0.98), batch 512, warm-up 10) with the moving-average filter, window 100,
+    lambda 5, and L2 0.01. Reported: 790 steps to 95 % validation (baseline 39,890).
+    Adding lambda times the filtered gradient scales the slow component's step by about 1 + lambda.
+    Checkpoints are few: the filter's 100-gradient window is part of every checkpoint."""
+    cfg = _renamed(grokfast_baseline(), "grokfast-ma")
+    cfg.accel.grokfast, cfg.accel.window, cfg.accel.lamb = "ma", 100, 5.0
+    cfg.optim.wd = 0.01
+    cfg.train.steps, cfg.train.eval_every, cfg.train.n_checkpoints = 5000, 10, 2
+    return cfg
+
+
+@preset("grokfast-ema")
+def grokfast_ema() -> RunConfig:
+    """Lee et al. 2024 (Grokfast, arXiv 2405.20233), Fig. 2 / Table 1, Grokfast-EMA: the
+    grokfast-baseline recipe with the EMA filter, alpha 0.98, lambda 2, and L2 0.005 (Adam,
+    coupled). Reported: 910 steps to 95 % validation (baseline 39,890)."""
+    cfg = _renamed(grokfast_baseline(), "grokfast-ema")
+    cfg.accel.grokfast, cfg.accel.alpha, cfg.accel.lamb = "ema", 0.98, 2.0
+    cfg.optim.wd = 0.005
+    cfg.train.steps, cfg.train.eval_every = 5000, 10
+    return cfg
+
+
+# ---- Prieto et al. 2025 (arXiv 2501.04697) --------------------------------------------------
+
+@preset("prieto-orthograd")
+def prieto_orthograd() -> RunConfig:
+    """Prieto et al. 2025 (arXiv 2501.04697), Fig. 6 (⊥AdamW): the ``prieto`` MLP recipe
+    (a+b mod 113, 40 %, MLP 226-200-200-113, full-batch AdamW lr 0.01, wd 0, betas (0.9, 0.99),
+    eps 1e-25, float64 loss) with ⊥Grad before AdamW. Reported: generalizes within 300 epochs,
+    without weight decay."""
+    cfg = _renamed(prieto(), "prieto-orthograd")
+    cfg.accel.orthograd = True
+    cfg.train.steps = 1000
+    return cfg
+
+
+@preset("prieto-stablemax")
+def prieto_stablemax() -> RunConfig:
+    """Prieto et al. 2025 (arXiv 2501.04697), Fig. 4 (StableMax): the ``prieto`` MLP recipe with
+    StableMax cross-entropy in float64 and no weight decay. Reported: groks with no
+    regularisation, where softmax cross-entropy stops at memorisation (softmax collapse)."""
+    cfg = _renamed(prieto(), "prieto-stablemax")
+    cfg.train.loss, cfg.train.loss_dtype = "stablemax", "float64"
+    cfg.train.steps = 20000
+    return cfg
+
+
+@preset("prieto-float32")
+def prieto_float32() -> RunConfig:
+    """Prieto et al. 2025 (arXiv 2501.04697), Fig. 2 / §3, the control of ``prieto-stablemax``:
+    the same MLP recipe with softmax cross-entropy in float32 and no weight decay. Reported:
+    memorises, then the softmax collapses (the correct-class gradient is exactly 0) and validation
+    accuracy stays far from 100 %."""
+    cfg = _renamed(prieto(), "prieto-float32")
+    cfg.train.loss, cfg.train.loss_dtype = "ce", "float32"
+    cfg.train.steps = 20000
+    return cfg
+
+
+# ---- the race: Prieto et al.'s MLP on the nanda task, one accelerator per recipe ------------
+
+def _race_mlp(name: str) -> RunConfig:
+    """Prieto's MLP (226-200-200-113, ReLU, no biases, one-hot x ++ y, float64 loss) on the
+    ``nanda`` task: a+b mod 113 with 30 % training data (split seed 0), full batch."""
+    cfg = _renamed(prieto(), name)
+    cfg.task.op, cfg.task.p, cfg.task.frac, cfg.task.split_seed = "x+y", 113, 0.3, 0
+    cfg.train.eval_every, cfg.train.stop_threshold, cfg.train.patience = 5, 0.99, 0
+    return cfg
+
+
+@preset("mlp-adamw")
+def mlp_adamw() -> RunConfig:
+    """Race baseline: plain AdamW with decoupled weight decay (Loshchilov & Hutter), the
+    regulariser Power et al. 2022 (arXiv 2201.02177, Fig. 2) found best for grokking, on the
+    race MLP and task (a+b mod 113, 30 %); lr 3e-3, wd 1, betas (0.9, 0.98)."""
+    cfg = _race_mlp("mlp-adamw")
+    cfg.optim.lr, cfg.optim.wd, cfg.optim.beta2, cfg.optim.eps = 3e-3, 1.0, 0.98, 1e-8
+    cfg.train.steps = 3000
+    return cfg
+
+
+@preset("mlp-grokfast-ema")
+def mlp_grokfast_ema() -> RunConfig:
+    """``mlp-adamw`` plus Grokfast-EMA (Lee et al. 2024, arXiv 2405.20233, Algorithm 2) with the
+    paper's alpha 0.98, lambda 2."""
+    cfg = _renamed(mlp_adamw(), "mlp-grokfast-ema")
+    cfg.accel.grokfast, cfg.accel.alpha, cfg.accel.lamb = "ema", 0.98, 2.0
+    return cfg
+
+
+@preset("mlp-grokfast-ma")
+def mlp_grokfast_ma() -> RunConfig:
+    """``mlp-adamw`` plus Grokfast-MA (Lee et al. 2024, arXiv 2405.20233, Algorithm 1) with the
+    paper's window 100, lambda 5."""
+    cfg = _renamed(mlp_adamw(), "mlp-grokfast-ma")
+    cfg.accel.grokfast, cfg.accel.window, cfg.accel.lamb = "ma", 100, 5.0
+    return cfg
+
+
+@preset("mlp-orthograd")
+def mlp_orthograd() -> RunConfig:
+    """⊥AdamW of Prieto et al. 2025 (arXiv 2501.04697, Fig. 6) on the race task (30 % instead of
+    the paper's 40 %): lr 0.01, wd 0, betas (0.9, 0.99), eps 1e-25, full batch."""
+    cfg = _race_mlp("mlp-orthograd")
+    cfg.accel.orthograd = True
+    cfg.train.steps = 2000
+    return cfg
+
+
+@preset("mlp-stablemax")
+def mlp_stablemax() -> RunConfig:
+    """StableMax cross-entropy of Prieto et al. 2025 (arXiv 2501.04697, Fig. 4) on the race task:
+    plain AdamW lr 0.01, wd 0, no other regulariser."""
+    cfg = _race_mlp("mlp-stablemax")
+    cfg.train.loss = "stablemax"
+    cfg.train.steps = 3000
+    return cfg
+
+
+@preset("mlp-init-scale")
+def mlp_init_scale() -> RunConfig:
+    """Smaller initialisation (Liu et al. 2022, Omnigrok, arXiv 2210.01117, §3: grokking is
+    delayed by a large weight norm, so starting nearer the "Goldilocks" norm removes the delay):
+    ``mlp-adamw`` with every parameter ×0.5 at init."""
+    cfg = _renamed(mlp_adamw(), "mlp-init-scale")
+    cfg.model.init_scale = 0.5
+    return cfg
