@@ -176,15 +176,17 @@ function renderRun() {
   $("runerrors").innerHTML = errs.map(esc).join("<br>");
 
   const acc = [], loss = [], legend = [];
+  const single = S.overlay.length === 1;  // one run: train blue, validation red, as in curves.png
   for (const p of S.overlay) {
     const r = S.runs[p];
     if (!r) continue;
-    const c = colorOf(p);
+    const c = colorOf(p), ct = single ? "#1f77b4" : c;
     acc.push({ run: p, key: "val_acc", label: p + " validation", color: c, points: pts(r.metrics, "val_acc") });
-    acc.push({ run: p, key: "train_acc", label: p + " train", color: c, dash: true, points: pts(r.metrics, "train_acc") });
+    acc.push({ run: p, key: "train_acc", label: p + " train", color: ct, dash: true, points: pts(r.metrics, "train_acc") });
     loss.push({ run: p, key: "val_loss", label: p + " validation", color: c, points: pts(r.metrics, "val_loss") });
-    loss.push({ run: p, key: "train_loss", label: p + " train", color: c, dash: true, points: pts(r.metrics, "train_loss") });
-    legend.push(`<span><i style="background:${c}"></i>${esc(p)} (${r.metrics.length} points)</span>`);
+    loss.push({ run: p, key: "train_loss", label: p + " train", color: ct, dash: true, points: pts(r.metrics, "train_loss") });
+    legend.push(single ? `<span><i style="background:${ct}"></i>train</span><span><i style="background:${c}"></i>validation · ${esc(p)} (${r.metrics.length} points)</span>`
+      : `<span><i style="background:${c}"></i>${esc(p)} (${r.metrics.length} points)</span>`);
   }
   drawChart($("acc"), acc, { ymin: 0, ymax: 1, markers: D.markers });
   drawChart($("loss"), loss, { logy: true, markers: D.markers });
@@ -205,7 +207,7 @@ function renderRun() {
       drawChart(svg, [{ run: path, key: k, label: k, color: colorOf(path), points: p }], { logy, markers: D.markers });
     }
   }
-  renderFigs($("figs"), D.figures, "no fig_*.png in this run yet");
+  renderFigs($("figs"), D.figures, "no fig_*.png in this run (groklab analyze and GTN runs add them; the curves are above)");
   $("config").textContent = D.config ? JSON.stringify(D.config, null, 2) : "config.json unreadable";
 }
 
