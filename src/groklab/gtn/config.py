@@ -26,9 +26,9 @@ class DataConfig:
 
 @dataclass
 class GeneratorConfig:
-    kind: str = "auto"             # auto (conv for images, mlp otherwise) | mlp | conv
+    kind: str = "mlp"              # mlp | conv (images only; the released MNIST generator) | auto
     z_dim: int = 128
-    hidden: int = 1024             # width of the fully connected layers
+    hidden: int = 256              # width of the fully connected layers (released MNIST: 1024)
     channels: list[int] = field(default_factory=lambda: [64, 32])  # conv: channels of the two stages
     weight_norm: bool = True
     out_scale: float = 2.0         # output = out_scale * tanh(.); 0 = linear output
@@ -40,7 +40,7 @@ class LearnerConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 128])   # mlp widths
     channels: list[int] = field(default_factory=lambda: [32, 64])  # cnn channels (then one linear)
     weight_norm: bool = True
-    norm: str = "none"             # none | meanbn (mean-only BatchNorm, running mean carried)
+    norm: str = "meanbn"           # meanbn (mean-only BatchNorm of the released code) | none
     random_width: bool = False     # scale every width by a random factor in [0.5, 2] per outer step
 
 
@@ -49,7 +49,7 @@ class InnerConfig:
     steps: int = 8                 # T
     batch: int = 128               # B: generated examples per inner step
     curriculum: str = "full"       # none | all_shuffled | shuffled_batch | full
-    lr: float = 0.02               # initial learned learning rate (paper: 0.02)
+    lr: float = 0.3                # initial learned learning rate (paper: 0.02; see docs/gtn.md)
     momentum: float = 0.5          # initial learned momentum (paper: 0.5)
     intermediate: int = 1          # real-data loss after every this many inner steps; 0 = final only
     checkpoint: int = 0            # unroll checkpoint block length (steps); 0 = keep the whole graph
@@ -175,9 +175,29 @@ def validate(cfg: GTNConfig) -> GTNConfig:
     return cfg
 
 
-def resolve(file: str | Path | None = None, overrides: list[str] | None = None) -> GTNConfig:
-    """Defaults → TOML file → dotted overrides (``KEY=VALUE`` strings), then validate."""
+# Named starting points (``--recipe``): the settings behind the figures of docs/gtn.md.
+RECIPES: dict[str, list[str]] = {
+    "digits": [],
+    "digits-t32": ["inner.steps=32", "inner.checkpoint=8"],
+    "mnist5k": ["data.name=mnist5k", "inner.steps=32", "inner.checkpoint=8", "generator.kind=conv",
+                "learner.hidden=128", "meta.real_batch=256"],
+    "mnist1d-nas": ["data.name=mnist1d", "learner.kind=random", "inner.steps=16",
+                    "generator.out_scale=0", "eval.lrs=0.01,0.03,0.1,0.3"],
+    "modular": ["data.name=modular", "data.p=23", "data.frac=0.5", "learner.hidden=128",
+                "generator.out_scale=0"],
+}
+
+
+def resolve(file: str | Path | None = None, overrides: list[str] | None = None,
+            recipe: str | None = None) -> GTNConfig:
+    """Defaults → recipe → TOML file → dotted overrides (``KEY=VALUE`` strings), then validate."""
     cfg = GTNConfig()
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+        for item in RECIPES[recipe]:
+            k, v = item.split("=", 1)
+            set_key(cfg, k, v)
     if file is not None:
         apply_dict(cfg, load_toml(file))
     for item in overrides or []:

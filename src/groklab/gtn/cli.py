@@ -1,0 +1,88 @@
+"""``groklab gtn {train,eval,nas}``: thin — parse, build a GTNConfig, call groklab.gtn."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from groklab.config import ConfigError
+
+
+def cmd_train(args) -> int:
+    from groklab.gtn import run as gtn_run
+    from groklab.gtn.config import resolve
+    if args.resume:
+        if args.recipe or args.config or args.set:
+            raise ConfigError("--resume continues a run with its own config.json; drop --recipe/--config/--set")
+        out = gtn_run.resume(args.resume, progress=not args.quiet, evaluate=not args.no_eval)
+    else:
+        cfg = resolve(args.config, args.set, recipe=args.recipe)
+        out = gtn_run.train(cfg, args.out, progress=not args.quiet, evaluate=not args.no_eval)
+    return _print_summary(out)
+
+
+def _print_summary(out: Path) -> int:
+    from groklab.runs.rundir import read_json
+    s = read_json(out / "summary.json")
+    line = f"{s['status']}: {s['steps_done']} outer steps in {s['wall_seconds']:.1f} s"
+    ev = s.get("eval")
+    if ev:
+        line += (f" · T = {ev['steps']}: GTN {ev['gtn_mean']:.3f} ± {ev['gtn_std']:.3f}, "
+                 f"real {ev['real_mean']:.3f} ± {ev['real_std']:.3f} (lr {ev['best_lr']:g}, "
+                 f"{ev['learners']} learners)")
+    print(line)
+    print(f"report: {out / 'report.html'}")
+    return 0 if s["status"] == "completed" else 130
+
+
+def cmd_eval(args) -> int:
+    from groklab.gtn.run import evaluate_run
+    if args.learners is not None and args.learners < 1:
+        raise ConfigError(f"--learners={args.learners}: expected >= 1")
+    evaluate_run(args.dir, learners=args.learners)
+    return _print_summary(Path(args.dir))
+
+
+def cmd_nas(args) -> int:
+    from groklab.gtn.nas import NASConfig, run_nas
+    ncfg = NASConfig(archs=args.archs, full_steps=args.full_steps, seeds=args.seeds,
+                     top_k=args.top_k, seed=args.seed, kinds=tuple(args.kinds.split(",")))
+    out = run_nas(args.gtn, args.out, ncfg, progress=not args.quiet)
+    from groklab.runs.rundir import read_json
+    r = read_json(out / "nas.json")
+    for name in ("gtn", "real"):
+        p = r["proxies"][name]
+        print(f"{name:>4} proxy ({p['steps']} steps): Spearman {p['spearman']:+.3f} "
+              f"(top half {p['spearman_top_half']:+.3f}) · top-{r['top_k']} overlap "
+              f"{p['top_k_overlap']:.2f} · {p['seconds']:.1f} s")
+    print(f"full training ({r['full_steps']} steps): {r['full_seconds']:.1f} s")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("gtn", help="Generative Teaching Networks: meta-train, evaluate, rank architectures")
+    sub = p.add_subparsers(dest="gtn_command", metavar="GTN_COMMAND", required=True)
+    t = sub.add_parser("train", help="meta-train a generator and write a run directory with its report")
+    t.add_argument("--recipe", help="a named starting point: digits, digits-t32, mnist5k, mnist1d-nas, modular")
+    t.add_argument("--config", help="a TOML file of settings ([data], [generator], [learner], [inner], [meta], [eval])")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one dotted setting, e.g. --set inner.steps=32 (repeatable)")
+    t.add_argument("--out", help="run directory to create (default runs/gtn-<data>-<time>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the meta-training in DIR from its last checkpoint")
+    t.add_argument("--no-eval", action="store_true", help="skip the evaluation protocol at the end")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="fresh learners on GTN data vs real data; figures and report")
+    e.add_argument("dir", help="a GTN run directory")
+    e.add_argument("--learners", type=int, help="fresh learners per protocol (default: the run's eval.learners)")
+    e.set_defaults(func=cmd_eval)
+    n = sub.add_parser("nas", help="rank sampled architectures by GTN data, by real data, by full training")
+    n.add_argument("--gtn", required=True, metavar="DIR", help="a GTN run directory (its data and teacher)")
+    n.add_argument("--out", help="directory for nas.json and the report (default DIR/nas)")
+    n.add_argument("--archs", type=int, default=32, help="architectures sampled (default 32)")
+    n.add_argument("--full-steps", type=int, default=2000, help="real-data steps of full training (default 2000)")
+    n.add_argument("--seeds", type=int, default=2, help="learners per architecture and proxy (default 2)")
+    n.add_argument("--top-k", type=int, default=0, help="top-k overlap size (default archs // 4)")
+    n.add_argument("--kinds", default="mlp,cnn", help="learner kinds to sample (default mlp,cnn)")
+    n.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
+    n.add_argument("--quiet", action="store_true", help="no progress bar")
+    n.set_defaults(func=cmd_nas)

@@ -1,0 +1,95 @@
+"""The GTN evaluation protocol (Such et al. 2020, arXiv 1912.07768, §3.1).
+
+``n`` fresh learners (seeds ``eval.seed + i``) are trained T steps on generated data with the
+teacher's learned step sizes, without any meta-graph; their real test accuracy after every
+inner step gives mean ± std curves. The baseline: the same learners from the same
+initialisations trained T steps on real training batches of the same size B, SGD with momentum
+0.9 and the constant learning rate of ``eval.lrs`` whose mean final test accuracy is best
+(picked on the test set, which can only flatter the baseline).
+"""
+from __future__ import annotations
+
+import torch
+
+from groklab.gtn.data import GTNData
+from groklab.gtn.learners import LearnerSpec, init_params
+from groklab.gtn.unroll import initial_state, real_loss, sgd_momentum_step
+
+BASELINE_MOMENTUM = 0.9
+
+
+def eval_spec(cfg) -> LearnerSpec:
+    """The learner the protocol uses: the configured one (an MLP of ``learner.hidden`` when
+    meta-training sampled random architectures)."""
+    lc = cfg.learner
+    kind = "mlp" if lc.kind == "random" else lc.kind
+    return LearnerSpec(kind, tuple(lc.hidden if kind == "mlp" else lc.channels), lc.weight_norm, lc.norm)
+
+
+@torch.no_grad()
+def test_accuracy(learner, state, data: GTNData) -> float:
+    return real_loss(learner, state, data.x_test, data.y_test)[1].item()
+
+
+def teach(learner, params0, batches, lrs, moms, data: GTNData) -> list[float]:
+    """Train from ``params0`` on ``batches`` [(x (B, *shape), y (B,))] with per-step ``lrs`` and
+    ``moms``; return the real test accuracy before and after every step: (T + 1,)."""
+    state = initial_state(learner, params0)
+    accs = [test_accuracy(learner, state, data)]
+    for t, (x, y) in enumerate(batches):
+        state, _ = sgd_momentum_step(learner, state, x, y, t, lrs[t], moms[t], create_graph=False)
+        accs.append(test_accuracy(learner, state, data))
+    return accs
+
+
+@torch.no_grad()
+def generated_batches(teacher, g: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The T batches the teacher feeds one learner (a fresh plan for the random curricula)."""
+    plan = teacher.curriculum.plan(g)
+    dtype = teacher.log_lr.dtype
+    out = []
+    for t in range(teacher.log_lr.shape[0]):
+        z, y = teacher.curriculum.inputs(t, plan)
+        out.append((teacher.generator(z.to(dtype), y), y))
+    return out
+
+
+def real_batches(data: GTNData, steps: int, batch: int, g: torch.Generator):
+    n = len(data.y_train)
+    idx = [torch.randint(0, n, (min(batch, n),), generator=g) for _ in range(steps)]
+    return [(data.x_train[i], data.y_train[i]) for i in idx]
+
+
+def evaluate(cfg, teacher, data: GTNData, learners: int | None = None, lrs=None) -> dict:
+    """Run the protocol. Returns {"gtn": curves (n, T+1), "real": {lr: curves}, "best_lr",
+    and mean/std of the final accuracies} as plain lists and floats."""
+    from groklab.gtn.meta import get_learner
+    n = learners or cfg.eval.learners
+    lrs_grid = list(lrs or cfg.eval.lrs)
+    dtype = teacher.log_lr.dtype
+    spec = eval_spec(cfg)
+    learner = get_learner(spec, data, dtype)
+    T, B = cfg.inner.steps, cfg.inner.batch
+    step_lrs = teacher.log_lr.detach().exp()
+    step_moms = teacher.log_mom.detach().exp()
+    gtn, real = [], {lr: [] for lr in lrs_grid}
+    for i in range(n):
+        seed = cfg.eval.seed + i
+        params0 = init_params(learner, torch.Generator().manual_seed(seed), dtype)
+        batches = generated_batches(teacher, torch.Generator().manual_seed(seed + 7_919))
+        gtn.append(teach(learner, params0, batches, step_lrs, step_moms, data))
+        rb = real_batches(data, T, B, torch.Generator().manual_seed(seed + 104_729))
+        for lr in lrs_grid:
+            lr_t = torch.full((T,), lr, dtype=dtype)
+            mom_t = torch.full((T,), BASELINE_MOMENTUM, dtype=dtype)
+            real[lr].append(teach(learner, params0, rb, lr_t, mom_t, data))
+    final = lambda curves: torch.tensor([c[-1] for c in curves], dtype=torch.float64)  # noqa: E731
+    best_lr = max(lrs_grid, key=lambda lr: final(real[lr]).mean().item())
+    g, r = final(gtn), final(real[best_lr])
+    std = lambda v: v.std().item() if len(v) > 1 else 0.0  # noqa: E731
+    return {"learner": spec.describe(), "steps": T, "batch": B, "learners": n,
+            "gtn_mean": g.mean().item(), "gtn_std": std(g),
+            "real_mean": r.mean().item(), "real_std": std(r), "best_lr": best_lr,
+            "real_by_lr": {str(lr): final(real[lr]).mean().item() for lr in lrs_grid},
+            "gtn_curves": gtn, "real_curves": real[best_lr],
+            "learned_lr": step_lrs.tolist(), "learned_momentum": step_moms.tolist()}

@@ -1,0 +1,209 @@
+"""Architecture search with GTN data as a cheap proxy (Such et al. 2020, arXiv 1912.07768, §4).
+
+N architectures are sampled from ``learners.SPACE`` (MLP or CNN, depth 1–3, widths per layer).
+Each is scored three ways, all by real test accuracy:
+
+* **GTN proxy**: T steps on the teacher's generated data with its learned step sizes;
+* **real proxy**: the same T steps on real batches (SGD momentum 0.9, best lr of ``eval.lrs``);
+* **full training**: ``full_steps`` Adam steps (lr 1e-3) on real batches.
+
+Each proxy is judged by its Spearman rank correlation with full training (over all
+architectures, and over the top half by full training as in the paper) and by the overlap of
+its top-k with full training's top-k, and by the time it took.
+"""
+from __future__ import annotations
+
+import html
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from groklab.config import ConfigError
+from groklab.gtn.eval import BASELINE_MOMENTUM, generated_batches, real_batches, teach
+from groklab.gtn.learners import LearnerSpec, init_params, sample_spec
+from groklab.runs.rundir import atomic_write_text, write_json
+
+
+@dataclass
+class NASConfig:
+    archs: int = 32
+    full_steps: int = 2000
+    seeds: int = 2                 # learners per architecture and score (means are ranked)
+    top_k: int = 0                 # 0 = archs // 4
+    seed: int = 0
+    kinds: tuple[str, ...] = ("mlp", "cnn")
+    full_lr: float = 1e-3
+    batch: int = 128
+
+
+def ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..n-1 of a 1-D tensor, ties given their average rank."""
+    order = torch.argsort(v, stable=True)
+    r = torch.empty(len(v), dtype=torch.float64)
+    r[order] = torch.arange(len(v), dtype=torch.float64)
+    for val in torch.unique(v):
+        tie = v == val
+        r[tie] = r[tie].mean()
+    return r
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation: the Pearson correlation of the ranks. NaN if either is constant."""
+    ra, rb = ranks(torch.as_tensor(a, dtype=torch.float64)), ranks(torch.as_tensor(b, dtype=torch.float64))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = (ra.norm() * rb.norm()).item()
+    return (ra @ rb).item() / den if den > 0 else float("nan")
+
+
+def top_k_overlap(proxy, truth, k: int) -> float:
+    """|top-k by proxy ∩ top-k by truth| / k."""
+    top = lambda v: set(torch.argsort(torch.as_tensor(v), descending=True, stable=True)[:k].tolist())  # noqa: E731
+    return len(top(proxy) & top(truth)) / k
+
+
+def sample_architectures(n: int, seed: int, kinds, weight_norm: bool, norm: str) -> list[LearnerSpec]:
+    """``n`` distinct architectures (fewer if the space is smaller)."""
+    rng, out, tries = random.Random(seed), [], 0
+    while len(out) < n and tries < 100 * n:
+        s = sample_spec(rng, kinds, weight_norm, norm)
+        tries += 1
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def full_train(learner, params0, data, steps: int, lr: float, batch: int, g: torch.Generator) -> float:
+    """Adam on real batches; mean-BN running means as an exponential average (momentum 0.1)."""
+    params = {k: v.clone().requires_grad_() for k, v in params0.items()}
+    opt = torch.optim.Adam(params.values(), lr=lr)
+    running = None
+    n = len(data.y_train)
+    for _ in range(steps):
+        i = torch.randint(0, n, (min(batch, n),), generator=g)
+        logits, means = functional_call(learner, params, (data.x_train[i],))
+        loss = F.cross_entropy(logits, data.y_train[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if means:
+            means = [m.detach() for m in means]
+            running = means if running is None else [0.9 * r + 0.1 * m for r, m in zip(running, means)]
+    with torch.no_grad():
+        logits, _ = functional_call(learner, params, (data.x_test, running))
+        return (logits.argmax(1) == data.y_test).float().mean().item()
+
+
+def run_nas(gtn_dir: str | Path, out: str | Path | None, ncfg: NASConfig, progress: bool = False) -> Path:
+    """Score the sampled architectures three ways; write nas.json, fig_nas.png, report.html."""
+    from groklab.gtn.meta import get_learner
+    from groklab.gtn.run import load_run
+    for name, v, lo in (("--archs", ncfg.archs, 3), ("--full-steps", ncfg.full_steps, 1),
+                        ("--seeds", ncfg.seeds, 1), ("--top-k", ncfg.top_k, 0)):
+        if v < lo:
+            raise ConfigError(f"{name}={v}: expected >= {lo}")
+    bad = [k for k in ncfg.kinds if k not in ("mlp", "cnn")]
+    if bad or not ncfg.kinds:
+        raise ConfigError(f"--kinds={','.join(ncfg.kinds)!r}: expected a comma list of mlp, cnn")
+    cfg, teacher, data = load_run(gtn_dir)
+    if "cnn" in ncfg.kinds and len(data.shape) < 2:
+        raise ConfigError(f"--kinds includes cnn but data {cfg.data.name!r} is not a sequence or image")
+    out = Path(out) if out else Path(gtn_dir) / "nas"
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = teacher.log_lr.dtype
+    T, B = cfg.inner.steps, cfg.inner.batch
+    specs = sample_architectures(ncfg.archs, ncfg.seed, ncfg.kinds, cfg.learner.weight_norm, cfg.learner.norm)
+    k = ncfg.top_k or max(1, len(specs) // 4)
+    lrs, moms = teacher.log_lr.detach().exp(), teacher.log_mom.detach().exp()
+    rows, secs = [], {"gtn": 0.0, "real": 0.0, "full": 0.0}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(specs), desc="gtn nas", unit="arch")
+    for a, spec in enumerate(specs):
+        learner = get_learner(spec, data, dtype)
+        score = {"gtn": [], "real": {lr: [] for lr in cfg.eval.lrs}, "full": []}
+        for s in range(ncfg.seeds):
+            seed = 10_000 * (a + 1) + s
+            p0 = init_params(learner, torch.Generator().manual_seed(seed), dtype)
+            t0 = time.perf_counter()
+            batches = generated_batches(teacher, torch.Generator().manual_seed(seed + 1))
+            score["gtn"].append(teach(learner, p0, batches, lrs, moms, data)[-1])
+            t1 = time.perf_counter()
+            rb = real_batches(data, T, B, torch.Generator().manual_seed(seed + 2))
+            for lr in cfg.eval.lrs:
+                lr_t, mom_t = torch.full((T,), lr, dtype=dtype), torch.full((T,), BASELINE_MOMENTUM, dtype=dtype)
+                score["real"][lr].append(teach(learner, p0, rb, lr_t, mom_t, data)[-1])
+            t2 = time.perf_counter()
+            score["full"].append(full_train(learner, p0, data, ncfg.full_steps, ncfg.full_lr, ncfg.batch,
+                                            torch.Generator().manual_seed(seed + 3)))
+            t3 = time.perf_counter()
+            secs["gtn"] += t1 - t0
+            secs["real"] += t2 - t1
+            secs["full"] += t3 - t2
+        mean = lambda v: sum(v) / len(v)  # noqa: E731
+        best_lr = max(cfg.eval.lrs, key=lambda lr: mean(score["real"][lr]))
+        rows.append({"arch": spec.describe(), "spec": spec.to_dict(), "gtn": mean(score["gtn"]),
+                     "real": mean(score["real"][best_lr]), "real_lr": best_lr, "full": mean(score["full"])})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    full = [r["full"] for r in rows]
+    half = torch.argsort(torch.tensor(full), descending=True)[: max(2, len(rows) // 2)].tolist()
+    proxies = {}
+    for name in ("gtn", "real"):
+        v = [r[name] for r in rows]
+        proxies[name] = {"steps": T, "spearman": spearman(v, full),
+                         "spearman_top_half": spearman([v[i] for i in half], [full[i] for i in half]),
+                         "top_k_overlap": top_k_overlap(v, full, k), "seconds": round(secs[name], 2)}
+    result = {"gtn_dir": str(gtn_dir), "data": cfg.data.name, "archs": len(rows), "top_k": k,
+              "full_steps": ncfg.full_steps, "full_seconds": round(secs["full"], 2),
+              "nas": {**asdict(ncfg), "kinds": list(ncfg.kinds)}, "proxies": proxies, "rows": rows}
+    write_json(out / "nas.json", result)
+    plot_nas(result, out / "fig_nas.png")
+    write_nas_report(out, result)
+    return out
+
+
+def plot_nas(result: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    from groklab.gtn.report import save_figure
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, name in zip(axes, ("gtn", "real")):
+        p = result["proxies"][name]
+        for kind, color in (("mlp", "tab:blue"), ("cnn", "tab:orange")):
+            sel = [r for r in rows if r["spec"]["kind"] == kind]
+            ax.scatter([r[name] for r in sel], [r["full"] for r in sel], s=18, color=color, label=kind)
+        ax.set_xlabel(f"{name} proxy: test accuracy after {p['steps']} steps")
+        ax.set_ylabel(f"full training ({result['full_steps']} steps)")
+        ax.set_title(f"Spearman {p['spearman']:+.2f} · top-{result['top_k']} overlap {p['top_k_overlap']:.2f}",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result['data']}: {result['archs']} architectures ranked by proxies vs full training")
+    save_figure(fig, path)
+
+
+def write_nas_report(out: Path, result: dict) -> None:
+    from groklab.gtn.report import _page, img_tag, table
+    prox = [(f"{n} proxy ({p['steps']} steps)",
+             f"Spearman {p['spearman']:+.3f} · top half {p['spearman_top_half']:+.3f} · "
+             f"top-{result['top_k']} overlap {p['top_k_overlap']:.2f} · {p['seconds']:.1f} s")
+            for n, p in result["proxies"].items()]
+    prox.append((f"full training ({result['full_steps']} steps)", f"{result['full_seconds']:.1f} s"))
+    head = "<tr><th>architecture</th><th>GTN proxy</th><th>real proxy (lr)</th><th>full</th></tr>"
+    body = "".join(f"<tr><td>{html.escape(r['arch'])}</td><td>{r['gtn']:.3f}</td>"
+                   f"<td>{r['real']:.3f} ({r['real_lr']:g})</td><td>{r['full']:.3f}</td></tr>"
+                   for r in sorted(result["rows"], key=lambda r: -r["full"]))
+    parts = [f"<h1>groklab gtn nas — {html.escape(result['data'])}</h1>",
+             img_tag(out / "fig_nas.png", "proxy vs full training"), "<h2>Proxies</h2>", table(prox),
+             "<h2>Architectures</h2>", f"<table>{head}{body}</table>",
+             f"<h2>Settings</h2><pre>{html.escape(json.dumps(result['nas'], indent=2))}</pre>"]
+    atomic_write_text(out / "report.html", _page(f"nas {result['data']}", parts))
