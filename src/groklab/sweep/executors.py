@@ -1,0 +1,201 @@
+"""Where the points of a sweep run: ``local`` (a pool of worker processes) or ``ray``.
+
+Both expose the same small interface the grid and optimize drivers use::
+
+    ex.submit(job)            # job: a plain dict (see groklab.sweep.point)
+    job, results = ex.next_done()   # blocks until one job finishes; results: list of result dicts
+    ex.capacity, ex.pending, ex.close()
+
+A job is either one point (``run_point``) or an ensemble of points trained together
+(``{"kind": "ensemble", "jobs": [...]}``, see groklab.sweep.ensemble). The drivers keep at most
+``capacity`` jobs in flight, so asking Optuna for a trial happens only when a worker is free.
+
+Ray is imported only by ``RayExecutor``. Its tasks write straight into the sweep directory when
+a worker sees it (same machine or a shared file system: a token file proves it); otherwise the
+point runs in a temporary directory and its files travel back with the result.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from groklab.config import ConfigError
+from groklab.runs.rundir import atomic_write_bytes, atomic_write_text
+
+
+def run_job(job: dict[str, Any], threads: int | None = 1) -> list[dict[str, Any]]:
+    """Run one job (a point or an ensemble of points) and return its results."""
+    if job.get("kind") == "ensemble":
+        from groklab.sweep.ensemble import run_ensemble_job
+        return run_ensemble_job(job, threads=threads)
+    from groklab.sweep.point import run_point
+    return [run_point(job, threads=threads)]
+
+
+def _init_worker() -> None:
+    import torch
+    torch.set_num_threads(1)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the driver dies, so a killed sweep leaves no orphan
+    still writing into a point that the next invocation resumes."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class LocalExecutor:
+    """A pool of ``workers`` processes (default: one per core); 1 worker runs jobs inline."""
+
+    def __init__(self, workers: int | None = None):
+        self.capacity = workers or os.cpu_count() or 1
+        if self.capacity < 1:
+            raise ConfigError(f"--workers {workers}: need at least 1")
+        self._pool = None
+        self._futures: dict[Future, dict] = {}
+        self._inline: list[dict] = []
+        if self.capacity > 1:
+            import multiprocessing as mp
+            # spawn: a fresh interpreter per worker, no forked torch thread pools or locks
+            self._pool = ProcessPoolExecutor(self.capacity, mp_context=mp.get_context("spawn"),
+                                             initializer=_init_worker)
+
+    @property
+    def pending(self) -> int:
+        return len(self._futures) + len(self._inline)
+
+    def submit(self, job: dict[str, Any]) -> None:
+        if self._pool is None:
+            self._inline.append(job)
+        else:
+            self._futures[self._pool.submit(run_job, job)] = job
+
+    def next_done(self) -> tuple[dict, list[dict]]:
+        if self._inline:
+            job = self._inline.pop(0)
+            return job, run_job(job, threads=None)
+        done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
+        fut = next(iter(done))
+        job = self._futures.pop(fut)
+        try:
+            return job, fut.result()
+        except Exception as e:  # the worker process itself died (out of memory, a signal)
+            return job, _failed_results(job, f"worker died: {type(e).__name__}: {e}")
+
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+            self._pool = None
+
+
+def _failed_results(job: dict, error: str) -> list[dict]:
+    jobs = job["jobs"] if job.get("kind") == "ensemble" else [job]
+    from groklab.runs.rundir import write_json
+    out = []
+    for j in jobs:
+        d = Path(j["dir"])
+        d.mkdir(parents=True, exist_ok=True)
+        write_json(d / "failed.json", {"error": error})
+        out.append({"id": j["id"], "status": "failed", "summary": None, "error": error})
+    return out
+
+
+# --- Ray -----------------------------------------------------------------------------------
+
+TOKEN = ".sweep_token"
+
+
+def _ray_task(job: dict[str, Any], root: str, token: str) -> dict[str, Any]:
+    """Runs on a Ray worker: in place when it sees the sweep directory, else in a temp dir."""
+    import tempfile
+    shared = (Path(root) / TOKEN).is_file() and (Path(root) / TOKEN).read_text() == token
+    if shared:
+        return {"results": run_job(job), "files": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = job["jobs"] if job.get("kind") == "ensemble" else [job]
+        remap = {j["dir"]: str(Path(tmp) / Path(j["dir"]).name) for j in jobs}
+        local = _rebase(job, remap)
+        results = run_job(local)
+        files = {}
+        for orig, d in remap.items():
+            for p in Path(d).rglob("*"):
+                if p.is_file():
+                    files[str(Path(orig) / p.relative_to(d))] = p.read_bytes()
+        return {"results": results, "files": files}
+
+
+def _rebase(job: dict, remap: dict[str, str]) -> dict:
+    if job.get("kind") == "ensemble":
+        return {**job, "jobs": [{**j, "dir": remap[j["dir"]]} for j in job["jobs"]]}
+    return {**job, "dir": remap[job["dir"]]}
+
+
+class RayExecutor:
+    """Submits jobs as Ray tasks (one CPU each) to the cluster at ``address``."""
+
+    def __init__(self, address: str | None, root: Path, workers: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'groklab[ray]'") from None
+        self.ray = ray
+        self.root = Path(root).resolve()
+        self.token = uuid.uuid4().hex
+        atomic_write_text(self.root / TOKEN, self.token)
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address or "auto", log_to_driver=False,
+                         include_dashboard=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise ConfigError(f"--address {address!r}: cannot reach a Ray cluster ({e})") from None
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.capacity = workers or max(1, cpus)
+        self._refs: dict[Any, dict] = {}
+
+    @property
+    def pending(self) -> int:
+        return len(self._refs)
+
+    def submit(self, job: dict[str, Any]) -> None:
+        self._refs[self._remote.remote(job, str(self.root), self.token)] = job
+
+    def next_done(self) -> tuple[dict, list[dict]]:
+        ready, _ = self.ray.wait(list(self._refs), num_returns=1)
+        ref = ready[0]
+        job = self._refs.pop(ref)
+        try:
+            out = self.ray.get(ref)
+        except Exception as e:  # a task that died with its worker
+            return job, _failed_results(job, f"ray task failed: {type(e).__name__}: {e}")
+        for path, data in (out["files"] or {}).items():
+            atomic_write_bytes(path, data)
+        return job, out["results"]
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for ref in self._refs:
+                self.ray.cancel(ref)
+        self._refs.clear()
+        (self.root / TOKEN).unlink(missing_ok=True)
+        self.ray.shutdown()
+
+
+def make_executor(name: str, root: Path, workers: int | None = None, address: str | None = None):
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers {workers}: need at least 1")
+    if name == "local":
+        if address:
+            raise ConfigError("--address is only used with --executor ray")
+        return LocalExecutor(workers)
+    if name == "ray":
+        return RayExecutor(address, root, workers)
+    raise ConfigError(f"--executor {name!r} is not one of: local, ray")

@@ -1,0 +1,121 @@
+"""One point of a sweep: a full ``groklab run`` in its own run directory, never raising.
+
+``run_point(job)`` is what every executor calls (in a worker process, a Ray task, or inline).
+A job is a plain dict so it crosses process boundaries::
+
+    {"id": "0003_lr=0.01_wd=1_s0", "dir": ".../points/0003_...", "config": {...RunConfig dict...},
+     "prune": {"metric": "train_acc", "below": 0.9, "at_step": 500} or None}
+
+It returns a plain dict ``{"id", "status", "summary", "error"}``. A point is finished when its
+directory holds ``summary.json`` with a final status, or ``failed.json``; a point killed
+half-way (no summary, or status "interrupted") is resumed from its last checkpoint, or started
+again when it has none, so no finished point is run twice and none is lost.
+"""
+from __future__ import annotations
+
+import shutil
+import traceback
+from pathlib import Path
+from typing import Any
+
+from groklab.runs.rundir import read_json, write_json
+
+FINAL = ("completed", "early_stopped", "nan", "pruned")
+PRUNE_METRICS = {"train_acc": "below", "train_loss": "above"}
+
+
+class Pruned(Exception):
+    """Raised by the prune sink to stop a run that the spec's rule says cannot succeed."""
+
+
+class PruneSink:
+    """Stops a run at ``at_step`` if ``metric`` has not reached its bound (train metrics only:
+    validation loss rises for thousands of steps before grokking, so it never prunes)."""
+
+    def __init__(self, rule: dict[str, Any]):
+        self.metric, self.at = rule["metric"], int(rule["at_step"])
+        self.bound = float(rule["below"] if "below" in rule else rule["above"])
+        self.best: float | None = None
+        self.higher = PRUNE_METRICS[self.metric] == "below"
+
+    def log(self, step: int, rec: dict) -> None:
+        v = rec[self.metric]
+        self.best = v if self.best is None else (max(self.best, v) if self.higher else min(self.best, v))
+        if step >= self.at:
+            ok = self.best >= self.bound if self.higher else self.best <= self.bound
+            if not ok:
+                raise Pruned(f"{self.metric} best {self.best:.4g} did not reach {self.bound:g} by step {step}")
+
+
+def point_state(d: Path) -> str:
+    """"done", "failed", "partial" (resume it) or "new"."""
+    if (d / "failed.json").is_file():
+        return "failed"
+    if (d / "summary.json").is_file():
+        try:
+            if read_json(d / "summary.json").get("status") in FINAL:
+                return "done"
+        except ValueError:
+            pass
+        return "partial"
+    return "partial" if d.exists() else "new"
+
+
+def read_result(job_id: str, d: Path) -> dict[str, Any]:
+    """The result dict of a finished point from its directory."""
+    if (d / "failed.json").is_file():
+        f = read_json(d / "failed.json")
+        return {"id": job_id, "status": "failed", "summary": f.get("summary"), "error": f["error"]}
+    s = read_json(d / "summary.json")
+    status = "failed" if s["status"] == "nan" else s["status"]
+    return {"id": job_id, "status": status, "summary": s,
+            "error": s.get("message") if status == "failed" else None}
+
+
+def run_point(job: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:
+    """Run (or resume, or just read) one point; every error becomes a "failed" result."""
+    import torch
+    d = Path(job["dir"])
+    state = point_state(d)
+    if state in ("done", "failed"):
+        return read_result(job["id"], d)
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)  # one core per worker: the pool is the parallelism
+    try:
+        _train(job, d, state)
+    except Pruned as e:
+        _write_pruned(job, d, str(e))
+    except Exception as e:  # a crashing point is recorded and the sweep goes on
+        d.mkdir(parents=True, exist_ok=True)
+        write_json(d / "failed.json", {"error": f"{type(e).__name__}: {e}",
+                                       "traceback": traceback.format_exc()})
+    finally:
+        torch.set_num_threads(old_threads)
+    return read_result(job["id"], d)
+
+
+def _train(job: dict[str, Any], d: Path, state: str) -> None:
+    import groklab
+    from groklab.config import RunConfig
+    from groklab.runs.checkpoint import list_checkpoints
+    sinks = [PruneSink(job["prune"])] if job.get("prune") else None
+    report = job.get("report", True)
+    if state == "partial" and list_checkpoints(d) and (d / "config.json").is_file():
+        groklab.resume(d, progress=False, report=report, sinks=sinks)
+        return
+    if d.exists():
+        shutil.rmtree(d)  # killed before its first checkpoint: start it again
+    cfg = RunConfig.from_dict(job["config"])
+    groklab.run(cfg, out=d, progress=False, report=report, sinks=sinks)
+
+
+def _write_pruned(job: dict[str, Any], d: Path, message: str) -> None:
+    """A pruned run stops inside the loop; write its summary from the metrics it logged."""
+    from groklab.config import RunConfig
+    from groklab.runs.rundir import read_jsonl
+    from groklab.train.loop import summarize
+    cfg = RunConfig.from_dict(job["config"])
+    records = read_jsonl(d / "metrics.jsonl")
+    wall = records[-1]["time"] if records else 0.0
+    write_json(d / "summary.json", summarize(cfg, records, "pruned", wall, message))

@@ -1,0 +1,68 @@
+"""The table of a sweep: one row per point (or trial) from its run directory, as ``results.csv``.
+
+Columns: ``id``, ``seed``, one column per axis key, ``status`` (completed, early_stopped, pruned,
+failed), ``phase`` (Liu et al. 2022's label at ``train.phase_threshold``), ``memorized_at_T`` and
+``generalized_at_T`` for T in 0.5, 0.9, 0.95, 0.99 and the diagram threshold (empty = never
+reached), ``steps_done``, ``wall_seconds``, ``final_train_acc``, ``final_val_acc``,
+``best_val_acc``, ``error``. Rebuilt from disk after every finished point, so it is always
+complete for what has finished.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from groklab.measure.events import THRESHOLDS, EventTracker
+from groklab.runs.rundir import atomic_write_text, read_jsonl
+from groklab.sweep.point import point_state, read_result
+
+TAIL = ["steps_done", "wall_seconds", "final_train_acc", "final_val_acc", "best_val_acc", "error"]
+
+
+def thresholds(extra: float | None = None) -> list[float]:
+    return sorted(set(THRESHOLDS) | ({extra} if extra is not None else set()))
+
+
+def row_for(point_dir: Path, point_id: str, values: dict[str, Any], seed: int,
+            threshold: float | None = None) -> dict[str, Any] | None:
+    """The table row of a finished point, or None if it has not finished."""
+    if point_state(point_dir) not in ("done", "failed"):
+        return None
+    res = read_result(point_id, point_dir)
+    s = res["summary"] or {}
+    row: dict[str, Any] = {"id": point_id, "seed": seed, **values, "status": res["status"],
+                           "phase": s.get("phase", "") if res["status"] != "failed" else "failed"}
+    mem, gen = dict(s.get("memorized_at") or {}), dict(s.get("generalized_at") or {})
+    ths = thresholds(threshold)
+    if any(str(t) not in gen for t in ths) and (point_dir / "metrics.jsonl").exists():
+        ev = EventTracker.from_records(read_jsonl(point_dir / "metrics.jsonl"), ths)
+        mem, gen = {**ev.memorized_at, **mem}, {**ev.generalized_at, **gen}
+    for t in ths:
+        row[f"memorized_at_{t}"] = mem.get(str(t))
+        row[f"generalized_at_{t}"] = gen.get(str(t))
+    for k in TAIL[:-1]:
+        row[k] = s.get(k)
+    row["error"] = res["error"] or ""
+    return row
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        atomic_write_text(path, "")
+        return
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
