@@ -157,9 +157,30 @@ def wait_for(fn, what: str, timeout: float = WAIT):
     raise AssertionError(f"the page never showed {what}")
 
 
+def finished_run_and_sweep(root: Path) -> None:
+    """A finished run to overlay and a sweep with a phase diagram, written by hand."""
+    import matplotlib.pyplot as plt
+
+    from groklab.report.plots import save_figure
+    from groklab.runs.rundir import atomic_write_text, write_json
+    d = root / "sweep-lr" / "trial_0"
+    d.mkdir(parents=True)
+    write_json(d / "config.json", {"preset": "prieto", "task": {"name": "modular", "op": "x+y", "p": 23},
+                                   "model": {"arch": "mlp"}, "train": {"steps": 100}})
+    atomic_write_text(d / "metrics.jsonl", "".join(json.dumps(
+        {"step": s, "train_acc": min(1.0, s / 50), "val_acc": s / 100, "train_loss": 1 / (s + 1),
+         "val_loss": 2 / (s + 1)}) + "\n" for s in range(0, 101, 10)))
+    write_json(d / "summary.json", {"status": "completed", "phase": "grokking"})
+    atomic_write_text(root / "sweep-lr" / "results.csv", "optim.lr,phase\n0.01,grokking\n")
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.imshow([[0, 1], [2, 3]])
+    save_figure(fig, root / "sweep-lr" / "fig_phase_diagram.png")
+
+
 def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
     root = tmp_path / "runs"
     root.mkdir()
+    finished_run_and_sweep(root)
     dash, url = start_dash(root)
     browser = DevTools(CHROMIUM, tmp_path / "profile")
     cfg = groklab.resolve("prieto", overrides=["task.p=23", "model.hidden=[32, 32]", "train.steps=200",
@@ -207,6 +228,18 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         atomic_write_bytes(ARTIFACTS / "dash_browser.png", shot)
         print(f"\nscreenshot: {ARTIFACTS / 'dash_browser.png'}  ({held} points while held, {final} at the end)")
+        # overlay the finished run, then open the sweep and its phase diagram
+        other = "sweep-lr/trial_0"
+        js(f'document.querySelector(\'#runs li[data-path="{other}"] input\').click()')
+        wait_for(lambda: js(f'+(document.querySelector(\'#acc path[data-run="{other}"][data-key="val_acc"]\')'
+                            f' || {{dataset: {{points: 0}}}}).dataset.points') == 11, "the overlaid run")
+        assert js(points) == final and "with=" in js("location.hash")
+        js('document.querySelector(\'#sweeps li[data-path="sweep-lr"] .name\').click()')
+        wait_for(lambda: js("[...document.querySelectorAll('#sweepfigs img')].some(i => i.complete && i.naturalWidth > 0)"),
+                 "the sweep's phase diagram")
+        assert js("document.querySelectorAll('#sweeptable tr').length") == 2
+        shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=sess)["data"])
+        atomic_write_bytes(ARTIFACTS / "dash_sweep.png", shot)
         thrown = []
         while not browser.events.empty():
             ev = browser.events.get()
