@@ -56,7 +56,8 @@ def test_aggregate_and_table_rows_follow_race_order():
     assert [r["recipe"] for r in rows] == ["b", "a"]
     assert rows[0]["steps@0.99"]["median"] == 101 and rows[0]["ms_per_step"] == pytest.approx(1000 / 101)
     table = format_table(rows, [0.95, 0.99])
-    assert table.splitlines()[0].startswith("| recipe | steps to 95% | seconds to 95% | steps to 99%")
+    assert table.splitlines()[0].startswith("| recipe | steps to 95% | seconds to 95% | CPU s to 95% | "
+                                            "steps to 99%")
     assert "| a | not reached | not reached | not reached | not reached |" in table
 
 
@@ -86,7 +87,9 @@ def test_run_race_writes_the_table_the_plot_and_every_run(tmp_path):
         cfg = json.loads((out / run["dir"] / "config.json").read_text())
         assert cfg["task"]["p"] == 23 and cfg["train"]["seed"] == run["seed"]
         for t in ("0.95", "0.99"):
-            assert run["hits"][t] == first_crossing(recs, float(t))
+            hit = run["hits"][t]
+            want = first_crossing(recs, float(t))
+            assert hit == want if want is None else (hit[:2] == want and 0 < hit[2] < 10 * want[1] + 1)
         assert run["steps_done"] == recs[-1]["step"] <= 30
     assert json.loads((out / "race.json").read_text())["rows"] == res["rows"]
     assert (out / "race.md").read_text().startswith("| recipe |")

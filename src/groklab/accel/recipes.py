@@ -150,3 +150,16 @@ def mlp_init_scale() -> RunConfig:
     cfg = _renamed(mlp_adamw(), "mlp-init-scale")
     cfg.model.init_scale = 0.5
     return cfg
+
+
+@preset("mlp-orthograd-small")
+def mlp_orthograd_small() -> RunConfig:
+    """The race's speed attempt: ⊥AdamW (Prieto et al. 2025, arXiv 2501.04697) on a narrower MLP
+    (226-128-128-113, 60 % of the 200-wide step's arithmetic), initialised at half scale
+    (Liu et al. 2022, Omnigrok, arXiv 2210.01117: a smaller weight norm generalizes sooner; ⊥Grad
+    then keeps the norm near it), float32 loss (⊥Grad already prevents the softmax collapse
+    that float64 guards against)."""
+    cfg = _renamed(mlp_orthograd(), "mlp-orthograd-small")
+    cfg.model.hidden, cfg.model.init_scale = [128, 128], 0.5
+    cfg.train.loss_dtype = "float32"
+    return cfg
