@@ -224,7 +224,8 @@ def train_ensemble(cfgs: list[RunConfig], dirs: list[Path], report: bool = True)
             idx = batches.next()
             xb, yb = (xtr, ytr) if idx is None else (xtr[idx], ytr[idx])
             grads, (loss, logits) = grad_fn(params, buffers, xb, yb)
-            bad = [r for r in range(len(active)) if not math.isfinite(float(loss[r]))]
+            finite = torch.isfinite(loss)
+            bad = [] if bool(finite.all()) else [r for r in range(len(active)) if not finite[r]]
             for r in bad:
                 status[active[r]] = "nan"
                 message[active[r]] = f"loss is {float(loss[r])} at step {step}; stopped"
