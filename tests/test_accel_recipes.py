@@ -52,11 +52,15 @@ def test_prieto_presets_differ_from_the_base_recipe_only_in_the_accelerator():
 
 
 def test_race_recipes_share_task_and_model():
-    cfgs = [get_preset(n) for n in DEFAULT_RECIPES]
-    nanda = get_preset("nanda").task
-    for cfg in cfgs:
-        assert cfg.task == nanda
-        assert cfg.model.arch == "mlp" and cfg.model.hidden == cfgs[0].model.hidden
+    """Every race recipe solves the nanda task; all but mlp-fast (narrower) share Prieto's MLP."""
+    nanda, prieto = get_preset("nanda").task, get_preset("prieto").model
+    for name in DEFAULT_RECIPES:
+        cfg = get_preset(name)
+        assert cfg.task == nanda and cfg.model.arch == "mlp"
+        if name not in ("mlp-fast", "mlp-init-scale"):
+            assert cfg.model == prieto, name
+    fast = get_preset("mlp-fast")
+    assert fast.accel.orthograd and fast.accel.weight_norm > 0 and fast.model.hidden == [128, 128]
     assert get_preset("mlp-grokfast-ema").optim == get_preset("mlp-adamw").optim
 
 

@@ -65,7 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", default="3", help="a count (3 -> 0,1,2) or a list (0,4,7)")
     p.add_argument("--steps", type=int, default=None, help="step budget of every run "
                    "(default: each recipe's train.steps)")
-    p.add_argument("--eval-every", type=int, default=5, help="evaluation interval in steps, the "
+    p.add_argument("--eval-every", type=int, default=10, help="evaluation interval in steps, the "
                    "resolution of the table (default: %(default)s)")
     p.add_argument("--thresholds", default="0.95,0.99", help="validation accuracies (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

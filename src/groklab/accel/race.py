@@ -31,7 +31,7 @@ from groklab.config import ConfigError, RunConfig, parse_overrides, set_key, val
 from groklab.runs.rundir import atomic_write_text, read_jsonl, write_json
 
 DEFAULT_RECIPES = ("mlp-adamw", "mlp-grokfast-ema", "mlp-grokfast-ma", "mlp-orthograd",
-                   "mlp-stablemax", "mlp-init-scale")
+                   "mlp-stablemax", "mlp-init-scale", "mlp-fast")
 THRESHOLDS = (0.95, 0.99)
 
 
@@ -53,7 +53,7 @@ class RaceRun:
 
 
 def race_config(recipe: str, task: str | None, seed: int, steps: int | None = None,
-                eval_every: int = 5, stop_at: float = 0.99,
+                eval_every: int = 10, stop_at: float = 0.99,
                 overrides: Sequence[str] = ()) -> RunConfig:
     """The config of one race run: the recipe's preset, the task of preset ``task`` (None keeps
     the recipe's own), the seed, the race's evaluation and stopping settings, then overrides."""
@@ -97,7 +97,7 @@ class CpuClock:
 
 def run_race(recipes: Sequence[str] = DEFAULT_RECIPES, task: str | None = "nanda",
              seeds: Sequence[int] = (0, 1, 2), out: str | Path | None = None,
-             steps: int | None = None, eval_every: int = 5,
+             steps: int | None = None, eval_every: int = 10,
              thresholds: Sequence[float] = THRESHOLDS, overrides: Sequence[str] = (),
              log: Callable[[str], None] | None = print) -> dict:
     """Run every recipe for every seed, one after the other, into ``out``; write race.json,
