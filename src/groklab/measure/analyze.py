@@ -79,7 +79,7 @@ def analyze(run_dir: str | Path, stride: int = 1, progress: bool = False, figure
     atomic_write_text(d / "analysis.jsonl", "".join(_line(r) for r in records))
 
     metrics = read_jsonl(d / "metrics.jsonl")
-    phases = segment(metrics, records, cfg.train.phase_threshold)
+    phases = segment(metrics, records, cfg.train.phase_threshold, has_key_freqs=bool(K))
     info = {
         "key_freqs": K, "neurons_per_freq": counts,
         "neurons_clustered": int((clusters > 0).sum()), "neurons": int(len(clusters)),

@@ -6,11 +6,14 @@ The paper describes the phases by what the measures do; groklab turns that into 
 * **memorization ends** where the *excluded loss* is lowest: until then it falls with the train
   loss; afterwards it rises while the train loss stays flat (circuit formation). Taken over the
   analysed checkpoints up to the first step with validation accuracy >= ``threshold``
-  (checkpoint resolution; the first step with train accuracy >= 0.99 if there is no checkpoint).
-* **cleanup** is where the *sum of squared weights* falls sharply. Its decay rate
-  r(t) = −d log(Σw²)/dt (metrics.jsonl, every ``eval_every`` steps, differenced over a window of
-  ±``WINDOW`` of the run) has a peak after the end of memorization; cleanup is that peak's full
-  width at half maximum. **Circuit formation ends** at the left half-maximum crossing (the last
+  (checkpoint resolution; the first step with train accuracy >= 0.99 if there is no checkpoint
+  or no key frequency).
+* **cleanup** is where the *sum of squared weights* falls sharply while the validation loss
+  falls. The decay rate r(t) = −d log(Σw²)/dt (metrics.jsonl, every ``eval_every`` steps,
+  differenced over a window of ±``WINDOW`` of the run) is searched for its highest peak after both
+  the end of memorization and the validation loss's maximum (before generalization: weights also
+  drop sharply right after memorization, while the validation loss still rises); cleanup is that
+  peak's full width at half maximum. **Circuit formation ends** at the left half-maximum crossing (the last
   step before the peak with r <= r_max/2), **cleanup ends** at the right one (the first step after
   the peak with r <= r_max/2).
 
@@ -26,7 +29,8 @@ import numpy as np
 WINDOW = 0.01      # half-width of the differencing window, as a fraction of the run's samples
 HALF = 0.5         # the "half" of full width at half maximum
 RULE = ("memorization ends at the excluded-loss minimum (before generalization); cleanup = full "
-        "width at half maximum of the peak of -d log(sum of squared weights)/dt after it")
+        "width at half maximum of the highest peak of -d log(sum of squared weights)/dt after "
+        "both the end of memorization and the validation-loss maximum")
 
 
 def decay_rate(steps, sum_sq, window: float = WINDOW) -> np.ndarray:
@@ -61,9 +65,12 @@ def cleanup_window(steps, sum_sq, after: int = 0, window: float = WINDOW) -> tup
     return int(t[i_l]), int(t[i_pk]), int(t[i_r])
 
 
-def segment(metrics: list[dict], records: list[dict], threshold: float = 0.9) -> dict:
+def segment(metrics: list[dict], records: list[dict], threshold: float = 0.9,
+            has_key_freqs: bool = True) -> dict:
     """Phase boundaries from metrics.jsonl records (step, train_acc, val_acc, weight_norm) and
-    analysis records (step, excluded_loss). Returns a JSON-ready dict (see module doc)."""
+    analysis records (step, excluded_loss). Returns a JSON-ready dict (see module doc).
+    ``has_key_freqs=False`` (K is empty: the excluded loss is the train loss) falls back to the
+    train-accuracy rule for the end of memorization."""
     out = {"memorization_end": None, "circuit_formation_end": None, "cleanup_end": None,
            "weight_decay_peak": None, "rule": RULE}
     if not metrics:
@@ -72,7 +79,8 @@ def segment(metrics: list[dict], records: list[dict], threshold: float = 0.9) ->
     gen_at = next((r["step"] for r in metrics if r["val_acc"] >= threshold), None)
     # the excluded loss bottoms out before the run generalizes
     ex = [(r["step"], r["excluded_loss"]) for r in records
-          if math.isfinite(r.get("excluded_loss", math.nan)) and (gen_at is None or r["step"] <= gen_at)]
+          if has_key_freqs and math.isfinite(r.get("excluded_loss", math.nan))
+          and (gen_at is None or r["step"] <= gen_at)]
     if ex:
         out["memorization_end"] = min(ex, key=lambda e: e[1])[0]
     elif mem_acc is not None:
@@ -82,7 +90,11 @@ def segment(metrics: list[dict], records: list[dict], threshold: float = 0.9) ->
         return out
     steps = np.array([r["step"] for r in ms])
     sum_sq = np.array([r["weight_norm"] ** 2 for r in ms])
-    win = cleanup_window(steps, sum_sq, after=out["memorization_end"] or 0)
+    # weights can also fall sharply right after memorization (the memorizing solution compresses)
+    # while the validation loss still rises; cleanup comes after the validation loss has peaked
+    val_peak = max((r for r in metrics if r["step"] <= gen_at), key=lambda r: r["val_loss"])["step"]
+    out["val_loss_peak"] = val_peak
+    win = cleanup_window(steps, sum_sq, after=max(out["memorization_end"] or 0, val_peak))
     if win:
         out["circuit_formation_end"], out["weight_decay_peak"], out["cleanup_end"] = win
     return out
