@@ -58,7 +58,7 @@ class DevTools:
         self.proc = subprocess.Popen(
             [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-extensions", "--mute-audio", "--window-size=1400,1100",
+             "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio", "--window-size=1400,1100",
              f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=fds, close_fds=False)
@@ -66,13 +66,17 @@ class DevTools:
         os.close(hi_w)
         self._id, self._answers, self.events = 0, {}, queue.Queue()
         self._cv = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         buf = b""
         while True:
-            chunk = os.read(self._from_r, 65536)
-            if not chunk:
+            try:
+                chunk = os.read(self._from_r, 65536)
+            except OSError:
+                return
+            if not chunk:  # chromium exited
                 return
             buf += chunk
             while b"\0" in buf:
@@ -110,6 +114,7 @@ class DevTools:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(timeout=10)
         os.close(self._to_w)
         os.close(self._from_r)
 
