@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from groklab.measure import circuit
+from matplotlib.ticker import MaxNLocator
+
 from groklab.report.plots import plt, save_figure
 
 PHASE_STYLE = (("memorization_end", "tab:green", "memorization ends"),
@@ -80,6 +82,7 @@ def plot_spectrum(record: dict, info: dict, path: Path) -> None:
         ks = np.arange(1, len(v) + 1)
         ax.bar(ks, v, color=["tab:red" if k in K else "tab:gray" for k in ks])
         ax.set_ylabel("norm")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{title} per frequency (cos and sin combined) at step {record['step']}; key in red")
     axes[1].set_xlabel("frequency k" + (" (discrete-log basis)" if info["basis"] == "dlog" else ""))
     save_figure(fig, path)
@@ -94,6 +97,7 @@ def plot_neurons(acts: torch.Tensor, info: dict, path: Path) -> None:
                    extent=(0.5, S.shape[1] + 0.5, len(order), 0))
     fig.colorbar(im, ax=a1, label="share of neuron's energy")
     a1.set_xlabel("frequency k")
+    a1.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.set_ylabel("neuron (sorted by cluster)")
     a1.set_title(f"neurons clustered by frequency: {info['neurons_clustered']} of {info['neurons']} "
                  f"with share >= {info['share_threshold']}")
