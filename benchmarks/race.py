@@ -2,8 +2,9 @@
 
 The plain loop is what a user writes from Prieto et al.'s description (arXiv 2501.04697): the
 MLP as ``nn.Sequential`` of ``nn.Linear`` layers on the concatenated one-hot vectors of x and y
-(226 wide), AdamW, ⊥Grad written in place on ``p.grad`` as in the paper's code, float64
-cross-entropy (or StableMax), validation accuracy every ``--eval-every`` steps. It starts from
+(226 wide), AdamW, ⊥Grad written in place on ``p.grad`` as in the paper's code, the weight-norm
+projection after the step when the recipe has one, the recipe's loss, validation accuracy every
+``--eval-every`` steps. It starts from
 groklab's initial weights, so both follow the same trajectory up to float rounding. groklab runs
 the recipe through ``groklab.run`` (gather first layer, fused AdamW, flushed denormals).
 
@@ -86,8 +87,13 @@ def plain_run(cfg, thresholds) -> dict:
             orthogonalize_(model.parameters())
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if cfg.accel.weight_norm > 0:  # Omnigrok's constrained runs: rescale to the target norm
+            with torch.no_grad():
+                norm = torch.sqrt(sum((q.double() ** 2).sum() for q in model.parameters()))
+                for q in model.parameters():
+                    q.mul_(cfg.accel.weight_norm / norm)
     wall = time.perf_counter() - t0
-    return {"hits": {t: hits.get(t) for t in thresholds}, "steps": step, "wall": wall}
+    return {"hits": {t: hits.get(t) for t in thresholds}, "steps": step, "wall": wall, "val_acc": acc}
 
 
 def groklab_run(cfg, thresholds) -> dict:
@@ -95,7 +101,8 @@ def groklab_run(cfg, thresholds) -> dict:
         r = groklab.run(cfg, out=Path(d) / "r", progress=False, report=False)
         recs = r.metrics
     return {"hits": {t: first_crossing(recs, t) for t in thresholds},
-            "steps": r.summary["steps_done"], "wall": r.summary["wall_seconds"]}
+            "steps": r.summary["steps_done"], "wall": r.summary["wall_seconds"],
+            "val_acc": r.summary["final_val_acc"]}
 
 
 def describe(name: str, runs: list[dict], thresholds) -> dict:
@@ -109,7 +116,8 @@ def describe(name: str, runs: list[dict], thresholds) -> dict:
         got = f"step {out[t][0]:.0f} in {out[t][1]:.2f} s" if out[t] else "not reached"
         ms = statistics.median(1000 * r["wall"] / max(1, r["steps"]) for r in runs)
         print(f"  {name:8s} {t:.0%}: {got}   ({ms:.1f} ms/step incl. evaluation; "
-              f"seconds per repeat: {', '.join(f'{h[1]:.2f}' if h else '-' for h in hits)})")
+              f"seconds per repeat: {', '.join(f'{h[1]:.2f}' if h else '-' for h in hits)}; "
+              f"last val acc {runs[-1]['val_acc']:.4f} at step {runs[-1]['steps']})")
     return out
 
 
@@ -119,7 +127,7 @@ def main() -> None:
     ap.add_argument("--task", default="nanda", help="task preset, or 'own'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--eval-every", type=int, default=5)
+    ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
@@ -129,9 +137,9 @@ def main() -> None:
     cfg = race_config(args.recipe, None if args.task == "own" else args.task, args.seed,
                       eval_every=args.eval_every, stop_at=max(thresholds), overrides=args.set)
     if cfg.model.arch != "mlp" or cfg.model.embed != "onehot" or cfg.optim.name != "adamw" \
-            or cfg.accel.grokfast != "none" or cfg.accel.weight_norm or cfg.train.batch_size:
+            or cfg.accel.grokfast != "none" or cfg.train.batch_size or cfg.optim.clip:
         raise SystemExit("the plain loop covers full-batch one-hot MLP recipes with AdamW, "
-                         "optionally ⊥Grad and StableMax")
+                         "optionally ⊥Grad, weight-norm control and StableMax")
     print(f"recipe {args.recipe}, task {cfg.task.op} mod {cfg.task.p}, frac {cfg.task.frac}, seed "
           f"{args.seed}, eval every {args.eval_every}, torch threads {torch.get_num_threads()}")
     torch.set_flush_denormal(True)
