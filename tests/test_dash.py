@@ -213,3 +213,17 @@ def test_missing_root_and_busy_port_are_config_errors(tmp_path, capsys):
     assert "already in use" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="out of range"):
         make_server(tmp_path, port=70000)
+
+
+def test_gtn_runs_are_described_by_their_data_and_meta_steps(tmp_path):
+    d = tmp_path / "gtn-1"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"data": {"name": "digits"}, "generator": {}, "learner": {"kind": "mlp"},
+                                               "meta": {"steps": 300}}))
+    (d / "metrics.jsonl").write_text(json.dumps({"step": 10, "meta_loss": 0.7, "learner": "mlp"}) + "\n")
+    (d / "fig_samples.png").write_bytes(b"\x89PNG")
+    (d / "fig_accuracy.png").write_bytes(b"\x89PNG")
+    info = scan.run_detail(tmp_path, d)
+    assert info["task"] == "GTN · digits · mlp" and (info["step"], info["steps"]) == (10, 300)
+    assert [f["name"] for f in info["figures"]] == ["samples", "accuracy"]  # samples first
+    assert info["metrics"]["records"] == [{"step": 10, "meta_loss": 0.7}]

@@ -228,6 +228,7 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
         wait_for(lambda: js(points) == final, f"all {final} points without a reload")
         wait_for(lambda: js('!!document.querySelector(\'#runhead a[href*="report.html"]\')'), "the report link")
         assert js("document.querySelectorAll('#measures svg[data-measure]').length") > 0
+        assert js("+document.querySelector('#measures svg[data-metric=\"weight_norm\"]').dataset.points") == final
         assert js("document.getElementById('banner').hidden") is True
         shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=sess)["data"])
         ARTIFACTS.mkdir(exist_ok=True)

@@ -166,7 +166,13 @@ def run_status(d: Path, summary: dict | None, now: float | None = None) -> str:
     return "running" if now - m < LIVE_SECONDS else "stale"
 
 
+def _section(cfg: dict, name: str) -> dict:
+    return cfg.get(name) if isinstance(cfg.get(name), dict) else {}
+
+
 def describe_task(cfg: dict) -> str:
+    if "task" not in cfg and "generator" in cfg:  # a GTN run (groklab.gtn.config)
+        return f"GTN · {_section(cfg, 'data').get('name', '?')} · {_section(cfg, 'learner').get('kind', '?')}"
     t = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
     m = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
     task = f"{t.get('op')} mod {t.get('p')}" if t.get("name") == "modular" else str(t.get("name", "?"))
@@ -184,12 +190,12 @@ def run_info(root: Path, d: Path, sweeps: list[Path] = ()) -> dict[str, Any]:
     summary = summary if isinstance(summary, dict) else None
     last = last_record(d / "metrics.jsonl") or {}
     cfg = cfg or {}
-    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    steps = _section(cfg, "train").get("steps") or _section(cfg, "meta").get("steps")  # run or GTN
     sweep = next((rel(root, s) for s in sweeps if s in d.parents), None)
     return {
         "path": rel(root, d), "name": d.name, "sweep": sweep,
         "status": run_status(d, summary), "preset": cfg.get("preset") or "",
-        "task": describe_task(cfg) if cfg else "?", "steps": train.get("steps"),
+        "task": describe_task(cfg) if cfg else "?", "steps": steps,
         "step": last.get("step"), "train_acc": _num(last.get("train_acc")),
         "val_acc": _num(last.get("val_acc")), "phase": (summary or {}).get("phase"),
         "report": rel(root, d / "report.html") if (d / "report.html").is_file() else None,
@@ -267,7 +273,7 @@ def sweep_detail(root: Path, d: Path) -> dict[str, Any]:
         except (OSError, csv.Error) as e:
             errors.append(f"results.csv is unreadable ({_short(e)})")
     spec = None
-    for name in ("sweep.json", "spec.toml"):
+    for name in ("spec.toml", "sweep.json"):  # the spec as the user wrote it, if there
         try:
             spec = {"name": name, "text": (d / name).read_text(errors="replace")[:MAX_TEXT]}
             break

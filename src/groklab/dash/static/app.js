@@ -133,7 +133,7 @@ function drawChart(svg, series, opt) {
   if (!xs.length) { svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no points yet</text>`; svg.dataset.points = "0"; return; }
   let x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = opt.ymin ?? Math.min(...ys), y1 = opt.ymax ?? Math.max(...ys);
   if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+  if (y1 === y0) { const pad = logy || y0 === 0 ? 0.5 : Math.abs(y0) * 0.1; y0 -= pad; y1 += pad; }  // a constant (lr)
   const px = (x) => ml + (x - x0) / (x1 - x0) * (W - ml - mr), py = (y) => mt + (1 - (y - y0) / (y1 - y0)) * (H - mt - mb);
   let g = `<g class="grid">`;
   for (const t of ticks(y0, y1, logy)) g += `<line x1="${ml}" x2="${W - mr}" y1="${py(t)}" y2="${py(t)}"/><text x="${ml - 4}" y="${py(t) + 3}" text-anchor="end">${tickLabel(t, logy)}</text>`;
@@ -192,17 +192,23 @@ function renderRun() {
   drawChart($("loss"), loss, { logy: true, markers: D.markers });
   $("legend").innerHTML = legend.join("");
 
-  const keys = [];
+  // progress measures, then the other values of metrics.jsonl (lr, weight norm; a GTN's meta-loss)
+  const keys = [], shown = new Set(["step", "time", "train_acc", "val_acc", "train_loss", "val_loss"]);
   for (const r of R.measures) for (const k of Object.keys(r)) if (k !== "step" && !keys.includes(k)) keys.push(k);
-  const box = $("measures");
-  if (!keys.length) box.innerHTML = `<p class="muted">no progress measures in this run (train.measure_every=0, or none measured yet; <code>groklab analyze</code> adds them)</p>`;
+  const mkeys = [];
+  for (const r of R.metrics) for (const k of Object.keys(r)) if (!shown.has(k) && !mkeys.includes(k)) mkeys.push(k);
+  const box = $("measures"), all = [...keys.map((k) => ["measures", k]), ...mkeys.map((k) => ["metrics", k])];
+  if (!all.length) box.innerHTML = `<p class="muted">no progress measures in this run yet</p>`;
   else {
-    if (box.dataset.keys !== keys.join(",")) {
-      box.innerHTML = keys.map((k) => `<figure><figcaption>${esc(k)}</figcaption><svg class="small" data-measure="${esc(k)}"></svg></figure>`).join("");
-      box.dataset.keys = keys.join(",");
+    const sig = all.map((x) => x.join(":")).join(",");
+    if (box.dataset.keys !== sig) {
+      box.innerHTML = all.map(([src, k]) => `<figure><figcaption>${esc(k)}${src === "metrics" ? ' <span class="muted">(metrics.jsonl)</span>' : ""}</figcaption>` +
+        `<svg class="small" data-${src === "measures" ? "measure" : "metric"}="${esc(k)}"></svg></figure>`).join("") +
+        (keys.length ? "" : `<p class="muted">no progress measures (train.measure_every=0, or none measured yet; <code>groklab analyze</code> adds them)</p>`);
+      box.dataset.keys = sig;
     }
-    for (const svg of box.querySelectorAll("svg[data-measure]")) {
-      const k = svg.dataset.measure, p = pts(R.measures, k), vals = p.map((x) => x[1]);
+    for (const svg of box.querySelectorAll("svg[data-measure], svg[data-metric]")) {
+      const k = svg.dataset.measure || svg.dataset.metric, p = pts(svg.dataset.measure ? R.measures : R.metrics, k), vals = p.map((x) => x[1]);
       const pos = vals.length && vals.every((v) => v > 0), logy = pos && Math.max(...vals) / Math.min(...vals) > 100;
       drawChart(svg, [{ run: path, key: k, label: k, color: colorOf(path), points: p }], { logy, markers: D.markers });
     }
@@ -270,7 +276,12 @@ function renderSweep() {
   $("sweeperrors").textContent = W.errors.join("; ");
   renderFigs($("sweepfigs"), W.figures, "no phase diagram (fig_*.png) yet");
   $("sweepnrows").textContent = W.rows.length < (W.trials || 0) ? `(first ${W.rows.length} of ${W.trials})` : `(${W.rows.length})`;
-  $("sweeptable").innerHTML = W.header.length ? `<tr>${W.header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr>` + W.rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("") : `<tr><td class="muted">no results.csv yet</td></tr>`;
+  const runs = new Set((S.list ? S.list.runs : []).map((r) => r.path)), idCol = W.header.indexOf("id");
+  const cell = (c, i) => {  // a point's id links to its run (sweep/points/ID) when it is listed
+    const p = `${W.path}/points/${c}`;
+    return i === idCol && runs.has(p) ? `<td><a href="#run=${encodeURIComponent(p)}" data-run="${esc(p)}">${esc(c)}</a></td>` : `<td>${esc(c)}</td>`;
+  };
+  $("sweeptable").innerHTML = W.header.length ? `<tr>${W.header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr>` + W.rows.map((r) => `<tr>${r.map(cell).join("")}</tr>`).join("") : `<tr><td class="muted">no results.csv yet</td></tr>`;
   $("specname").textContent = W.spec ? W.spec.name : "spec";
   $("spec").textContent = W.spec ? W.spec.text : "";
 }
@@ -316,6 +327,10 @@ window.addEventListener("DOMContentLoaded", () => {
   $("runs").addEventListener("click", onListClick("run"));
   $("sweeps").addEventListener("click", onListClick("sweep"));
   $("results").addEventListener("click", onListClick("result"));
+  $("sweeptable").addEventListener("click", (ev) => {
+    const a = ev.target.closest("a[data-run]");
+    if (a) { ev.preventDefault(); select("run", a.dataset.run); }
+  });
   $("filter").addEventListener("input", renderList);
   $("logx").addEventListener("change", (e) => { S.logx = e.target.checked; if (S.view && S.view.kind === "run") renderRun(); });
   window.addEventListener("resize", () => { if (S.view && S.view.kind === "run") renderRun(); });
