@@ -109,10 +109,10 @@ function ticks(lo, hi, log) {
   return out;
 }
 function tickLabel(v, log) {
-  const x = log ? Math.pow(10, v) : v;
-  if (x === 0) return "0";
+  const x = +(log ? Math.pow(10, v) : v).toPrecision(3);  // 0.00999999 is 0.01
   const a = Math.abs(x);
-  return a >= 1e4 || a < 1e-2 ? x.toExponential(0).replace("e+", "e") : String(+x.toPrecision(3));
+  if (a < 1e-12) return "0";
+  return a >= 1e5 || a < 1e-3 ? x.toExponential().replace("e+", "e") : String(x);
 }
 function thin(points) {
   if (points.length <= MAX_DRAWN) return points;
