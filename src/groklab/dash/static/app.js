@@ -334,6 +334,10 @@ window.addEventListener("DOMContentLoaded", () => {
   $("filter").addEventListener("input", renderList);
   $("logx").addEventListener("change", (e) => { S.logx = e.target.checked; if (S.view && S.view.kind === "run") renderRun(); });
   window.addEventListener("resize", () => { if (S.view && S.view.kind === "run") renderRun(); });
+  window.addEventListener("hashchange", () => {  // a pasted or edited #run=… address
+    readHash(); renderList(); showView();
+    if (S.view && S.view.kind === "run") pollRunsNow(); else if (S.view && S.view.kind === "sweep") loadSweep();
+  });
   readHash();
   showView();
   if (S.view && S.view.kind === "sweep") loadSweep();
