@@ -95,3 +95,17 @@ def test_mlflow_offline_run_reads_back(run_dir, tmp_path, monkeypatch):
     hist = sorted((m.step, m.value) for m in c.get_metric_history(run.info.run_id, "val_acc"))
     assert hist == [(r["step"], r["val_acc"]) for r in records]
     assert c.get_metric_history(run.info.run_id, "measures/sum_sq_weights")
+
+
+def test_a_resumed_sink_replaces_the_steps_it_logs_again(tmp_path):
+    first = TensorBoardSink(tmp_path / "tb")
+    for s in range(0, 60, 10):
+        first.log(s, {"val_acc": 0.1})
+    first.close()
+    again = TensorBoardSink(tmp_path / "tb")  # as after `groklab run --resume DIR --tensorboard`
+    for s in range(30, 80, 10):
+        again.log(s, {"val_acc": 0.9})
+    again.close()
+    assert scalars(tmp_path / "tb")["accuracy/val"] == [(0, pytest.approx(0.1)), (10, pytest.approx(0.1)),
+                                                        (20, pytest.approx(0.1))] + [
+        (s, pytest.approx(0.9)) for s in range(30, 80, 10)]

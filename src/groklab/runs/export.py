@@ -55,17 +55,20 @@ class TensorBoardSink:
         self.log_dir, self.config = Path(log_dir), config
         self._make, self._w = SummaryWriter, None
 
-    def _writer(self):
+    def _writer(self, step: int):
         # Created at the first record, not here: the CLI builds its sinks before the run
         # directory exists, and `groklab run` refuses an output directory that already exists.
         if self._w is None:
-            self._w = self._make(str(self.log_dir))
+            # A resume logs again from its checkpoint: purge_step makes TensorBoard drop the
+            # earlier files' events from that step on, as the loop truncates metrics.jsonl.
+            resumed = self.log_dir.is_dir() and any(self.log_dir.glob("events.out.tfevents.*"))
+            self._w = self._make(str(self.log_dir), purge_step=int(step) if resumed else None)
             if self.config is not None:
                 self._w.add_text("config", "```\n" + json.dumps(self.config, indent=2) + "\n```", 0)
         return self._w
 
     def log(self, step: int, record: dict[str, Any], prefix: str = "") -> None:
-        w = self._writer()
+        w = self._writer(step)
         for k, v in scalars(record):
             w.add_scalar(TB_TAGS.get(k, prefix + k), v, int(step))
 
