@@ -99,7 +99,7 @@ def plot_steps(agg: dict, x: str, xs: list, y: str, ys: list, path: Path, title:
     from matplotlib.colors import LogNorm
     steps = agg["steps"]
     fig, ax = plt.subplots(figsize=(1.8 + 0.75 * len(xs), 1.2 + 0.6 * len(ys)))
-    ax.imshow(np.where(np.isnan(steps), 0.0, 1.0), origin="lower", cmap="Greys", vmin=0, vmax=4,
+    ax.imshow(np.where(np.isnan(steps), 1.0, 0.0), origin="lower", cmap="Greys", vmin=0, vmax=4,
               aspect="auto")  # grey under the censored cells
     finite = steps[np.isfinite(steps)]
     if finite.size:
@@ -112,8 +112,9 @@ def plot_steps(agg: dict, x: str, xs: list, y: str, ys: list, path: Path, title:
         if not n:
             continue
         txt = "—" if not k else _human(steps[iy, ix]) + ("" if k == n else f"\n{k}/{n}")
+        light = k and finite.size and steps[iy, ix] <= math.sqrt(finite.min() * finite.max())
         ax.text(ix, iy, txt, ha="center", va="center", fontsize=7,
-                color="black" if not k else "white")
+                color="black" if not k or light else "white")  # yellow end of viridis_r: dark text
     _frame(ax, x, xs, y, ys, title)
     save_figure(fig, path)
 
