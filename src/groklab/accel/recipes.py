@@ -86,8 +86,10 @@ def prieto_float32() -> RunConfig:
 
 def _race_mlp(name: str) -> RunConfig:
     """Prieto's MLP (226-200-200-113, ReLU, no biases, one-hot x ++ y, float64 loss) on the
-    ``nanda`` task: a+b mod 113 with 30 % training data (split seed 0), full batch."""
+    ``nanda`` task: a+b mod 113 with 30 % training data (split seed 0), full batch, a budget of
+    1,000 steps, stopping at 99 % validation accuracy."""
     cfg = _renamed(prieto(), name)
+    cfg.train.steps = 1000
     cfg.task.op, cfg.task.p, cfg.task.frac, cfg.task.split_seed = "x+y", 113, 0.3, 0
     cfg.train.eval_every, cfg.train.stop_threshold, cfg.train.patience = 10, 0.99, 0
     return cfg
@@ -100,7 +102,6 @@ def mlp_adamw() -> RunConfig:
     race MLP and task (a+b mod 113, 30 %); lr 3e-3, wd 1, betas (0.9, 0.98)."""
     cfg = _race_mlp("mlp-adamw")
     cfg.optim.lr, cfg.optim.wd, cfg.optim.beta2, cfg.optim.eps = 3e-3, 1.0, 0.98, 1e-8
-    cfg.train.steps = 3000
     return cfg
 
 
@@ -128,7 +129,6 @@ def mlp_orthograd() -> RunConfig:
     the paper's 40 %): lr 0.01, wd 0, betas (0.9, 0.99), eps 1e-25, full batch."""
     cfg = _race_mlp("mlp-orthograd")
     cfg.accel.orthograd = True
-    cfg.train.steps = 2000
     return cfg
 
 
@@ -138,7 +138,6 @@ def mlp_stablemax() -> RunConfig:
     plain AdamW lr 0.01, wd 0, no other regulariser."""
     cfg = _race_mlp("mlp-stablemax")
     cfg.train.loss = "stablemax"
-    cfg.train.steps = 3000
     return cfg
 
 
@@ -163,5 +162,4 @@ def mlp_fast() -> RunConfig:
     cfg = _renamed(mlp_orthograd(), "mlp-fast")
     cfg.model.hidden, cfg.accel.weight_norm = [128, 128], 45.0
     cfg.train.loss_dtype = "float32"
-    cfg.train.steps = 1000
     return cfg
