@@ -106,7 +106,8 @@ def run_grid(spec: Spec, out: Path, executor, spec_text: str | None = None,
                                     "points": [{"id": p.id, "values": p.values, "seed": p.seed}
                                                for p in points]})
     todo = [p for p in points if point_state(out / "points" / p.id) not in ("done", "failed")]
-    use_ens = _want_ensemble(spec, ensemble, executor)
+    use_ens = bool(todo) and _want_ensemble(spec, ensemble, executor,
+                                            m=max(2, -(-len(todo) // executor.capacity)))
     jobs = make_jobs(todo, out, spec, use_ens, parts=executor.capacity)
     print(f"sweep {spec.name}: {len(points)} points, {len(points) - len(todo)} already finished, "
           f"{len(todo)} to run in {len(jobs)} jobs on {type(executor).__name__} "
@@ -129,13 +130,14 @@ def run_grid(spec: Spec, out: Path, executor, spec_text: str | None = None,
     return rows
 
 
-def _want_ensemble(spec: Spec, flag: bool | None, executor) -> bool:
-    """The ensemble trainer only where it was measured faster: on a GPU (see docs/sweeps.md)."""
+def _want_ensemble(spec: Spec, flag: bool | None, executor, m: int) -> bool:
+    """The ensemble trainer only where it is faster: "auto" times ``m`` models (one worker's
+    share of the points) against one, here and now (see docs/sweeps.md)."""
     choice = flag if flag is not None else {"true": True, "false": False}.get(spec.ensemble)
     if choice is not None:
         return choice
     from groklab.sweep.ensemble import ensemble_faster
-    return ensemble_faster(spec.base)
+    return ensemble_faster(spec.base, m=min(m, 64))
 
 
 def collect_rows(points: list[Point], out: Path, spec: Spec) -> list[dict]:
