@@ -179,10 +179,13 @@ def validate(cfg: GTNConfig) -> GTNConfig:
 RECIPES: dict[str, list[str]] = {
     "digits": [],
     "digits-t32": ["inner.steps=32", "inner.checkpoint=8"],
-    "mnist5k": ["data.name=mnist5k", "inner.steps=32", "inner.checkpoint=8", "generator.kind=conv",
-                "learner.hidden=128", "meta.real_batch=256"],
-    "mnist1d-nas": ["data.name=mnist1d", "learner.kind=random", "inner.steps=16", "learner.weight_norm=false",
-                    "generator.out_scale=0", "eval.lrs=0.01,0.03,0.1,0.3"],
+    "mnist5k": ["data.name=mnist5k", "inner.steps=32", "inner.checkpoint=8", "inner.lr=0.02",
+                "meta.steps=200", "learner.hidden=128", "meta.real_batch=256"],
+    "mnist5k-conv": ["data.name=mnist5k", "inner.steps=32", "inner.checkpoint=8", "inner.lr=0.02",
+                     "generator.kind=conv", "generator.hidden=1024", "learner.hidden=128",
+                     "meta.real_batch=256"],
+    "mnist1d-nas": ["data.name=mnist1d", "learner.kind=random", "inner.steps=16",
+                    "learner.weight_norm=false", "generator.out_scale=0", "eval.lrs=0.01,0.03,0.1,0.3"],
     "modular": ["data.name=modular", "data.p=23", "data.frac=0.5", "learner.hidden=128",
                 "generator.out_scale=0"],
 }

@@ -122,6 +122,3 @@ def spec_for_step(cfg, step: int, seed: int) -> LearnerSpec:
         widths = tuple(max(1, round(w * 2 ** rng.uniform(-1, 1))) for w in widths)
     return LearnerSpec(cfg.kind, widths, cfg.weight_norm, cfg.norm)
 
-
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y)
