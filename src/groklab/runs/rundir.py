@@ -1,0 +1,98 @@
+"""The run directory on disk, and atomic writes.
+
+Layout of a run::
+
+    config.json      the fully resolved config (the run is reproducible from it)
+    metrics.jsonl    one JSON object per evaluation: step, losses, accuracies, lr, weight_norm
+    measures.jsonl   progress measures (when measured)
+    summary.json     events, phase, final accuracies, steps_done, wall_seconds, status
+    checkpoints/     step_XXXXXXXX/{model.safetensors, state.safetensors, state.json}
+    curves.png, report.html, fig_*.png
+
+Every file is written to a temporary name in the same directory and renamed into place, so a
+reader (the dashboard, a resume) never sees half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSON-lines file; a trailing half-written line (a live writer) is skipped."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class JsonlLogger:
+    """Appends one JSON object per line and flushes each, so live readers see whole lines."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fh = open(self.path, "a")
+
+    def log(self, record: dict) -> None:
+        self._fh.write(json.dumps(record, default=_jsonable) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def truncate_jsonl(path: str | Path, before_step: int) -> None:
+    """Keep only records with step < ``before_step`` (used when resuming from a checkpoint)."""
+    p = Path(path)
+    if p.exists():
+        keep = [r for r in read_jsonl(p) if r.get("step", 0) < before_step]
+        atomic_write_text(p, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / "config.json").is_file()
