@@ -1,0 +1,157 @@
+"""groklab's training step against a plain PyTorch implementation of Nanda's recipe.
+
+The plain reference follows the structure of Nanda et al.'s public training code
+(arXiv 2301.05217): einsum attention over all three positions, MLP and unembedding at every
+position, logits read at the last one, float64 cross-entropy, AdamW with a LambdaLR warm-up,
+and — as in that loop — the test loss computed every epoch. A second plain variant skips the
+per-epoch test loss ("train step only"). groklab runs the same recipe with its fast model
+(answer position only, token tables), fused AdamW, flushed denormals and evaluation every
+``--eval-every`` steps.
+
+All three start from the same weights and run in lockstep (one step of each in turn), so load
+from other processes hits them alike. Checks that the train losses agree over the run
+(max relative difference < 1e-4) and prints per-step medians and ratios.
+
+    python benchmarks/engine.py [--steps 200] [--p 113] [--frac 0.3] [--eval-every 100]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import groklab
+from groklab.accel.losses import build_loss
+from groklab.models import build_model
+from groklab.tasks import build_task
+from groklab.train.loop import evaluate
+from groklab.train.optim import build_optimizer, get_lr, set_lr
+
+
+class PlainTransformer(nn.Module):
+    """Nanda's 1-layer transformer written plainly: every position through every layer."""
+
+    def __init__(self, fast_model):
+        super().__init__()
+        b = fast_model.blocks[0]
+        c = lambda t: nn.Parameter(t.detach().clone())  # noqa: E731
+        self.W_E = c(fast_model.W_E.T)                      # (d, V) as in Nanda's code
+        self.W_pos = c(fast_model.W_pos)                    # (n_ctx, d)
+        self.W_Q = c(b.attn.W_Q.transpose(1, 2))            # (H, dh, d)
+        self.W_K = c(b.attn.W_K.transpose(1, 2))
+        self.W_V = c(b.attn.W_V.transpose(1, 2))
+        self.W_O = c(b.attn.W_O.flatten(0, 1).T)            # (d, H*dh)
+        self.W_in, self.b_in = c(b.mlp.W_in.T), c(b.mlp.b_in)      # (d_mlp, d)
+        self.W_out, self.b_out = c(b.mlp.W_out.T), c(b.mlp.b_out)  # (d, d_mlp)
+        self.W_U = c(fast_model.W_U)                        # (d, V)
+        n = self.W_pos.shape[0]
+        self.register_buffer("mask", torch.tril(torch.ones(n, n)))
+
+    def forward(self, x):
+        n = x.shape[1]
+        x = torch.einsum("dbp->bpd", self.W_E[:, x]) + self.W_pos[:n]
+        k = torch.einsum("ihd,bpd->biph", self.W_K, x)
+        q = torch.einsum("ihd,bpd->biph", self.W_Q, x)
+        v = torch.einsum("ihd,bpd->biph", self.W_V, x)
+        scores = torch.einsum("biph,biqh->biqp", k, q)
+        scores = torch.tril(scores) - 1e10 * (1 - self.mask[:n, :n])
+        attn = F.softmax(scores / math.sqrt(self.W_K.shape[1]), dim=-1)
+        z = torch.einsum("biph,biqp->biqh", v, attn)
+        z = z.permute(0, 2, 1, 3).reshape(z.shape[0], n, -1)
+        x = x + torch.einsum("df,bqf->bqd", self.W_O, z)
+        pre = torch.einsum("md,bpd->bpm", self.W_in, x) + self.b_in
+        x = x + torch.einsum("dm,bpm->bpd", self.W_out, F.relu(pre)) + self.b_out
+        return x @ self.W_U
+
+
+def ce_high_precision(logits, labels):
+    logp = F.log_softmax(logits.to(torch.float64), dim=-1)
+    return -torch.gather(logp, -1, labels[:, None]).mean()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--p", type=int, default=113)
+    ap.add_argument("--frac", type=float, default=0.3)
+    ap.add_argument("--eval-every", type=int, default=100)
+    a = ap.parse_args()
+
+    cfg = groklab.resolve("nanda", overrides=[f"task.p={a.p}", f"task.frac={a.frac}",
+                                               f"train.eval_every={a.eval_every}"])
+    task = build_task(cfg.task)
+    xtr, ytr, xte, yte = task.x_train, task.y_train, task.x_val, task.y_val
+    fast = build_model(cfg, task)
+    plain_loop, plain_step = PlainTransformer(fast), PlainTransformer(fast)
+    o = cfg.optim
+
+    def plain_opt(m):
+        opt = torch.optim.AdamW(m.parameters(), lr=o.lr, weight_decay=o.wd, betas=(o.beta1, o.beta2))
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(s / o.warmup, 1))
+
+    opt_loop, sch_loop = plain_opt(plain_loop)
+    opt_step, sch_step = plain_opt(plain_step)
+    opt_fast = build_optimizer(fast.parameters(), o)
+    loss_fn = build_loss(cfg.train.loss, cfg.train.loss_dtype)
+
+    def nanda_loop_step():  # train and test loss every epoch, as in the paper's loop
+        train_loss = ce_high_precision(plain_loop(xtr)[:, -1], ytr)
+        test_loss = ce_high_precision(plain_loop(xte)[:, -1], yte)
+        train_loss.backward()
+        opt_loop.step(); sch_loop.step(); opt_loop.zero_grad()
+        return train_loss.item(), test_loss.item()
+
+    def plain_train_step():
+        loss = ce_high_precision(plain_step(xtr)[:, -1], ytr)
+        loss.backward()
+        opt_step.step(); sch_step.step(); opt_step.zero_grad()
+        return loss.item()
+
+    def groklab_step(step):
+        set_lr(opt_fast, get_lr(step, o, cfg.train.steps))
+        loss = loss_fn(fast(xtr), ytr)
+        if step % a.eval_every == 0:
+            evaluate(fast, xte, yte, loss_fn)
+        loss.backward()
+        opt_fast.step()
+        opt_fast.zero_grad(set_to_none=True)
+        return loss.item()
+
+    times = {"plain (Nanda's loop)": [], "plain (train step only)": [], "groklab": []}
+    losses = {k: [] for k in times}
+    for step in range(a.steps):
+        torch.set_flush_denormal(False)
+        t0 = time.perf_counter(); losses["plain (Nanda's loop)"].append(nanda_loop_step()[0])
+        t1 = time.perf_counter(); losses["plain (train step only)"].append(plain_train_step())
+        t2 = time.perf_counter()
+        torch.set_flush_denormal(True)
+        losses["groklab"].append(groklab_step(step))
+        t3 = time.perf_counter()
+        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[k].append(dt)
+
+    ref = losses["plain (train step only)"]
+    rel = max(abs(g - r) / abs(r) for g, r in zip(losses["groklab"], ref))
+    rel_loop = max(abs(g - r) / abs(r) for g, r in zip(losses["plain (Nanda's loop)"], ref))
+    print(f"task {task.name}, {len(ytr)} train / {len(yte)} test pairs, {a.steps} steps, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"train loss: step 0 {ref[0]:.6f}, step {a.steps - 1} {ref[-1]:.6f}")
+    print(f"max relative loss difference groklab vs plain: {rel:.2e} "
+          f"({'OK' if rel < 1e-4 else 'FAIL'}, limit 1e-4); plain loop vs plain step {rel_loop:.2e}")
+    g = statistics.median(times["groklab"])
+    mean_g = statistics.fmean(times["groklab"])
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{k:26s} median {1e3 * med:8.2f} ms/step   mean {1e3 * statistics.fmean(ts):8.2f}"
+              f"   ratio to groklab (median) {med / g:5.2f}x   (mean) {statistics.fmean(ts) / mean_g:5.2f}x")
+    if rel >= 1e-4:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
