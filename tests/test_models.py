@@ -1,0 +1,141 @@
+"""Model shapes, initialisation, hook points, and the fast engine against the plain computation."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import groklab
+from groklab.models import build_model
+from groklab.tasks import build_task
+
+SMALL = ["task.p=23", "task.frac=0.5"]
+
+
+def model_for(preset, *overrides):
+    cfg = groklab.resolve(preset, overrides=list(overrides))
+    task = build_task(cfg.task)
+    return cfg, task, build_model(cfg, task)
+
+
+def test_nanda_transformer_has_the_papers_shapes_and_init():
+    cfg, task, m = model_for("nanda")
+    shapes = {k: tuple(v.shape) for k, v in m.named_parameters()}
+    assert shapes == {
+        "W_E": (114, 128), "W_pos": (3, 128), "W_U": (128, 114),
+        "blocks.0.attn.W_Q": (4, 128, 32), "blocks.0.attn.W_K": (4, 128, 32),
+        "blocks.0.attn.W_V": (4, 128, 32), "blocks.0.attn.W_O": (4, 32, 128),
+        "blocks.0.mlp.W_in": (128, 512), "blocks.0.mlp.b_in": (512,),
+        "blocks.0.mlp.W_out": (512, 128), "blocks.0.mlp.b_out": (128,),
+    }  # no LayerNorm anywhere
+    # Nanda's init: randn / sqrt(d_model), W_U randn / sqrt(d_vocab), biases zero
+    assert m.blocks[0].mlp.W_in.std().item() == pytest.approx(1 / math.sqrt(128), rel=0.02)
+    assert m.W_U.std().item() == pytest.approx(1 / math.sqrt(114), rel=0.05)
+    assert m.blocks[0].mlp.b_in.abs().max().item() == 0
+    x = task.x_train[:7]
+    assert m(x).shape == (7, 114)
+
+
+def test_init_scale_multiplies_every_weight():
+    _, _, a = model_for("default", *SMALL)
+    _, _, b = model_for("default", *SMALL, "model.init_scale=3")
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.allclose(q, 3 * p), n
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_power_two_layer_transformer_has_layernorms_where_asked(norm):
+    _, task, m = model_for("power", *SMALL, f"model.norm={norm}", "model.d_model=32", "model.d_mlp=64")
+    names = [n for n, _ in m.named_parameters()]
+    assert len(m.blocks) == 2
+    assert ("ln_final.weight" in names) == (norm == "pre")
+    assert any(".ln1." in n for n in names)
+    assert m(task.x_val[:5]).shape == (5, 24)
+
+
+def test_prieto_mlp_is_226_200_200_113_without_biases():
+    _, task, m = model_for("prieto")
+    assert {k: tuple(v.shape) for k, v in m.named_parameters()} == {
+        "layers.0.weight": (200, 226), "layers.1.weight": (200, 200), "layers.2.weight": (113, 200)}
+    x = task.x_train[:9]
+    # the gathered first layer equals the one-hot matmul
+    onehot = torch.cat([F.one_hot(x[:, 0], 113), F.one_hot(x[:, 1], 113)], 1).float()
+    h = F.relu(onehot @ m.layers[0].weight.T)
+    h = F.relu(h @ m.layers[1].weight.T)
+    assert torch.allclose(m(x), h @ m.layers[2].weight.T, atol=1e-5)
+
+
+def test_mlp_on_vectors_and_learned_embeddings():
+    _, task, m = model_for("default", "task.name=parity", "task.n_bits=10", "model.arch=mlp",
+                           "model.hidden=16,8", "model.bias=true")
+    assert m(task.x_train[:4]).shape == (4, 2)
+    _, task, m = model_for("default", *SMALL, "model.arch=mlp", "model.embed=learned", "model.d_model=8")
+    assert m.W_E.shape == (23, 8) and m.layers[0].weight.shape[1] == 16
+    assert m(task.x_train[:4]).shape == (4, 23)
+
+
+def test_hook_points_cache_the_activations_analyses_read():
+    _, task, m = model_for("default", *SMALL, "model.d_model=32", "model.d_mlp=64", "model.n_heads=2")
+    x = task.x_val[:6]
+    logits, cache = m.run_with_cache(x, fast=False)
+    assert cache["hook_embed"].shape == (6, 3, 32)
+    assert cache["blocks.0.attn.hook_pattern"].shape == (6, 2, 3, 3)
+    assert cache["blocks.0.mlp.hook_pre"].shape[-1] == 64
+    assert cache["blocks.0.mlp.hook_post"].min() >= 0          # after ReLU
+    assert cache["hook_resid_final"].shape == (6, 32)
+    assert torch.equal(cache["hook_logits"], logits)
+    # causal: the pattern never attends forward, and rows sum to one
+    pat = cache["blocks.0.attn.hook_pattern"]
+    assert pat[..., 0, 1:].abs().max() == 0
+    assert torch.allclose(pat.sum(-1), torch.ones(6, 2, 3))
+    with pytest.raises(KeyError, match="unknown hook point"):
+        with m.hooks({"blocks.7.nope": lambda a, h: a}):
+            pass
+
+
+def test_a_hook_can_edit_an_activation():
+    _, task, m = model_for("default", *SMALL, "model.d_model=32", "model.d_mlp=64", "model.n_heads=2")
+    x = task.x_val[:6]
+    with m.hooks({"blocks.0.mlp.hook_post": lambda a, h: torch.zeros_like(a)}):
+        ablated = m(x, fast=False)
+    assert not torch.allclose(ablated, m(x, fast=False))
+
+
+def plain_forward(m, tokens):
+    """Nanda's 1-layer transformer written out position by position, no tables, no shortcuts."""
+    b = m.blocks[0]
+    x = m.W_E[tokens] + m.W_pos[: tokens.shape[1]]                         # (B, S, d)
+    q = torch.einsum("bsd,hde->bhse", x, b.attn.W_Q)
+    k = torch.einsum("bsd,hde->bhse", x, b.attn.W_K)
+    v = torch.einsum("bsd,hde->bhse", x, b.attn.W_V)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    S = tokens.shape[1]
+    scores = scores.masked_fill(torch.triu(torch.ones(S, S, dtype=torch.bool), 1), float("-inf"))
+    z = scores.softmax(-1) @ v                                              # (B, H, S, dh)
+    x = x + torch.einsum("bhse,hed->bsd", z, b.attn.W_O)
+    x = x + F.relu(x @ b.mlp.W_in + b.mlp.b_in) @ b.mlp.W_out + b.mlp.b_out
+    return x[:, -1] @ m.W_U
+
+
+def test_fast_engine_equals_the_plain_computation_forward_and_backward():
+    _, task, m = model_for("nanda", *SMALL)
+    m = m.double()
+    x = task.x_train
+    fast, slow, plain = m(x, fast=True), m(x, fast=False), plain_forward(m, x)
+    assert torch.allclose(fast, plain, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(slow, plain, rtol=1e-10, atol=1e-10)
+    grads = []
+    for f in (lambda: m(x, fast=True), lambda: plain_forward(m, x)):
+        m.zero_grad()
+        F.cross_entropy(f(), task.y_train).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], rtol=1e-9, atol=1e-12), n
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_fast_last_position_path_equals_full_path_with_layernorm(norm):
+    _, task, m = model_for("power", *SMALL, f"model.norm={norm}", "model.d_model=32", "model.d_mlp=64",
+                           "model.dropout=0", "model.n_layers=1")
+    m = m.double().eval()
+    assert torch.allclose(m(task.x_val, fast=True), m(task.x_val, fast=False), rtol=1e-10, atol=1e-10)
