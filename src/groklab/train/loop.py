@@ -244,7 +244,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
                 logits = model(xb)
                 loss = loss_fn(logits, yb)
                 if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"loss is {float(loss)} at step {step}")
+                    raise NonFiniteLoss(f"loss is {loss.item()} at step {step}")
                 if step % t.eval_every == 0:
                     if idx is None and not (model.training and cfg.model.dropout > 0):
                         tr_loss, tr_acc = loss.item(), accuracy(logits.detach(), yb)
