@@ -92,6 +92,26 @@ def max_rel(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) / abs(y) for x, y in zip(a, b))
 
 
+def plain_step(model, opt, sch, x, y) -> float:
+    """One step of the plain reference: every position through the model, logits at the last."""
+    loss = ce_high_precision(model(x)[:, -1], y)
+    loss.backward()
+    opt.step(); sch.step(); opt.zero_grad()
+    return loss.item()
+
+
+def groklab_step(model, opt, cfg, step, x, y, loss_fn, val=None) -> float:
+    """One step as groklab's loop takes it; ``val=(x, y)`` also evaluates, as on an eval step."""
+    set_lr(opt, get_lr(step, cfg.optim, cfg.train.steps))
+    loss = loss_fn(model(x), y)
+    if val is not None:
+        evaluate(model, *val, loss_fn)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def agreement(cfg, task, steps: int, dtype: torch.dtype) -> float:
     """Train plain and groklab from the same weights in ``dtype``; max relative loss difference."""
     fast = build_model(cfg, task).to(dtype)
@@ -99,17 +119,9 @@ def agreement(cfg, task, steps: int, dtype: torch.dtype) -> float:
     opt_p, sch_p = plain_adamw(plain, cfg.optim)
     opt_f = build_optimizer(fast.parameters(), cfg.optim)
     loss_fn = build_loss(cfg.train.loss, cfg.train.loss_dtype)
-    lp, lf = [], []
-    for step in range(steps):
-        loss = ce_high_precision(plain(task.x_train)[:, -1], task.y_train)
-        loss.backward()
-        opt_p.step(); sch_p.step(); opt_p.zero_grad()
-        lp.append(loss.item())
-        set_lr(opt_f, get_lr(step, cfg.optim, cfg.train.steps))
-        loss = loss_fn(fast(task.x_train), task.y_train)
-        loss.backward()
-        opt_f.step(); opt_f.zero_grad(set_to_none=True)
-        lf.append(loss.item())
+    x, y = task.x_train, task.y_train
+    lp = [plain_step(plain, opt_p, sch_p, x, y) for _ in range(steps)]
+    lf = [groklab_step(fast, opt_f, cfg, step, x, y, loss_fn) for step in range(steps)]
     return max_rel(lf, lp)
 
 
@@ -120,14 +132,8 @@ def rounding_floor(cfg, task, steps: int) -> float:
     for kernel in ({"fused": True}, {"foreach": True}):
         m = build_model(cfg, task)
         opt = torch.optim.AdamW(m.parameters(), lr=o.lr, weight_decay=o.wd, betas=(o.beta1, o.beta2), **kernel)
-        run = []
-        for step in range(steps):
-            set_lr(opt, get_lr(step, o, cfg.train.steps))
-            loss = loss_fn(m(task.x_train), task.y_train)
-            loss.backward()
-            opt.step(); opt.zero_grad()
-            run.append(loss.item())
-        losses.append(run)
+        losses.append([groklab_step(m, opt, cfg, step, task.x_train, task.y_train, loss_fn)
+                       for step in range(steps)])
     return max_rel(*losses)
 
 
@@ -152,45 +158,28 @@ def main() -> None:
           f"{a.steps} steps {rel64:.2e} ({'OK' if rel64 < 1e-4 else 'FAIL'}, limit 1e-4)")
 
     fast = build_model(cfg, task)
-    plain_loop, plain_step = PlainTransformer(fast), PlainTransformer(fast)
+    plain_loop, plain_step_model = PlainTransformer(fast), PlainTransformer(fast)
     opt_loop, sch_loop = plain_adamw(plain_loop, cfg.optim)
-    opt_step, sch_step = plain_adamw(plain_step, cfg.optim)
+    opt_step, sch_step = plain_adamw(plain_step_model, cfg.optim)
     opt_fast = build_optimizer(fast.parameters(), cfg.optim)
     loss_fn = build_loss(cfg.train.loss, cfg.train.loss_dtype)
     o = cfg.optim
 
-    def nanda_loop_step():  # train and test loss every epoch, as in the paper's loop
-        train_loss = ce_high_precision(plain_loop(xtr)[:, -1], ytr)
-        test_loss = ce_high_precision(plain_loop(xte)[:, -1], yte)
-        train_loss.backward()
-        opt_loop.step(); sch_loop.step(); opt_loop.zero_grad()
-        return train_loss.item(), test_loss.item()
-
-    def plain_train_step():
-        loss = ce_high_precision(plain_step(xtr)[:, -1], ytr)
-        loss.backward()
-        opt_step.step(); sch_step.step(); opt_step.zero_grad()
-        return loss.item()
-
-    def groklab_step(step):
-        set_lr(opt_fast, get_lr(step, o, cfg.train.steps))
-        loss = loss_fn(fast(xtr), ytr)
-        if step % a.eval_every == 0:
-            evaluate(fast, xte, yte, loss_fn)
-        loss.backward()
-        opt_fast.step()
-        opt_fast.zero_grad(set_to_none=True)
-        return loss.item()
+    def nanda_loop_step():  # train and test loss every epoch, as in the paper's loop (with grad)
+        ce_high_precision(plain_loop(xte)[:, -1], yte).item()
+        return plain_step(plain_loop, opt_loop, sch_loop, xtr, ytr)
 
     times = {"plain (Nanda's loop)": [], "plain (train step only)": [], "groklab": []}
     losses = {k: [] for k in times}
     for step in range(a.steps):
         torch.set_flush_denormal(False)
-        t0 = time.perf_counter(); losses["plain (Nanda's loop)"].append(nanda_loop_step()[0])
-        t1 = time.perf_counter(); losses["plain (train step only)"].append(plain_train_step())
+        t0 = time.perf_counter(); losses["plain (Nanda's loop)"].append(nanda_loop_step())
+        t1 = time.perf_counter(); losses["plain (train step only)"].append(
+            plain_step(plain_step_model, opt_step, sch_step, xtr, ytr))
         t2 = time.perf_counter()
         torch.set_flush_denormal(True)
-        losses["groklab"].append(groklab_step(step))
+        val = (xte, yte) if step % a.eval_every == 0 else None
+        losses["groklab"].append(groklab_step(fast, opt_fast, cfg, step, xtr, ytr, loss_fn, val))
         t3 = time.perf_counter()
         for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
             times[k].append(dt)

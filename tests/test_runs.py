@@ -1,6 +1,5 @@
 """Runs end to end: a run that really groks, resume exactness, NaN stops, Ctrl-C, run directories."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -125,11 +124,9 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path):
 
 
 @pytest.fixture
-def in_tmp(tmp_path):
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    yield tmp_path
-    os.chdir(cwd)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.mark.parametrize("args, needle", [
