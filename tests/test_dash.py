@@ -79,49 +79,49 @@ def test_discover_kinds_and_skips(tmp_path):
 def test_read_new_is_incremental_and_skips_a_half_written_line(tmp_path):
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 0, "val_acc": 0.1}\n{"step": 10, "va')
-    first = scan.read_new(p, None)
+    first = scan.read_new(tmp_path, p, None)
     assert [r["step"] for r in first["records"]] == [0] and first["bad"] == 0
     with open(p, "a") as fh:
         fh.write('l_acc": 0.2}\n{"step": 20, "val_acc": 0.3}\n')
-    second = scan.read_new(p, first["token"])
+    second = scan.read_new(tmp_path, p, first["token"])
     assert [r["step"] for r in second["records"]] == [10, 20] and not second["reset"]
-    assert scan.read_new(p, second["token"])["records"] == []
+    assert scan.read_new(tmp_path, p, second["token"])["records"] == []
 
 
 def test_read_new_starts_over_when_the_file_is_replaced(tmp_path):
     # a resume truncates metrics.jsonl by an atomic rewrite: a new file at the same path
     p = tmp_path / "metrics.jsonl"
     p.write_text("".join(json.dumps({"step": s}) + "\n" for s in (0, 10, 20, 30)))
-    tok = scan.read_new(p, None)["token"]
+    tok = scan.read_new(tmp_path, p, None)["token"]
     tmp = tmp_path / "new"
     tmp.write_text(json.dumps({"step": 0}) + "\n")
     os.replace(tmp, p)
-    again = scan.read_new(p, tok)
+    again = scan.read_new(tmp_path, p, tok)
     assert again["reset"] and [r["step"] for r in again["records"]] == [0]
 
 
 def test_corrupt_lines_are_counted_and_nan_left_out(tmp_path):
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 0, "val_acc": NaN, "val_loss": 1.5}\ngarbage\n[1, 2]\n{"step": 10}\n')
-    got = scan.read_new(p, None)
+    got = scan.read_new(tmp_path, p, None)
     assert got["bad"] == 2
     assert got["records"] == [{"step": 0, "val_loss": 1.5}, {"step": 10}]
 
 
 def test_status_of_live_finished_stale_and_resumed_runs(tmp_path):
     live = make_run(tmp_path / "live")
-    assert scan.run_status(live, None) == "running"
+    assert scan.run_status(tmp_path, live, None) == "running"
     old = os.path.getmtime(live / "metrics.jsonl") + 10 * scan.LIVE_SECONDS
-    assert scan.run_status(live, None, now=old) == "stale"
+    assert scan.run_status(tmp_path, live, None, now=old) == "stale"
     done = make_run(tmp_path / "done", summary={"status": "completed"})
     t = os.path.getmtime(done / "metrics.jsonl")
     os.utime(done / "summary.json", (t + 5, t + 5))
-    assert scan.run_status(done, {"status": "completed"}) == "completed"
+    assert scan.run_status(tmp_path, done, {"status": "completed"}) == "completed"
     os.utime(done / "summary.json", (t - 60, t - 60))  # metrics newer than summary: resumed
-    assert scan.run_status(done, {"status": "completed"}, now=t + 1) == "running"
+    assert scan.run_status(tmp_path, done, {"status": "completed"}, now=t + 1) == "running"
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert scan.run_status(empty, None) == "starting"
+    assert scan.run_status(tmp_path, empty, None) == "starting"
 
 
 def test_markers_from_phases_and_threshold_crossings():
@@ -227,3 +227,193 @@ def test_gtn_runs_are_described_by_their_data_and_meta_steps(tmp_path):
     assert info["task"] == "GTN · digits · mlp" and (info["step"], info["steps"]) == (10, 300)
     assert [f["name"] for f in info["figures"]] == ["samples", "accuracy"]  # samples first
     assert info["metrics"]["records"] == [{"step": 10, "meta_loss": 0.7}]
+
+
+# ---- untrusted run directories: symlinks out of the root, FIFOs, NaN, markup ----
+
+def strict_json(body: bytes):
+    """What the page's JSON.parse accepts: no NaN / Infinity."""
+    def refuse(c):
+        raise ValueError(f"{c} is not JSON")
+    return json.loads(body, parse_constant=refuse)
+
+
+def test_files_reached_through_a_symlink_out_of_the_root_are_404(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"token": "s3cret"}')
+    r = make_run(root / "r")
+    (r / "leak.json").symlink_to(outside / "secret.json")  # an allowed suffix, outside the root
+    (r / "report.html").symlink_to(outside / "secret.json")
+    (root / "linkdir").symlink_to(outside, target_is_directory=True)
+    srv = make_server(root, port=0)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        for path in ("/files/r/leak.json", "/files/r/report.html", "/files/linkdir/secret.json"):
+            code, body = get(srv, path)
+            assert code == 404 and b"s3cret" not in body, path
+        assert get(srv, "/files/r/config.json")[0] == 200
+        code, lst = get_json(srv, "/api/list")
+        assert lst["runs"][0]["report"] is None  # not linked from the page either
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_api_reads_no_file_through_a_symlink_out_of_the_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    secret = outside / "passwd"
+    secret.write_text('{"preset": "s3cret", "status": "s3cret", "phase": "s3cret"}\n'
+                      '{"step": 1, "s3cret": 1}\nroot:x:0:0:s3cret:/root:/bin/bash\n')
+    r = make_run(root / "r")
+    (r / "metrics.jsonl").unlink()
+    for name in ("summary.json", "metrics.jsonl", "measures.jsonl", "analysis.jsonl", "fig_x.png"):
+        (r / name).symlink_to(secret)
+    r2 = make_run(root / "r2")
+    (r2 / "config.json").unlink()
+    (r2 / "config.json").symlink_to(secret)
+    s = root / "s"
+    s.mkdir()
+    for name in ("spec.toml", "results.csv"):
+        (s / name).symlink_to(secret)
+    srv = make_server(root, port=0)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        for path in ("/api/list", "/api/run?path=r", "/api/run?path=r2", "/api/sweep?path=s"):
+            code, body = get(srv, path)
+            assert b"s3cret" not in body and b"root:x" not in body, (path, body[:300])
+        code, lst = get_json(srv, "/api/list")
+        by = {x["path"]: x for x in lst["runs"]}
+        assert code == 200 and by["r"]["step"] is None and by["r"]["status"] == "starting"
+        assert "outside the root" in by["r"]["errors"][0]  # summary.json: listed, saying why
+        assert "outside the root" in by["r2"]["errors"][0]
+        code, run = get_json(srv, "/api/run?path=r")
+        assert code == 200 and run["summary"] is None and run["figures"] == []
+        assert all(run[k]["records"] == [] for k in ("metrics", "measures", "analysis"))
+        assert sum("outside the root" in e for e in run["errors"]) == 4
+        assert get_json(srv, "/api/run?path=r2")[0] == 404  # its config.json is not under the root
+        code, sweep = get_json(srv, "/api/sweep?path=s")
+        assert code == 200 and sweep["spec"] is None and sweep["rows"] == [] and sweep["errors"]
+        assert sweep["figures"] == [] and sweep["trials"] is None
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_nan_and_infinity_in_one_run_break_neither_the_list_nor_its_page(server, tmp_path):
+    make_run(tmp_path / "good")
+    nan = make_run(tmp_path / "nan", summary={"status": "completed"})
+    (nan / "config.json").write_text('{"preset": "p", "task": {"name": "parity"}, '
+                                     '"optim": {"lr": NaN}, "train": {"steps": Infinity}}')
+    (nan / "summary.json").write_text('{"status": "completed", "final_val_acc": Infinity, '
+                                      '"phases": {"cleanup_end": NaN, "memorization_end": 10}, '
+                                      '"memorized_at": {"0.9": -Infinity}}')
+    code, body = get(server, "/api/list")
+    assert code == 200
+    by = {r["path"]: r for r in strict_json(body)["runs"]}
+    assert set(by) == {"good", "nan"} and by["nan"]["steps"] is None and by["nan"]["status"] == "completed"
+    code, body = get(server, "/api/run?path=nan")
+    assert code == 200
+    run = strict_json(body)
+    assert run["config"]["optim"]["lr"] == "NaN" and run["summary"]["final_val_acc"] == "Infinity"
+    assert [m["step"] for m in run["markers"]] == [10]
+
+
+def test_a_fifo_never_hangs_a_request(server, tmp_path):
+    make_run(tmp_path / "good")
+    a = make_run(tmp_path / "fifo-metrics")
+    (a / "metrics.jsonl").unlink()
+    os.mkfifo(a / "metrics.jsonl")
+    os.mkfifo(a / "measures.jsonl")
+    b = make_run(tmp_path / "fifo-config")
+    (b / "config.json").unlink()
+    os.mkfifo(b / "config.json")
+    os.mkfifo(b / "summary.json")
+    s = tmp_path / "fifo-sweep"
+    s.mkdir()
+    os.mkfifo(s / "spec.toml")
+    os.mkfifo(s / "results.csv")
+    os.mkfifo(tmp_path / "good" / "x.json")
+    code, lst = get_json(server, "/api/list")  # urlopen's timeout (10 s) fails a hang
+    assert code == 200
+    by = {r["path"]: r for r in lst["runs"]}
+    assert set(by) == {"good", "fifo-metrics", "fifo-config"} and by["good"]["step"] == 20
+    assert by["fifo-metrics"]["step"] is None and by["fifo-config"]["errors"]
+    code, run = get_json(server, "/api/run?path=fifo-metrics")
+    assert code == 200 and run["metrics"]["records"] == []
+    assert any("not a regular file" in e for e in run["errors"])
+    assert get_json(server, "/api/run?path=fifo-config")[0] == 404
+    code, sweep = get_json(server, "/api/sweep?path=fifo-sweep")
+    assert code == 200 and sweep["spec"] is None and sweep["errors"]
+    assert get(server, "/files/good/x.json")[0] == 404
+
+
+def test_a_run_that_cannot_be_read_is_an_error_entry_and_the_others_list(server, tmp_path, monkeypatch):
+    make_run(tmp_path / "good")
+    deep = make_run(tmp_path / "deep")
+    (deep / "config.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError in json
+    (deep / "metrics.jsonl").write_text("[" * 100_000 + "\n" + json.dumps({"step": 5}) + "\n")
+    dirc = make_run(tmp_path / "dirconfig")
+    (dirc / "config.json").unlink()
+    (dirc / "config.json").mkdir()
+    code, lst = get_json(server, "/api/list")
+    assert code == 200
+    by = {r["path"]: r for r in lst["runs"]}
+    assert by["good"]["errors"] == [] and by["deep"]["errors"] and by["deep"]["step"] == 5
+    code, run = get_json(server, "/api/run?path=deep")
+    assert code == 200 and run["metrics"]["records"] == [{"step": 5}] and run["metrics"]["bad"] == 1
+    real = scan.run_info
+
+    def flaky(root, d, *a, **k):
+        if d.name == "deep":
+            raise RuntimeError("disk on fire")
+        return real(root, d, *a, **k)
+
+    monkeypatch.setattr(scan, "run_info", flaky)
+    code, lst = get_json(server, "/api/list")
+    by = {r["path"]: r for r in lst["runs"]}
+    assert code == 200 and by["good"]["errors"] == []
+    assert by["deep"]["status"] == "error" and "disk on fire" in by["deep"]["errors"][0]
+
+
+def test_values_from_files_reach_the_page_with_the_types_it_expects(tmp_path):
+    xss = "<img src=x onerror=alert(1)>"
+    d = make_run(tmp_path / "r", summary={"status": "completed", "phase": {"x": xss}})
+    (d / "config.json").write_text(json.dumps({"preset": [xss], "task": {"name": xss},
+                                               "train": {"steps": xss}}))
+    with open(d / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"step": xss, "val_acc": xss}) + "\n")
+    info = scan.listing(tmp_path)["runs"][0]
+    assert info["steps"] is None and info["step"] is None and info["val_acc"] is None
+    assert isinstance(info["preset"], str) and isinstance(info["phase"], str)
+
+
+def test_files_are_served_sandboxed_and_the_page_runs_only_its_own_script(server, tmp_path):
+    d = make_run(tmp_path / "r")
+    (d / "report.html").write_text("<script>fetch('/api/list')</script>")
+    (d / "fig.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>')
+    (d / "notes.toml").write_text("a = 1\n")
+    for path in ("/files/r/report.html", "/files/r/fig.svg", "/files/r/notes.toml"):
+        req = urllib.request.Request(server.url.rstrip("/") + path)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            csp = r.headers["Content-Security-Policy"]
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+        directives = [x.strip() for x in csp.split(";")]
+        assert "sandbox" in directives and "allow-scripts" not in csp, (path, csp)
+    with urllib.request.urlopen(server.url, timeout=10) as r:
+        csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+
+
+def test_analysis_records_of_groklab_analyze_are_served_incrementally(server, tmp_path):
+    d = make_run(tmp_path / "r")
+    (d / "analysis.jsonl").write_text(json.dumps({"step": 100, "excluded_loss": 2.5, "key_freqs": [3]}) + "\n")
+    code, run = get_json(server, "/api/run?path=r")
+    assert run["analysis"]["records"] == [{"step": 100, "excluded_loss": 2.5}]
+    code, again = get_json(server, f"/api/run?path=r&a={run['analysis']['token']}")
+    assert again["analysis"]["records"] == [] and not again["analysis"]["reset"]

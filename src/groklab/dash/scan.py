@@ -3,11 +3,14 @@ being written.
 
 Nothing here writes, locks or waits: training never depends on the dashboard. Every reader
 tolerates what a live or broken directory holds (a JSON file mid-replace, a half-written last
-line, a corrupt file, a directory deleted between two calls) and reports it as a message in
-the answer instead of raising.
+line, a corrupt file, NaN or Infinity, a FIFO or a symlink out of the root, a directory deleted
+between two calls) and reports it as a message in the answer instead of raising; files are read
+through ``groklab.dash.files``, which refuses what is outside the root or not a regular file.
+One bad directory is one entry with an error, never a failed listing.
 
 Kinds of directory, by the files that mark them:
-  run     ``config.json`` (groklab.runs.rundir): metrics.jsonl, measures.jsonl, summary.json
+  run     ``config.json`` (groklab.runs.rundir): metrics.jsonl, measures.jsonl (live measures),
+          analysis.jsonl (``groklab analyze``), summary.json
   sweep   ``sweep.json``, ``spec.toml`` or ``results.csv``: fig_*.png phase diagrams, trials below
   result  anything else with ``fig_*.png`` or ``report.html`` (GTN samples, analyses)
 """
@@ -21,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from groklab.dash import files
+from groklab.dash.files import Refused, short
+
 SWEEP_MARKS = ("sweep.json", "spec.toml", "results.csv")
 SKIP_DIRS = {"checkpoints", "tensorboard", "mlruns", "wandb", "__pycache__", "node_modules"}
 MAX_DEPTH = 6
@@ -28,58 +34,47 @@ MAX_DEPTH = 6
 LIVE_SECONDS = 120.0
 MAX_CSV_ROWS = 500
 MAX_TEXT = 20000
+MAX_CSV_BYTES = 32 << 20
+# The JSON-lines files of a run: the answer's key and the query parameter of its token.
+SERIES = (("metrics", "metrics.jsonl", "m"), ("measures", "measures.jsonl", "s"),
+          ("analysis", "analysis.jsonl", "a"))
 
 
 def discover(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """Run, sweep and result directories under ``root`` (sorted; hidden and checkpoint dirs
-    skipped; at most ``MAX_DEPTH`` levels). A run directory is not searched further; a sweep
-    directory is, since its trials are runs below it."""
+    skipped; symlinked directories not followed; at most ``MAX_DEPTH`` levels). A run directory
+    is not searched further; a sweep directory is, since its trials are runs below it."""
     runs, sweeps, results = [], [], []
     root = Path(root)
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: None):
         d = Path(dirpath)
         depth = len(d.relative_to(root).parts)
-        files = set(filenames)
+        names = set(filenames)
         dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and n not in SKIP_DIRS
                              and depth < MAX_DEPTH)
-        if any(m in files for m in SWEEP_MARKS):
+        if any(m in names for m in SWEEP_MARKS):
             sweeps.append(d)
-        elif "config.json" in files:
+        elif "config.json" in names:
             runs.append(d)
             dirnames[:] = []
-        elif "report.html" in files or any(f.startswith("fig_") and f.endswith(".png") for f in files):
+        elif "report.html" in names or any(f.startswith("fig_") and f.endswith(".png") for f in names):
             results.append(d)
     return sorted(runs), sorted(sweeps), sorted(results)
 
 
-def read_json_safe(path: Path, errors: list[str]) -> Any:
-    """Parsed JSON, or None with a message in ``errors`` (missing files are not an error)."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        errors.append(f"{path.name} is unreadable ({_short(e)}); is it half written or corrupt?")
-        return None
-
-
-def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-
-
-def last_record(path: Path, tail: int = 8192) -> dict | None:
+def last_record(root: Path, path: Path, tail: int = 8192) -> dict | None:
     """The last complete JSON line of a JSON-lines file, reading only its tail."""
     try:
-        with open(path, "rb") as fh:
+        with files.open_regular(root, path) as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(max(0, size - tail))
-            data = fh.read()
+            data = fh.read(tail)
     except OSError:
         return None
     for line in reversed(data.split(b"\n")):
         if line.strip():
             try:
-                rec = json.loads(line)
+                rec = files.loads(line)
             except ValueError:
                 continue  # the half-written last line of a live writer
             if isinstance(rec, dict):
@@ -87,76 +82,98 @@ def last_record(path: Path, tail: int = 8192) -> dict | None:
     return None
 
 
-def read_new(path: Path, token: str | None) -> dict[str, Any]:
+def read_new(root: Path, path: Path, token: str | None) -> dict[str, Any]:
     """Records appended to a JSON-lines file since ``token`` (from the previous answer).
 
     The token is ``"<inode>:<byte offset>"``: a file replaced by another (a resume truncates
     metrics.jsonl by an atomic rewrite) has a new inode, so the reader starts over and says
-    ``reset``. Only whole lines are consumed; unparsable whole lines are counted in ``bad``.
-    Returns {"records", "token", "reset", "bad"}.
+    ``reset``. Only whole lines are consumed; unparsable whole lines, and records without a
+    finite numeric ``step``, are counted in ``bad``. Only finite numeric fields are kept.
+    Returns {"records", "token", "reset", "bad", "error"}.
     """
     try:
-        st = path.stat()
-    except OSError:
-        return {"records": [], "token": None, "reset": token is not None, "bad": 0}
-    offset, reset = 0, token is not None
-    if token:
-        ino, _, off = token.partition(":")
-        if ino == str(st.st_ino) and off.isdigit() and int(off) <= st.st_size:
-            offset, reset = int(off), False
-    try:
-        with open(path, "rb") as fh:
+        fh = files.open_regular(root, path)
+    except FileNotFoundError:
+        return {"records": [], "token": None, "reset": token is not None, "bad": 0, "error": None}
+    except OSError as e:
+        return {"records": [], "token": None, "reset": token is not None, "bad": 0,
+                "error": f"{path.name} is not read: {short(e)}"}
+    with fh:
+        st = os.fstat(fh.fileno())
+        offset, reset = 0, token is not None
+        if token:
+            ino, _, off = token.partition(":")
+            if ino == str(st.st_ino) and off.isdigit() and int(off) <= st.st_size:
+                offset, reset = int(off), False
+        try:
             fh.seek(offset)
             data = fh.read(st.st_size - offset)
-    except OSError:
-        return {"records": [], "token": token, "reset": False, "bad": 0}
+        except OSError as e:
+            return {"records": [], "token": token, "reset": False, "bad": 0,
+                    "error": f"{path.name} is unreadable ({short(e)})"}
     cut = data.rfind(b"\n") + 1
     records, bad = [], 0
     for line in data[:cut].split(b"\n"):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = files.loads(line)
         except ValueError:
             bad += 1
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)):
+        if isinstance(rec, dict) and _number(rec.get("step")):
             records.append({k: v for k, v in rec.items() if _number(v)})
         else:
             bad += 1
-    return {"records": records, "token": f"{st.st_ino}:{offset + cut}", "reset": reset, "bad": bad}
+    return {"records": records, "token": f"{st.st_ino}:{offset + cut}", "reset": reset, "bad": bad,
+            "error": None}
 
 
 def _number(v) -> bool:
-    # JSON has no NaN, but Python's json writes NaN/Infinity; keep them out of the page's JSON
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+    # files.loads turned NaN/Infinity into strings; bools are not numbers on a chart
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _num(v):
+    return v if _number(v) else None
+
+
+def _str(v) -> str | None:
+    return None if v is None else v if isinstance(v, str) else json.dumps(v)
 
 
 def figures(root: Path, d: Path) -> list[dict]:
-    """fig_*.png of a directory, GTN samples first (the figure a person wants first)."""
+    """fig_*.png of a directory (regular files inside the root), GTN samples first."""
     try:
         figs = sorted(d.glob("fig_*.png"), key=lambda p: (p.name != "fig_samples.png", p.name))
-        return [{"name": p.stem[4:], "path": rel(root, p), "mtime": _mtime(p)} for p in figs]
     except OSError:
         return []
+    out = []
+    for p in figs:
+        st = files.regular_stat(root, p)
+        if st is not None:
+            out.append({"name": p.stem[4:], "path": rel(root, p), "mtime": st.st_mtime})
+    return out
 
 
 def rel(root: Path, p: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
-def _mtime(p: Path) -> float | None:
-    try:
-        return p.stat().st_mtime
-    except OSError:
-        return None
+def _mtime(root: Path, p: Path) -> float | None:
+    st = files.regular_stat(root, p)
+    return st.st_mtime if st else None
 
 
-def run_status(d: Path, summary: dict | None, now: float | None = None) -> str:
+def _report(root: Path, d: Path) -> str | None:
+    return rel(root, d / "report.html") if files.is_file(root, d / "report.html") else None
+
+
+def run_status(root: Path, d: Path, summary: dict | None, now: float | None = None) -> str:
     """completed / early_stopped / interrupted / nan (from summary.json), or running, starting,
     stale (metrics stopped changing, no summary: killed or crashed)."""
     now = time.time() if now is None else now
-    m, s = _mtime(d / "metrics.jsonl"), _mtime(d / "summary.json")
+    m, s = _mtime(root, d / "metrics.jsonl"), _mtime(root, d / "summary.json")
     if summary is not None and isinstance(summary.get("status"), str):
         if m is not None and s is not None and m > s + 1.0:  # resumed: summary is the old one
             return "running" if now - m < LIVE_SECONDS else "stale"
@@ -173,39 +190,51 @@ def _section(cfg: dict, name: str) -> dict:
 def describe_task(cfg: dict) -> str:
     if "task" not in cfg and "generator" in cfg:  # a GTN run (groklab.gtn.config)
         return f"GTN · {_section(cfg, 'data').get('name', '?')} · {_section(cfg, 'learner').get('kind', '?')}"
-    t = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
-    m = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    t, m = _section(cfg, "task"), _section(cfg, "model")
     task = f"{t.get('op')} mod {t.get('p')}" if t.get("name") == "modular" else str(t.get("name", "?"))
     return f"{task} · {m.get('arch', '?')}"
 
 
-def run_info(root: Path, d: Path, sweeps: list[Path] = ()) -> dict[str, Any]:
-    """One line of the run list: cheap (config, summary and the tail of metrics.jsonl)."""
-    errors: list[str] = []
-    cfg = read_json_safe(d / "config.json", errors)
+def _read_run(root: Path, d: Path, errors: list[str]) -> tuple[dict | None, dict | None]:
+    cfg = files.read_json(root, d / "config.json", errors)
     if cfg is not None and not isinstance(cfg, dict):
         errors.append("config.json is not a JSON object")
         cfg = None
-    summary = read_json_safe(d / "summary.json", errors)
-    summary = summary if isinstance(summary, dict) else None
-    last = last_record(d / "metrics.jsonl") or {}
+    summary = files.read_json(root, d / "summary.json", errors)
+    if summary is not None and not isinstance(summary, dict):
+        errors.append("summary.json is not a JSON object")
+        summary = None
+    return cfg, summary
+
+
+def run_info(root: Path, d: Path, sweeps: list[Path] = (), read: tuple | None = None) -> dict[str, Any]:
+    """One line of the run list: cheap (config, summary and the tail of metrics.jsonl).
+    Every value has the type the page expects (numbers are numbers or None)."""
+    errors: list[str] = []
+    cfg, summary = read if read is not None else _read_run(root, d, errors)
+    last = last_record(root, d / "metrics.jsonl") or {}
     cfg = cfg or {}
-    steps = _section(cfg, "train").get("steps") or _section(cfg, "meta").get("steps")  # run or GTN
+    steps = _num(_section(cfg, "train").get("steps")) or _num(_section(cfg, "meta").get("steps"))  # run or GTN
     sweep = next((rel(root, s) for s in sweeps if s in d.parents), None)
     return {
         "path": rel(root, d), "name": d.name, "sweep": sweep,
-        "status": run_status(d, summary), "preset": cfg.get("preset") or "",
+        "status": run_status(root, d, summary), "preset": _str(cfg.get("preset")) or "",
         "task": describe_task(cfg) if cfg else "?", "steps": steps,
-        "step": last.get("step"), "train_acc": _num(last.get("train_acc")),
-        "val_acc": _num(last.get("val_acc")), "phase": (summary or {}).get("phase"),
-        "report": rel(root, d / "report.html") if (d / "report.html").is_file() else None,
-        "mtime": max(filter(None, (_mtime(d / "metrics.jsonl"), _mtime(d / "config.json"))), default=None),
+        "step": _num(last.get("step")), "train_acc": _num(last.get("train_acc")),
+        "val_acc": _num(last.get("val_acc")), "phase": _str((summary or {}).get("phase")),
+        "report": _report(root, d),
+        "mtime": max(filter(None, (_mtime(root, d / "metrics.jsonl"), _mtime(root, d / "config.json"))),
+                     default=None),
         "errors": errors,
     }
 
 
-def _num(v):
-    return v if _number(v) else None
+def broken_run(root: Path, d: Path, e: Exception) -> dict[str, Any]:
+    """The list entry of a run whose reading raised: listed, with the error, never a 500."""
+    return {"path": rel(root, d), "name": d.name, "sweep": None, "status": "error", "preset": "",
+            "task": "?", "steps": None, "step": None, "train_acc": None, "val_acc": None,
+            "phase": None, "report": None, "mtime": None,
+            "errors": [f"cannot read this run: {type(e).__name__}: {short(e)}"]}
 
 
 def markers(summary: dict | None) -> list[dict]:
@@ -216,44 +245,51 @@ def markers(summary: dict | None) -> list[dict]:
     out = []
     phases = summary.get("phases")
     if isinstance(phases, dict):
-        out += [{"step": s, "label": str(k), "kind": "phase"} for k, s in phases.items() if _number(s)]
-    thr = str(summary.get("phase_threshold", 0.9))
+        out += [{"step": s, "label": str(k).replace("_", " "), "kind": "phase"}
+                for k, s in phases.items() if _number(s)]
+    thr = _num(summary.get("phase_threshold")) or 0.9
     for key, label, kind in (("memorized_at", "train", "train"), ("generalized_at", "val", "val")):
-        s = (summary.get(key) or {}).get(thr) if isinstance(summary.get(key), dict) else None
+        s = (summary.get(key) or {}).get(str(thr)) if isinstance(summary.get(key), dict) else None
         if _number(s):
             out.append({"step": s, "label": f"{label} ≥ {thr}", "kind": kind})
     return out
 
 
-def run_detail(root: Path, d: Path, mtok: str | None = None, stok: str | None = None) -> dict:
-    """A run's config, summary, markers, figures and the metrics/measures records new since
-    the tokens of the previous answer (all of them when the tokens are None)."""
+def run_detail(root: Path, d: Path, mtok: str | None = None, stok: str | None = None,
+               atok: str | None = None) -> dict:
+    """A run's config, summary, markers, figures and the metrics / measures / analysis records
+    new since the tokens of the previous answer (all of them when the tokens are None)."""
+    root = Path(root).resolve()
     errors: list[str] = []
-    cfg = read_json_safe(d / "config.json", errors)
-    summary = read_json_safe(d / "summary.json", errors)
-    summary = summary if isinstance(summary, dict) else None
-    metrics = read_new(d / "metrics.jsonl", mtok)
-    measures = read_new(d / "measures.jsonl", stok)
-    for name, got in (("metrics.jsonl", metrics), ("measures.jsonl", measures)):
+    cfg, summary = _read_run(root, d, errors)
+    series = {}
+    for (key, name, _), tok in zip(SERIES, (mtok, stok, atok)):
+        got = series[key] = read_new(root, d / name, tok)
+        err = got.pop("error")
+        if err:
+            errors.append(err)
         if got["bad"]:
             errors.append(f"{name}: {got['bad']} unreadable line(s) skipped (corrupt file?)")
-    info = run_info(root, d)
-    return {**info, "errors": info["errors"] + [e for e in errors if e not in info["errors"]],
-            "config": cfg if isinstance(cfg, dict) else None, "summary": summary,
-            "markers": markers(summary), "figures": figures(root, d),
-            "metrics": metrics, "measures": measures}
+    info = run_info(root, d, read=(cfg, summary))
+    return {**info, "errors": errors, "config": cfg, "summary": summary,
+            "markers": markers(summary), "figures": figures(root, d), **series}
 
 
 def sweep_info(root: Path, d: Path) -> dict[str, Any]:
-    rows = _count_rows(d / "results.csv")
-    return {"path": rel(root, d), "name": d.name, "trials": rows,
-            "report": rel(root, d / "report.html") if (d / "report.html").is_file() else None,
-            "figures": figures(root, d), "mtime": _mtime(d)}
+    return {"path": rel(root, d), "name": d.name, "trials": _count_rows(root, d / "results.csv"),
+            "report": _report(root, d), "figures": figures(root, d), "mtime": _dir_mtime(d)}
 
 
-def _count_rows(p: Path) -> int | None:
+def _dir_mtime(d: Path) -> float | None:
     try:
-        with open(p, "rb") as fh:
+        return d.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _count_rows(root: Path, p: Path) -> int | None:
+    try:
+        with files.open_regular(root, p) as fh:
             return max(0, sum(1 for line in fh if line.strip()) - 1)
     except OSError:
         return None
@@ -262,38 +298,52 @@ def _count_rows(p: Path) -> int | None:
 def sweep_detail(root: Path, d: Path) -> dict[str, Any]:
     """A sweep's figures (phase diagrams), its results table (first ``MAX_CSV_ROWS`` rows) and
     its spec text."""
+    root = Path(root).resolve()
     errors: list[str] = []
     header, rows = [], []
-    p = d / "results.csv"
-    if p.is_file():
-        try:
-            table = list(csv.reader(io.StringIO(p.read_text(errors="replace"))))
-            if table:
-                header, rows = table[0], table[1:MAX_CSV_ROWS + 1]
-        except (OSError, csv.Error) as e:
-            errors.append(f"results.csv is unreadable ({_short(e)})")
+    try:
+        text = files.read_text(root, d / "results.csv", MAX_CSV_BYTES)
+        table = []
+        for row in csv.reader(io.StringIO(text)):
+            table.append(row)
+            if len(table) > MAX_CSV_ROWS:
+                break
+        if table:
+            header, rows = table[0], table[1:MAX_CSV_ROWS + 1]
+    except FileNotFoundError:
+        pass
+    except (OSError, csv.Error) as e:
+        errors.append(f"results.csv is {'not read' if isinstance(e, Refused) else 'unreadable'} ({short(e)})")
     spec = None
     for name in ("spec.toml", "sweep.json"):  # the spec as the user wrote it, if there
         try:
-            spec = {"name": name, "text": (d / name).read_text(errors="replace")[:MAX_TEXT]}
+            spec = {"name": name, "text": files.read_text(root, d / name, MAX_TEXT)}
             break
-        except OSError:
+        except FileNotFoundError:
             continue
+        except OSError as e:
+            errors.append(f"{name} is not read ({short(e)})")
     return {**sweep_info(root, d), "header": header, "rows": rows, "spec": spec, "errors": errors}
 
 
 def result_info(root: Path, d: Path) -> dict[str, Any]:
-    return {"path": rel(root, d), "name": d.name, "figures": figures(root, d),
-            "report": rel(root, d / "report.html") if (d / "report.html").is_file() else None}
+    return {"path": rel(root, d), "name": d.name, "figures": figures(root, d), "report": _report(root, d)}
+
+
+def _guarded(fn, root: Path, d: Path, *args) -> dict[str, Any]:
+    try:
+        return fn(root, d, *args)
+    except Exception as e:  # one bad directory is one entry with an error, not a failed page
+        return {**broken_run(root, d, e), "trials": None, "figures": []}
 
 
 def listing(root: Path) -> dict[str, Any]:
     """Everything the page's side bar shows; a missing root is a message, not an exception."""
-    root = Path(root)
+    root = Path(root).resolve()
     if not root.is_dir():
         return {"root": str(root), "runs": [], "sweeps": [], "results": [],
                 "error": f"root directory {str(root)!r} does not exist (any more)"}
     runs, sweeps, results = discover(root)
-    return {"root": str(root), "runs": [run_info(root, d, sweeps) for d in runs],
-            "sweeps": [sweep_info(root, d) for d in sweeps],
-            "results": [result_info(root, d) for d in results], "error": None, "time": time.time()}
+    return {"root": str(root), "runs": [_guarded(run_info, root, d, sweeps) for d in runs],
+            "sweeps": [_guarded(sweep_info, root, d) for d in sweeps],
+            "results": [_guarded(result_info, root, d) for d in results], "error": None, "time": time.time()}

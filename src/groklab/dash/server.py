@@ -3,13 +3,19 @@ four read-only JSON/file routes. No dependency, nothing from a CDN, so it works 
 
     GET /                      the page (static/index.html, app.js, style.css)
     GET /api/list              runs, sweeps and results under the root (scan.listing)
-    GET /api/run?path=P&m=T&s=T   one run; metrics/measures records new since tokens T
+    GET /api/run?path=P&m=T&s=T&a=T   one run; metrics/measures/analysis records new since tokens T
     GET /api/sweep?path=P      one sweep: figures, results table, spec
     GET /files/P               a figure, report.html, csv/json under the root (nothing else)
 
 Every request is answered, errors included, as JSON ``{"error": message}``; a broken run
 directory or a client that hangs up never stops the server. Bound to 127.0.0.1 by default, it
 also refuses requests whose Host header is not a loopback name (DNS rebinding).
+
+What is under the root is untrusted: every file is read through ``groklab.dash.files`` (inside
+the root after resolving symlinks, regular files only), and ``/files/`` answers carry a
+Content-Security-Policy ``sandbox`` without scripts, so a report.html or an SVG written by
+someone else runs no script with the dashboard's origin (it could read every run through the
+API). The page itself allows only its own script, and builds every value from a file as text.
 """
 from __future__ import annotations
 
@@ -24,11 +30,20 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from groklab.config import ConfigError
-from groklab.dash import scan
+from groklab.dash import files, scan
 
 STATIC = Path(__file__).parent / "static"
-STATIC_FILES = {"index.html", "app.js", "style.css"}
+STATIC_FILES = {"index.html", "app.js", "style.css", "uPlot.iife.min.js", "uPlot.min.css"}
 SERVED_SUFFIXES = {".png", ".svg", ".html", ".csv", ".json", ".jsonl", ".toml", ".txt"}
+TEXT_SUFFIXES = {".csv", ".jsonl", ".toml", ".txt"}  # shown as text in the browser, not downloaded
+# The page: its own script and styles only (uPlot sets element styles from script, which CSP
+# allows), images from the root or inlined, nothing else.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+# Files under the root: a sandboxed document with an opaque origin, no script at all;
+# report.html keeps its inline style and base64 images.
+FILE_CSP = ("sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+            "base-uri 'none'; form-action 'none'")
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -67,7 +82,7 @@ class DashHandler(BaseHTTPRequestHandler):
                 d = self._dir(q.get("path", ""), "config.json")
                 if d is None:
                     return
-                return self._json(scan.run_detail(self.server.root, d, q.get("m"), q.get("s")))
+                return self._json(scan.run_detail(self.server.root, d, q.get("m"), q.get("s"), q.get("a")))
             if route == "/api/sweep":
                 d = self._dir(q.get("path", ""))
                 if d is None:
@@ -94,17 +109,14 @@ class DashHandler(BaseHTTPRequestHandler):
         return host in LOOPBACK
 
     def _inside(self, relpath: str) -> Path | None:
-        """``root / relpath`` if it stays inside the root (no ``..`` or symlink escape)."""
-        root = self.server.root
-        try:
-            p = (root / relpath).resolve()
-        except (OSError, ValueError):
+        """``root / relpath`` resolved, if it stays inside the root (no ``..`` or symlink escape)."""
+        if "\0" in relpath:
             return None
-        return p if p == root or root in p.parents else None
+        return files.inside(self.server.root, self.server.root / relpath)
 
     def _dir(self, relpath: str, mark: str | None = None) -> Path | None:
         d = self._inside(relpath)
-        if d is None or not d.is_dir() or (mark and not (d / mark).is_file()):
+        if d is None or not d.is_dir() or (mark and not files.is_file(self.server.root, d / mark)):
             self._json({"error": f"{relpath!r} is not a {'run' if mark else 'sweep'} directory "
                                  f"under the root (deleted, or never was)"}, HTTPStatus.NOT_FOUND)
             return None
@@ -112,24 +124,32 @@ class DashHandler(BaseHTTPRequestHandler):
 
     def _file(self, relpath: str) -> None:
         p = self._inside(relpath)
-        if p is None or p.suffix not in SERVED_SUFFIXES or not p.is_file():
+        try:
+            if p is None or p.suffix not in SERVED_SUFFIXES:
+                raise FileNotFoundError(relpath)
+            body = files.read_bytes(self.server.root, p)
+        except OSError:  # missing, outside the root, a FIFO or device, unreadable
             return self._json({"error": f"no such file: {relpath}"}, HTTPStatus.NOT_FOUND)
-        self._send(p.read_bytes(), mimetypes.guess_type(p.name)[0] or "application/octet-stream")
+        ctype = ("text/plain; charset=utf-8" if p.suffix in TEXT_SUFFIXES
+                 else mimetypes.guess_type(p.name)[0] or "application/octet-stream")
+        self._send(body, ctype, csp=FILE_CSP)
 
     def _static(self, name: str) -> None:
         if name not in STATIC_FILES:
             return self._json({"error": f"no such page: /static/{name}"}, HTTPStatus.NOT_FOUND)
         ctype = mimetypes.guess_type(name)[0] or "text/plain"
-        self._send((STATIC / name).read_bytes(), f"{ctype}; charset=utf-8")
+        self._send((STATIC / name).read_bytes(), f"{ctype}; charset=utf-8", csp=PAGE_CSP)
 
     def _json(self, obj, status: int = HTTPStatus.OK) -> None:
         self._send(json.dumps(obj, allow_nan=False).encode(), "application/json", status)
 
-    def _send(self, body: bytes, ctype: str, status: int = HTTPStatus.OK) -> None:
+    def _send(self, body: bytes, ctype: str, status: int = HTTPStatus.OK, csp: str = FILE_CSP) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")  # the files change while runs write
+        self.send_header("Content-Security-Policy", csp)
+        self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(body)
 

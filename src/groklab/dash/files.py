@@ -1,0 +1,128 @@
+"""Reading the files under the dashboard's root as an untrusted source.
+
+A run directory is written by whoever can write under the root, so every read here:
+
+* resolves the path and refuses it unless it stays inside the root (a ``spec.toml`` that is a
+  symlink to ``/etc/passwd`` is not served);
+* opens it non-blocking and refuses anything that is not a regular file (a FIFO named
+  ``metrics.jsonl`` would hang the request, a device would never end);
+* caps what it reads;
+* makes JSON safe to send on: Python's json reads ``NaN`` and ``Infinity``, which JSON (and the
+  page's ``JSON.parse``) does not have, so they become the strings ``"NaN"``, ``"Infinity"``.
+
+Refusals are ``OSError`` subclasses, so callers treat them as any unreadable file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any, BinaryIO
+
+MAX_JSON = 8 << 20  # bytes: config.json and summary.json are a few kB
+
+
+class Refused(OSError):
+    """A file the dashboard will not read: outside the root, or not a regular file."""
+
+
+def inside(root: Path, p: Path) -> Path | None:
+    """``p`` with every symlink and ``..`` resolved, if that is ``root`` or below it; else None.
+    ``root`` must be resolved already (DashServer does it)."""
+    try:
+        real = Path(os.path.realpath(p))
+    except (OSError, ValueError):
+        return None
+    return real if real == root or root in real.parents else None
+
+
+def open_regular(root: Path, p: Path) -> BinaryIO:
+    """``p`` opened for reading, if it is a regular file inside ``root``.
+
+    Raises FileNotFoundError when it does not exist, Refused when it is outside the root or not
+    a regular file, OSError otherwise. Never blocks: O_NONBLOCK makes opening a FIFO return at
+    once, and O_NOFOLLOW refuses a symlink swapped in after the path was resolved."""
+    real = inside(root, p)
+    if real is None:
+        if not os.path.lexists(p):
+            raise FileNotFoundError(p)
+        raise Refused(f"{p.name} points outside the root")
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Refused(f"{p.name} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def regular_stat(root: Path, p: Path) -> os.stat_result | None:
+    """stat of ``p`` if it is a regular file inside ``root``, else None (no exception)."""
+    real = inside(root, p)
+    if real is None:
+        return None
+    try:
+        st = os.stat(real)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def is_file(root: Path, p: Path) -> bool:
+    return regular_stat(root, p) is not None
+
+
+def read_bytes(root: Path, p: Path, limit: int | None = None) -> bytes:
+    """The file's bytes (at most ``limit``: Refused if it is longer)."""
+    with open_regular(root, p) as fh:
+        data = fh.read() if limit is None else fh.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise Refused(f"{p.name} is larger than {limit >> 20} MB")
+    return data
+
+
+def read_text(root: Path, p: Path, limit: int) -> str:
+    """The first ``limit`` bytes of the file as text (undecodable bytes replaced)."""
+    with open_regular(root, p) as fh:
+        return fh.read(limit).decode("utf-8", errors="replace")
+
+
+def loads(data: bytes | str) -> Any:
+    """json.loads, then ``finite``. Raises ValueError for bad JSON, also for nesting so deep that
+    the parser would overflow the stack."""
+    try:
+        return finite(json.loads(data))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with NaN and ±inf floats replaced by "NaN", "Infinity", "-Infinity"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def read_json(root: Path, p: Path, errors: list[str]) -> Any:
+    """Parsed, JSON-safe content of ``p``, or None with a message in ``errors`` (a missing file
+    is not an error)."""
+    try:
+        return loads(read_bytes(root, p, MAX_JSON))
+    except FileNotFoundError:
+        return None
+    except Refused as e:
+        errors.append(f"{p.name} is not read: {e}")
+    except (OSError, ValueError) as e:
+        errors.append(f"{p.name} is unreadable ({short(e)}); is it half written or corrupt?")
+    return None
+
+
+def short(e: Exception) -> str:
+    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
