@@ -60,8 +60,8 @@ def test_cosine_meta_lr_decays_to_the_floor():
     ("inner.curriculum=most", "inner.curriculum='most' is not one of"),
     ("inner.step=3", "unknown key 'inner.step'"),
     ("inner.steps=0", "inner.steps=0 is out of range"),
-    ("eval.lrs=0.1,x", "expected a list of numbers"),
-    ("learner.hidden=0", "widths >= 1"),
+    ("eval.lrs=0.1,x", r"eval.lrs='0.1,x' \(item 1\): expected a number"),
+    ("learner.hidden=0", r"learner.hidden='0' \(item 0\) is out of range; allowed: \[1, "),
 ])
 def test_bad_config_names_the_value(bad, match):
     with pytest.raises(ConfigError, match=match):

@@ -8,12 +8,17 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
-from groklab.config import ConfigError, RunConfig, apply_dict, resolve, validate
-from groklab.runs.rundir import read_json, write_json
+from groklab.config import RESUMABLE, ConfigError, RunConfig, parse_overrides, resolve, set_key, validate
+from groklab.runs.checkpoint import load_latest_good
+from groklab.runs.lock import dir_lock
+from groklab.runs.rundir import read_config, write_json
 from groklab.train.loop import Run, train
+
+MAX_PARAMS = 200_000_000  # 0.8 GB of float32 weights, ×4 with gradients and Adam's moments
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -27,6 +32,8 @@ def default_out(cfg: RunConfig) -> Path:
 
 def prepare(cfg: RunConfig) -> None:
     """Fail fast on a config the task or model cannot take (before any directory exists)."""
+    import torch
+
     from groklab.models import build_model
     from groklab.tasks import build_task
     from groklab.train.loop import resolve_device
@@ -38,9 +45,30 @@ def prepare(cfg: RunConfig) -> None:
                              f"training examples")
         if cfg.model.arch == "transformer" and task.kind != "tokens":
             raise ValueError(f"model.arch='transformer' needs a token task, not task.name={cfg.task.name!r}")
-        build_model(cfg, task)
+        with torch.device("meta"):  # count the parameters without allocating them
+            n = sum(p.numel() for p in build_model(cfg, task).parameters())
+        if n > MAX_PARAMS:
+            raise ValueError(f"the model.* settings give {n:,} parameters; at most {MAX_PARAMS:,} allowed")
     except (ValueError, ImportError) as e:
         raise ConfigError(str(e)) from None
+
+
+def make_out(out: str | Path) -> Path:
+    """Create the new run directory ``out``; an existing path or one the OS refuses is a ConfigError."""
+    if str(out).strip() == "":
+        raise ConfigError("--out '': expected a directory path")
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        raise ConfigError(f"output directory {str(out)!r} already exists; choose another --out "
+                          f"or resume it with --resume")
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        raise ConfigError(f"output directory {str(out)!r} already exists (or a parent is a file); "
+                          f"choose another --out") from None
+    except OSError as e:
+        raise ConfigError(f"cannot create output directory {str(out)[:200]!r}: {e.strerror}") from None
+    return out
 
 
 def run(cfg: RunConfig, out: str | Path | None = None, progress: bool = False,
@@ -48,39 +76,68 @@ def run(cfg: RunConfig, out: str | Path | None = None, progress: bool = False,
     """Train ``cfg`` into a new run directory ``out`` (never an existing one) and write its report."""
     validate(cfg)
     prepare(cfg)
-    out = Path(out) if out is not None else default_out(cfg)
-    if out.exists():
-        raise ConfigError(f"output directory {str(out)!r} already exists; choose another --out "
-                          f"or resume it with --resume")
-    out.mkdir(parents=True)
+    out = make_out(out if out is not None else default_out(cfg))
     try:
-        write_json(out / "config.json", cfg.to_dict())
+        with dir_lock(out, "run directory"):
+            write_json(out / "config.json", cfg.to_dict())
+            r = train(cfg, out, progress=progress, sinks=sinks() if callable(sinks) else sinks)
+            if report:
+                _report(out)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        if not (out / "config.json").is_file() or not any((out / "checkpoints").glob("step_*")):
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: no half-made run
         raise
-    r = train(cfg, out, progress=progress, sinks=sinks)
-    if report:
-        _report(out)
     return r
 
 
 def resume(run_dir: str | Path, overrides: list[str] | None = None, progress: bool = False,
            report: bool = True, sinks=None) -> Run:
-    """Continue a run from its last checkpoint; ``train.steps=N`` overrides extend the budget."""
+    """Continue a run from its newest usable checkpoint. Only the keys in ``RESUMABLE`` (the
+    budget, logging, stopping) may change; nothing is written until the checkpoint has loaded."""
     d = Path(run_dir)
-    if not (d / "config.json").is_file():
-        raise ConfigError(f"{str(d)!r} is not a run directory (no config.json)")
-    cfg = RunConfig()
-    apply_dict(cfg, read_json(d / "config.json"))
-    from groklab.config import parse_overrides, set_key
-    for k, v in parse_overrides(overrides or []):
-        set_key(cfg, k, v)
-    validate(cfg)
-    write_json(d / "config.json", cfg.to_dict())
-    r = train(cfg, d, resume=True, progress=progress, sinks=sinks)
-    if report:
-        _report(d)
+    if not d.is_dir():
+        raise ConfigError(f"--resume {str(d)!r}: no such run directory")
+    with dir_lock(d, "run directory"):
+        cfg = read_config(d)
+        for k, v in parse_overrides(overrides or []):
+            before = cfg.model_dump()
+            set_key(cfg, k, v)
+            if k not in RESUMABLE and cfg.model_dump() != before:
+                raise ConfigError(f"--resume cannot change {k} (it would change what the run means); "
+                                  f"allowed: {', '.join(sorted(RESUMABLE))}")
+        validate(cfg)
+        prepare(cfg)
+        try:
+            step, weights, state, skipped = load_latest_good(d)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+        for why in skipped:
+            print(f"groklab: warning: skipped checkpoint {why}", file=sys.stderr)
+        if cfg.train.steps < step:
+            raise ConfigError(f"train.steps={cfg.train.steps} is below the {step} steps already done; "
+                              f"allowed: >= {step}")
+        _check_fits(cfg, weights, d, step)
+        write_json(d / "config.json", cfg.to_dict())
+        r = train(cfg, d, resume=True, progress=progress, sinks=sinks() if callable(sinks) else sinks,
+                  checkpoint=(step, weights, state))
+        if report:
+            _report(d)
     return r
+
+
+def _check_fits(cfg: RunConfig, weights: dict, d: Path, step: int) -> None:
+    """The checkpoint's tensors are the ones this config's model has (a hand-edited config is not)."""
+    import torch
+
+    from groklab.models import build_model
+    from groklab.tasks import build_task
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in build_model(cfg, build_task(cfg.task)).state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in weights.items()}
+    if want != have:
+        bad = sorted(set(want.items()) ^ set(have.items()))[0][0]
+        raise ConfigError(f"checkpoint step {step} in {str(d)!r} does not fit config.json "
+                          f"(tensor {bad!r} differs)")
 
 
 def _report(d: Path) -> None:

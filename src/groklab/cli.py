@@ -30,18 +30,14 @@ def cmd_run(args) -> int:
         if args.preset or args.config:
             return fail("--resume takes the run's own config; use --set to extend it")
         r = groklab.resume(args.resume, overrides=args.set, progress=not args.quiet,
-                           sinks=_sinks(args, Path(args.resume)))
+                           sinks=lambda: _sinks(args, Path(args.resume)))
     else:
         if args.preset and args.preset not in PRESETS:
             return fail(f"unknown preset {args.preset!r}; presets: {', '.join(sorted(PRESETS))}")
         cfg = groklab.resolve(args.preset, args.config, args.set)
-        out = Path(args.out) if args.out else None
-        if out is not None and out.exists():
-            return fail(f"output directory {str(out)!r} already exists; choose another --out "
-                        f"or continue it with --resume {out}")
         from groklab.api import default_out
-        out = out or default_out(cfg)
-        r = groklab.run(cfg, out=out, progress=not args.quiet, sinks=_sinks(args, out))
+        out = default_out(cfg) if args.out is None else args.out
+        r = groklab.run(cfg, out=out, progress=not args.quiet, sinks=lambda: _sinks(args, Path(out)))
     s = r.summary
     thr = str(s["phase_threshold"])
     print(f"{s['status']}: {s['steps_done']} steps in {s['wall_seconds']:.1f} s · phase {s['phase']} · "
@@ -75,10 +71,8 @@ def cmd_presets(args) -> int:
 
 
 def cmd_show(args) -> int:
-    d = Path(args.dir)
-    if not (d / "summary.json").is_file():
-        return fail(f"{str(d)!r} has no summary.json (not a run directory, or still starting)")
-    print(json.dumps(json.loads((d / "summary.json").read_text()), indent=2))
+    from groklab.runs.rundir import read_run_json
+    print(json.dumps(read_run_json(Path(args.dir) / "summary.json"), indent=2))
     return 0
 
 

@@ -1,115 +1,115 @@
-"""Run configuration: nested dataclasses, dotted overrides, validation.
+"""Run configuration: pydantic sections with their bounds, dotted overrides, validation.
 
-Defaults live in the dataclasses; a preset replaces some of them; a TOML file and then
-``--set section.key=value`` overrides are applied on top (Meta Lingua's order). Unknown keys
-fail with the list of valid ones. The resolved config is written into every run directory, and
-a run is reproducible from it alone.
+Defaults live in the models; a preset replaces some of them; a TOML file and then
+``--set section.key=value`` overrides are applied on top (Meta Lingua's order). Every field
+declares its type and bounds here (the validation layer is :mod:`groklab.schema`, shared with
+sweeps and GTN), so a wrong type, an overflow or an absurd size is one line naming the key.
+The resolved config is written into every run directory, and a run is reproducible from it.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import model_validator
+
+from groklab.schema import (Bool, ConfigError, Field, Float, Int, IntList, Section, Str,
+                            all_keys, apply_dict, load_toml, parse_overrides, set_key, validate)
+
+SEED_MAX = 2**32 - 1   # numpy's and torch's common seed range
+BIG = 10**9            # step counts and periods: far beyond any run, far below an overflow
+
+__all__ = ["ConfigError", "RunConfig", "TaskConfig", "ModelConfig", "OptimConfig", "AccelConfig",
+           "TrainConfig", "SECTIONS", "RESUMABLE", "all_keys", "apply_dict", "load_toml",
+           "parse_overrides", "resolve", "set_key", "to_json", "validate"]
 
 
-class ConfigError(ValueError):
-    """Bad configuration input; its message is one line naming the value and what is allowed."""
+class TaskConfig(Section):
+    name: Literal["modular", "permutation", "parity", "mnist"] = "modular"
+    op: Str = "x+y"                               # modular: tasks.modular.OPS; permutation: x*y, ...
+    p: Int = Field(113, ge=2, le=1000)            # modulus: p² pairs
+    n: Int = Field(5, ge=2, le=8)                 # permutation group S_n
+    frac: Float = Field(0.3, gt=0, lt=1)          # training fraction of all examples
+    split_seed: Int = Field(0, ge=0, le=SEED_MAX)  # seed of the train/validation split
+    label_noise: Int = Field(0, ge=0, le=10**7)   # training answers replaced by random answers
+    n_bits: Int = Field(40, ge=1, le=1024)        # sparse parity: input bits
+    k: Int = Field(3, ge=1, le=1024)              # sparse parity: relevant bits
+    n_samples: Int = Field(1000, ge=2, le=10**6)  # sparse parity: examples (train + validation)
+    n_train: Int = Field(1000, ge=1, le=4999)     # mnist: training images (of the bundled 5,000)
 
 
-@dataclass
-class TaskConfig:
-    name: str = "modular"          # modular | permutation | parity | mnist
-    op: str = "x+y"                # modular: see tasks.modular.OPS; permutation: x*y, x*y*x^-1, x*y*x
-    p: int = 113                   # modulus for modular tasks
-    n: int = 5                     # permutation group S_n
-    frac: float = 0.3              # training fraction of all examples
-    split_seed: int = 0            # seed of the train/validation split
-    label_noise: int = 0           # number of training answers replaced by random answers
-    n_bits: int = 40               # sparse parity: input bits
-    k: int = 3                     # sparse parity: relevant bits
-    n_samples: int = 1000          # sparse parity: examples (train + validation)
-    n_train: int = 1000            # mnist: training images (the rest of the 5,000 is validation)
+class ModelConfig(Section):
+    arch: Literal["transformer", "mlp"] = "transformer"
+    n_layers: Int = Field(1, ge=1, le=32)
+    d_model: Int = Field(128, ge=1, le=8192)
+    n_heads: Int = Field(4, ge=1, le=256)
+    d_mlp: Int = Field(512, ge=1, le=65536)
+    act: Literal["relu", "gelu"] = "relu"
+    norm: Literal["none", "pre", "post"] = "none"  # LayerNorm placement
+    dropout: Float = Field(0.0, ge=0, lt=1)
+    causal: Bool = True
+    init: Literal["nanda", "torch"] = "nanda"      # transformer initialisation
+    init_scale: Float = Field(1.0, gt=0, le=1e4)   # every parameter × this after init (Omnigrok)
+    hidden: IntList(1, 65536, 32) = [200, 200]     # mlp hidden widths
+    embed: Literal["onehot", "learned"] = "onehot"  # mlp input
+    bias: Bool = False                             # mlp biases
 
 
-@dataclass
-class ModelConfig:
-    arch: str = "transformer"      # transformer | mlp
-    n_layers: int = 1
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int = 512
-    act: str = "relu"              # relu | gelu
-    norm: str = "none"             # none | pre | post   (LayerNorm placement)
-    dropout: float = 0.0
-    causal: bool = True
-    init: str = "nanda"            # nanda | torch   (transformer initialisation)
-    init_scale: float = 1.0        # every parameter multiplied by this after init (Omnigrok)
-    hidden: list[int] = field(default_factory=lambda: [200, 200])  # mlp hidden widths
-    embed: str = "onehot"          # mlp input: onehot | learned
-    bias: bool = False             # mlp biases
+class OptimConfig(Section):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"  # decoupled wd | coupled L2 | momentum, L2
+    lr: Float = Field(1e-3, gt=0, le=1e6)
+    wd: Float = Field(1.0, ge=0, le=1e4)
+    beta1: Float = Field(0.9, ge=0, lt=1)
+    beta2: Float = Field(0.98, ge=0, lt=1)
+    eps: Float = Field(1e-8, gt=0, le=1)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"  # after warm-up
+    warmup: Int = Field(10, ge=0, le=BIG)          # linear warm-up steps
+    min_lr_frac: Float = Field(0.0, ge=0, le=1)    # floor of cosine/linear decay, fraction of lr
+    clip: Float = Field(0.0, ge=0, le=1e9)         # global gradient-norm clip; 0 = off
 
 
-@dataclass
-class OptimConfig:
-    name: str = "adamw"            # adamw (decoupled wd) | adam (coupled L2) | sgd (momentum, coupled L2)
-    lr: float = 1e-3
-    wd: float = 1.0
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-8
-    momentum: float = 0.9
-    schedule: str = "constant"     # constant | cosine | linear  (after warm-up)
-    warmup: int = 10               # linear warm-up steps
-    min_lr_frac: float = 0.0       # floor of cosine/linear decay, as a fraction of lr
-    clip: float = 0.0              # global gradient-norm clip; 0 = off
+class AccelConfig(Section):
+    grokfast: Literal["none", "ema", "ma"] = "none"  # Lee et al. 2024
+    alpha: Float = Field(0.98, ge=0, lt=1)         # Grokfast-EMA momentum
+    lamb: Float = Field(2.0, ge=0, le=1e4)         # Grokfast amplification
+    window: Int = Field(100, ge=1, le=10**5)       # Grokfast-MA window
+    orthograd: Bool = False                        # ⊥Grad (Prieto et al. 2025)
+    weight_norm: Float = Field(0.0, ge=0, le=1e9)  # project total weight norm to this; 0 = off
 
 
-@dataclass
-class AccelConfig:
-    grokfast: str = "none"         # none | ema | ma   (Lee et al. 2024)
-    alpha: float = 0.98            # Grokfast-EMA momentum
-    lamb: float = 2.0              # Grokfast amplification
-    window: int = 100              # Grokfast-MA window
-    orthograd: bool = False        # ⊥Grad (Prieto et al. 2025)
-    weight_norm: float = 0.0       # project total weight norm to this value each step; 0 = off
+class TrainConfig(Section):
+    steps: Int = Field(10000, ge=1, le=BIG)
+    batch_size: Int = Field(0, ge=0, le=10**7)     # 0 = full batch
+    eval_every: Int = Field(10, ge=1, le=BIG)
+    measure_every: Int = Field(0, ge=0, le=BIG)    # progress measures while training; 0 = off
+    loss: Literal["ce", "mse", "stablemax"] = "ce"
+    loss_dtype: Literal["float32", "float64"] = "float64"  # the softmax/loss precision
+    dtype: Literal["float32", "float64"] = "float32"       # model precision
+    seed: Int = Field(0, ge=0, le=SEED_MAX)        # model initialisation
+    batch_seed: Int = Field(0, ge=0, le=SEED_MAX)  # minibatch order
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    fast: Bool = True                              # exact fast path (answer position, token tables)
+    stop_threshold: Float = Field(0.0, ge=0, le=1)  # stop once val acc >= this for `patience`; 0 = off
+    patience: Int = Field(0, ge=0, le=BIG)
+    phase_gap: Int = Field(1000, ge=0, le=BIG)     # Liu et al.: t_val - t_train above this: grokking
+    phase_threshold: Float = Field(0.9, gt=0, le=1)  # accuracy threshold of the phase label
+    n_checkpoints: Int = Field(12, ge=0, le=1000)  # log-spaced checkpoints kept (plus the last)
+    checkpoint_every: Int = Field(0, ge=0, le=BIG)  # also keep one every this many steps; 0 = off
+    save_every: Int = Field(500, ge=1, le=BIG)     # a resumable checkpoint at least this often
 
 
-@dataclass
-class TrainConfig:
-    steps: int = 10000
-    batch_size: int = 0            # 0 = full batch
-    eval_every: int = 10
-    measure_every: int = 0         # progress measures while training; 0 = off
-    loss: str = "ce"               # ce | mse | stablemax
-    loss_dtype: str = "float64"    # float32 | float64 (the softmax/loss precision)
-    dtype: str = "float32"         # model precision: float32 | float64
-    seed: int = 0                  # model initialisation
-    batch_seed: int = 0            # minibatch order
-    device: str = "cpu"            # cpu | cuda | auto
-    fast: bool = True              # exact fast path (answer position only, token tables)
-    stop_threshold: float = 0.0    # stop once val acc >= this for `patience` steps; 0 = off
-    patience: int = 0
-    phase_gap: int = 1000          # Liu et al.: t_val - t_train above this is "grokking"
-    phase_threshold: float = 0.9   # accuracy threshold of the phase label
-    n_checkpoints: int = 12        # log-spaced checkpoints (plus the last)
-    checkpoint_every: int = 0      # also every this many steps (for `groklab analyze`); 0 = off
-
-
-@dataclass
-class RunConfig:
-    task: TaskConfig = field(default_factory=TaskConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    accel: AccelConfig = field(default_factory=AccelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    preset: str = ""
+class RunConfig(Section):
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    accel: AccelConfig = Field(default_factory=AccelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    preset: Str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -117,198 +117,30 @@ class RunConfig:
         apply_dict(cfg, d)
         return validate(cfg)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        """Rules that tie two keys together."""
+        t, m = self.task, self.model
+        if m.arch == "transformer" and m.d_model % m.n_heads:
+            raise ValueError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
+        if t.name == "parity" and t.k > t.n_bits:
+            raise ValueError(f"task.k={t.k} must be <= task.n_bits={t.n_bits}")
+        if t.name == "parity" and t.n_bits * t.n_samples > 5 * 10**7:
+            raise ValueError(f"task.n_bits × task.n_samples = {t.n_bits * t.n_samples:,} bits; "
+                             f"at most 50,000,000 allowed")
+        if t.name in ("mnist", "parity") and m.arch != "mlp":
+            raise ValueError(f"task.name={t.name!r} needs model.arch='mlp'")
+        return self
+
 
 SECTIONS = ("task", "model", "optim", "accel", "train")
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "task.name": ("modular", "permutation", "parity", "mnist"),
-    "model.arch": ("transformer", "mlp"),
-    "model.act": ("relu", "gelu"),
-    "model.norm": ("none", "pre", "post"),
-    "model.init": ("nanda", "torch"),
-    "model.embed": ("onehot", "learned"),
-    "optim.name": ("adamw", "adam", "sgd"),
-    "optim.schedule": ("constant", "cosine", "linear"),
-    "accel.grokfast": ("none", "ema", "ma"),
-    "train.loss": ("ce", "mse", "stablemax"),
-    "train.loss_dtype": ("float32", "float64"),
-    "train.dtype": ("float32", "float64"),
-    "train.device": ("cpu", "cuda", "auto"),
-}
-
-# (low, high, low_open, high_open); None = unbounded
-RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "task.p": (2, None, False, True),
-    "task.n": (2, 8, False, False),
-    "task.frac": (0, 1, True, True),
-    "task.label_noise": (0, None, False, True),
-    "task.n_bits": (1, None, False, True),
-    "task.k": (1, None, False, True),
-    "task.n_samples": (2, None, False, True),
-    "task.n_train": (1, 4999, False, False),
-    "model.n_layers": (1, None, False, True),
-    "model.d_model": (1, None, False, True),
-    "model.n_heads": (1, None, False, True),
-    "model.d_mlp": (1, None, False, True),
-    "model.dropout": (0, 1, False, True),
-    "model.init_scale": (0, None, True, True),
-    "optim.lr": (0, None, True, True),
-    "optim.wd": (0, None, False, True),
-    "optim.beta1": (0, 1, False, True),
-    "optim.beta2": (0, 1, False, True),
-    "optim.eps": (0, None, True, True),
-    "optim.momentum": (0, 1, False, True),
-    "optim.warmup": (0, None, False, True),
-    "optim.min_lr_frac": (0, 1, False, False),
-    "optim.clip": (0, None, False, True),
-    "accel.alpha": (0, 1, False, True),
-    "accel.lamb": (0, None, False, True),
-    "accel.window": (1, None, False, True),
-    "accel.weight_norm": (0, None, False, True),
-    "train.steps": (1, None, False, True),
-    "train.batch_size": (0, None, False, True),
-    "train.eval_every": (1, None, False, True),
-    "train.measure_every": (0, None, False, True),
-    "train.stop_threshold": (0, 1, False, False),
-    "train.patience": (0, None, False, True),
-    "train.phase_gap": (0, None, False, True),
-    "train.phase_threshold": (0, 1, True, False),
-    "train.n_checkpoints": (0, None, False, True),
-    "train.checkpoint_every": (0, None, False, True),
-}
-
-
-def _fmt_range(lo, hi, lo_open, hi_open) -> str:
-    if lo is not None and hi is not None:
-        return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
-    return f"{'<' if hi_open else '<='} {hi:g}"
-
-
-def all_keys(cfg: RunConfig | None = None) -> list[str]:
-    cfg = cfg or RunConfig()
-    keys = []
-    for s in SECTIONS:
-        keys += [f"{s}.{f.name}" for f in dataclasses.fields(getattr(cfg, s))]
-    return keys + ["preset"]
-
-
-def _coerce(key: str, value: Any, current: Any) -> Any:
-    """Turn a string (from --set) or a TOML value into the type of the field's default."""
-    if isinstance(current, bool):
-        if isinstance(value, bool):
-            return value
-        s = str(value).strip().lower()
-        if s in ("true", "1", "yes", "on"):
-            return True
-        if s in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key}={value!r}: expected true or false")
-    if isinstance(current, int):
-        try:
-            if isinstance(value, str):
-                f = float(value)  # accept 1e4
-            else:
-                f = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r}: expected an integer") from None
-        if not math.isfinite(f) or f != int(f):
-            raise ConfigError(f"{key}={value!r}: expected an integer")
-        return int(f)
-    if isinstance(current, float):
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r}: expected a number") from None
-        if not math.isfinite(f):
-            raise ConfigError(f"{key}={value!r}: expected a finite number")
-        return f
-    if isinstance(current, list):
-        if isinstance(value, str):
-            s = value.strip().strip("[]")
-            items = [v for v in s.split(",") if v.strip()]
-        else:
-            items = list(value)
-        try:
-            return [int(float(v)) for v in items]
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r}: expected a list of integers like 200,200") from None
-    return str(value)
-
-
-def set_key(cfg: RunConfig, key: str, value: Any) -> None:
-    """Set one dotted key (``optim.lr``) on ``cfg`` in place, coercing the value."""
-    if key == "preset":
-        cfg.preset = str(value)
-        return
-    parts = key.split(".")
-    if len(parts) != 2 or parts[0] not in SECTIONS:
-        raise ConfigError(f"unknown key {key!r}; sections are: {', '.join(SECTIONS)} "
-                          f"(e.g. optim.lr)")
-    section = getattr(cfg, parts[0])
-    names = [f.name for f in dataclasses.fields(section)]
-    if parts[1] not in names:
-        raise ConfigError(f"unknown key {key!r}; valid {parts[0]}.* keys: {', '.join(names)}")
-    setattr(section, parts[1], _coerce(key, value, getattr(section, parts[1])))
-
-
-def apply_dict(cfg: RunConfig, d: dict[str, Any], prefix: str = "") -> None:
-    """Apply a nested or flat dict of overrides (a TOML file, a saved config.json)."""
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            apply_dict(cfg, v, prefix=f"{key}.")
-        else:
-            set_key(cfg, key, v)
-
-
-def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
-        k, v = item.split("=", 1)
-        out.append((k.strip(), v.strip()))
-    return out
-
-
-def validate(cfg: RunConfig) -> RunConfig:
-    """Check choices and ranges; raise ConfigError with a one-line message on the first problem."""
-    for key, allowed in CHOICES.items():
-        s, f = key.split(".")
-        v = getattr(getattr(cfg, s), f)
-        if v not in allowed:
-            raise ConfigError(f"{key}={v!r} is not one of: {', '.join(allowed)}")
-    for key, (lo, hi, lo_open, hi_open) in RANGES.items():
-        s, f = key.split(".")
-        v = getattr(getattr(cfg, s), f)
-        bad = (lo is not None and (v < lo or (lo_open and v == lo))) or \
-              (hi is not None and (v > hi or (hi_open and v == hi)))
-        if bad:
-            raise ConfigError(f"{key}={v!r} is out of range; allowed: {_fmt_range(lo, hi, lo_open, hi_open)}")
-    if cfg.model.arch == "mlp" and any(h < 1 for h in cfg.model.hidden):
-        raise ConfigError(f"model.hidden={cfg.model.hidden!r}: widths must be >= 1")
-    if cfg.model.arch == "transformer" and cfg.model.d_model % cfg.model.n_heads:
-        raise ConfigError(f"model.d_model={cfg.model.d_model} must be divisible by "
-                          f"model.n_heads={cfg.model.n_heads}")
-    if cfg.task.name == "parity" and cfg.task.k > cfg.task.n_bits:
-        raise ConfigError(f"task.k={cfg.task.k} must be <= task.n_bits={cfg.task.n_bits}")
-    if cfg.task.name == "mnist" and cfg.model.arch != "mlp":
-        raise ConfigError("task.name='mnist' needs model.arch='mlp'")
-    if cfg.task.name == "parity" and cfg.model.arch != "mlp":
-        raise ConfigError("task.name='parity' needs model.arch='mlp'")
-    return cfg
-
-
-def load_toml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+# Keys that cannot change what a run means (its budget, logging, stopping, checkpoints, labels):
+# the only ones ``--resume`` accepts.
+RESUMABLE = frozenset({"train.steps", "train.eval_every", "train.measure_every",
+                       "train.stop_threshold", "train.patience", "train.phase_gap",
+                       "train.phase_threshold", "train.n_checkpoints", "train.checkpoint_every",
+                       "train.save_every"})
 
 
 def resolve(preset: str | None = None, file: str | Path | None = None,
@@ -316,14 +148,19 @@ def resolve(preset: str | None = None, file: str | Path | None = None,
     """Defaults → preset → TOML file → dotted overrides, then validate."""
     from groklab.presets import get_preset
 
-    cfg = get_preset(preset or "default")
-    if file is not None:
-        d = load_toml(file)
-        if "preset" in d and preset is None:
-            cfg = get_preset(d["preset"])
-        apply_dict(cfg, d)
-    for item in overrides or []:
-        k, v = item if isinstance(item, tuple) else parse_overrides([item])[0]
+    pairs = [item if isinstance(item, tuple) else parse_overrides([item])[0] for item in overrides or []]
+    d = load_toml(file) if file is not None else {}
+    name = preset or d.get("preset") or "default"
+    for k, v in pairs:
+        if k == "preset":  # a preset is a starting point, not a setting: name it with --preset
+            raise ConfigError(f"--set preset={v!r}: choose a preset with --preset NAME")
+    if not isinstance(name, str):
+        raise ConfigError(f"preset={name!r}: expected a preset name")
+    if preset and d.get("preset", preset) != preset:
+        raise ConfigError(f"--preset {preset!r} and the config file's preset = {d['preset']!r} disagree")
+    cfg = get_preset(name)
+    apply_dict(cfg, {k: v for k, v in d.items() if k != "preset"})
+    for k, v in pairs:
         set_key(cfg, k, v)
     return validate(cfg)
 

@@ -6,86 +6,82 @@ overrides, in the same style as :mod:`groklab.config`; unknown keys and bad valu
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from groklab.config import ConfigError, _coerce, load_toml
+from pydantic import model_validator
 
+from groklab.schema import (Bool, ConfigError, Field, Float, FloatList, Int, IntList, Section, Str,
+                            apply_dict, load_toml, parse_overrides, set_key, validate)
 
-@dataclass
-class DataConfig:
-    name: str = "digits"           # digits | mnist1d | mnist5k | mnist_idx | modular
-    idx_dir: str = ""              # mnist_idx: directory with the four idx files
-    seed: int = 0                  # train/test split (digits, mnist5k) or generation seed (mnist1d)
-    p: int = 23                    # modular: modulus
-    op: str = "x+y"                # modular: operation (groklab.tasks.modular.OPS)
-    frac: float = 0.5              # modular: training fraction of the table
+SEED_MAX = 2**32 - 1
 
 
-@dataclass
-class GeneratorConfig:
-    kind: str = "mlp"              # mlp | conv (images only; the released MNIST generator) | auto
-    z_dim: int = 128
-    hidden: int = 256              # width of the fully connected layers (released MNIST: 1024)
-    channels: list[int] = field(default_factory=lambda: [64, 32])  # conv: channels of the two stages
-    weight_norm: bool = True
-    out_scale: float = 2.0         # output = out_scale * tanh(.); 0 = linear output
+class DataConfig(Section):
+    name: Literal["digits", "mnist1d", "mnist5k", "mnist_idx", "modular"] = "digits"
+    idx_dir: Str = ""                          # mnist_idx: directory with the four idx files
+    seed: Int = Field(0, ge=0, le=SEED_MAX)    # train/test split (digits, mnist5k) or generation seed
+    p: Int = Field(23, ge=2, le=1000)          # modular: modulus
+    op: Str = "x+y"                            # modular: operation (groklab.tasks.modular.OPS)
+    frac: Float = Field(0.5, ge=0.01, le=0.99)  # modular: training fraction of the table
 
 
-@dataclass
-class LearnerConfig:
-    kind: str = "mlp"              # mlp | cnn | random (sampled from the NAS space every outer step)
-    hidden: list[int] = field(default_factory=lambda: [64, 128])   # mlp widths
-    channels: list[int] = field(default_factory=lambda: [32, 64])  # cnn channels (then one linear)
-    weight_norm: bool = True
-    norm: str = "meanbn"           # meanbn (mean-only BatchNorm of the released code) | none
-    random_width: bool = False     # scale every width by a random factor in [0.5, 2] per outer step
+class GeneratorConfig(Section):
+    kind: Literal["auto", "mlp", "conv"] = "mlp"  # conv: images only (the released MNIST generator)
+    z_dim: Int = Field(128, ge=1, le=65536)
+    hidden: Int = Field(256, ge=1, le=65536)   # width of the fully connected layers (MNIST: 1024)
+    channels: IntList(1, 4096, 2) = [64, 32]   # conv: channels of the two stages
+    weight_norm: Bool = True
+    out_scale: Float = Field(2.0, ge=0, le=1e4)  # output = out_scale * tanh(.); 0 = linear output
 
 
-@dataclass
-class InnerConfig:
-    steps: int = 8                 # T
-    batch: int = 128               # B: generated examples per inner step
-    curriculum: str = "full"       # none | all_shuffled | shuffled_batch | full
-    lr: float = 0.3                # initial learned learning rate (paper: 0.02; see docs/gtn.md)
-    momentum: float = 0.5          # initial learned momentum (paper: 0.5)
-    intermediate: int = 1          # real-data loss after every this many inner steps; 0 = final only
-    checkpoint: int = 0            # unroll checkpoint block length (steps); 0 = keep the whole graph
+class LearnerConfig(Section):
+    kind: Literal["mlp", "cnn", "random"] = "mlp"  # random: sampled from the NAS space per outer step
+    hidden: IntList(1, 65536, 32) = [64, 128]  # mlp widths
+    channels: IntList(1, 4096, 32) = [32, 64]  # cnn channels (then one linear)
+    weight_norm: Bool = True
+    norm: Literal["none", "meanbn"] = "meanbn"  # mean-only BatchNorm of the released code
+    random_width: Bool = False                 # scale every width by a random factor in [0.5, 2]
 
 
-@dataclass
-class MetaConfig:
-    steps: int = 300               # outer steps
-    lr: float = 0.02               # Adam (paper, MNIST)
-    min_lr_frac: float = 0.1       # cosine decay to this fraction of lr over `steps`
-    clip: float = 1.0              # meta-gradient global-norm clip; 0 = off
-    real_batch: int = 512          # real training examples per meta-loss evaluation
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 50
-    dtype: str = "float32"         # float32 | float64
+class InnerConfig(Section):
+    steps: Int = Field(8, ge=1, le=10**5)      # T
+    batch: Int = Field(128, ge=1, le=10**6)    # B: generated examples per inner step
+    curriculum: Literal["none", "all_shuffled", "shuffled_batch", "full"] = "full"
+    lr: Float = Field(0.3, ge=1e-8, le=1e4)    # initial learned learning rate (paper: 0.02)
+    momentum: Float = Field(0.5, ge=1e-8, le=1)  # initial learned momentum (paper: 0.5)
+    intermediate: Int = Field(1, ge=0, le=10**5)  # real-data loss every this many steps; 0 = final
+    checkpoint: Int = Field(0, ge=0, le=10**5)  # unroll checkpoint block (steps); 0 = whole graph
 
 
-@dataclass
-class EvalConfig:
-    learners: int = 10             # fresh learners per protocol
-    lrs: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])  # real-data grid
-    seed: int = 1000
+class MetaConfig(Section):
+    steps: Int = Field(300, ge=1, le=10**7)    # outer steps
+    lr: Float = Field(0.02, ge=1e-12, le=1e4)  # Adam (paper, MNIST)
+    min_lr_frac: Float = Field(0.1, ge=0, le=1)  # cosine decay to this fraction of lr over `steps`
+    clip: Float = Field(1.0, ge=0, le=1e9)     # meta-gradient global-norm clip; 0 = off
+    real_batch: Int = Field(512, ge=1, le=10**6)  # real training examples per meta-loss
+    seed: Int = Field(0, ge=0, le=SEED_MAX)
+    log_every: Int = Field(10, ge=1, le=10**7)
+    checkpoint_every: Int = Field(50, ge=1, le=10**7)
+    dtype: Literal["float32", "float64"] = "float32"
 
 
-@dataclass
-class GTNConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    inner: InnerConfig = field(default_factory=InnerConfig)
-    meta: MetaConfig = field(default_factory=MetaConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+class EvalConfig(Section):
+    learners: Int = Field(10, ge=1, le=10**4)  # fresh learners per protocol
+    lrs: FloatList(0, 1e4, 64) = [0.01, 0.03, 0.1, 0.3, 1.0]  # real-data learning-rate grid
+    seed: Int = Field(1000, ge=0, le=SEED_MAX)
+
+
+class GTNConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    inner: InnerConfig = Field(default_factory=InnerConfig)
+    meta: MetaConfig = Field(default_factory=MetaConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GTNConfig":
@@ -93,86 +89,16 @@ class GTNConfig:
         apply_dict(cfg, d)
         return validate(cfg)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "GTNConfig":
+        if len(self.generator.channels) != 2:
+            raise ValueError(f"generator.channels={self.generator.channels!r}: expected two stages, e.g. 64,32")
+        if self.data.name == "mnist_idx" and not self.data.idx_dir:
+            raise ValueError("data.name='mnist_idx' needs data.idx_dir=<directory with the idx files>")
+        return self
+
 
 SECTIONS = ("data", "generator", "learner", "inner", "meta", "eval")
-
-CHOICES = {
-    "data.name": ("digits", "mnist1d", "mnist5k", "mnist_idx", "modular"),
-    "generator.kind": ("auto", "mlp", "conv"),
-    "learner.kind": ("mlp", "cnn", "random"),
-    "learner.norm": ("none", "meanbn"),
-    "inner.curriculum": ("none", "all_shuffled", "shuffled_batch", "full"),
-    "meta.dtype": ("float32", "float64"),
-}
-
-# key: (lowest allowed, highest allowed or None); all inclusive
-RANGES = {
-    "data.p": (2, None), "data.frac": (0.01, 0.99),
-    "generator.z_dim": (1, None), "generator.hidden": (1, None), "generator.out_scale": (0, None),
-    "inner.steps": (1, None), "inner.batch": (1, None), "inner.lr": (1e-8, None),
-    "inner.momentum": (1e-8, None), "inner.intermediate": (0, None), "inner.checkpoint": (0, None),
-    "meta.steps": (1, None), "meta.lr": (1e-12, None), "meta.min_lr_frac": (0, 1),
-    "meta.clip": (0, None), "meta.real_batch": (1, None), "meta.log_every": (1, None),
-    "meta.checkpoint_every": (1, None), "eval.learners": (1, None),
-}
-
-
-def set_key(cfg: GTNConfig, key: str, value: Any) -> None:
-    """Set one dotted key (``inner.steps``) in place, coercing the value to the field's type."""
-    parts = key.split(".")
-    if len(parts) != 2 or parts[0] not in SECTIONS:
-        raise ConfigError(f"unknown key {key!r}; sections are: {', '.join(SECTIONS)} (e.g. inner.steps)")
-    section = getattr(cfg, parts[0])
-    names = [f.name for f in dataclasses.fields(section)]
-    if parts[1] not in names:
-        raise ConfigError(f"unknown key {key!r}; valid {parts[0]}.* keys: {', '.join(names)}")
-    current = getattr(section, parts[1])
-    if isinstance(current, list) and current and isinstance(current[0], float):
-        items = value.strip().strip("[]").split(",") if isinstance(value, str) else list(value)
-        try:
-            new = [float(v) for v in items if str(v).strip()]
-        except ValueError:
-            raise ConfigError(f"{key}={value!r}: expected a list of numbers like 0.01,0.1") from None
-    else:
-        new = _coerce(key, value, current)
-    setattr(section, parts[1], new)
-
-
-def apply_dict(cfg: GTNConfig, d: dict[str, Any], prefix: str = "") -> None:
-    for k, v in d.items():
-        if isinstance(v, dict):
-            apply_dict(cfg, v, prefix=f"{prefix}{k}.")
-        else:
-            set_key(cfg, f"{prefix}{k}", v)
-
-
-def validate(cfg: GTNConfig) -> GTNConfig:
-    """Check choices and ranges; raise ConfigError naming the first bad value."""
-    for key, allowed in CHOICES.items():
-        s, f = key.split(".")
-        v = getattr(getattr(cfg, s), f)
-        if v not in allowed:
-            raise ConfigError(f"{key}={v!r} is not one of: {', '.join(allowed)}")
-    for key, (lo, hi) in RANGES.items():
-        s, f = key.split(".")
-        v = getattr(getattr(cfg, s), f)
-        if v < lo or (hi is not None and v > hi):
-            allowed = f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
-            raise ConfigError(f"{key}={v!r} is out of range; allowed: {allowed}")
-    for key in ("learner.hidden", "learner.channels", "generator.channels"):
-        s, f = key.split(".")
-        v = getattr(getattr(cfg, s), f)
-        if not v or any(w < 1 for w in v):
-            raise ConfigError(f"{key}={v!r}: expected one or more widths >= 1")
-    if len(cfg.generator.channels) != 2:
-        raise ConfigError(f"generator.channels={cfg.generator.channels!r}: expected two stages, e.g. 64,32")
-    if not cfg.eval.lrs or any(lr <= 0 for lr in cfg.eval.lrs):
-        raise ConfigError(f"eval.lrs={cfg.eval.lrs!r}: expected positive learning rates")
-    if cfg.data.name == "mnist_idx" and not cfg.data.idx_dir:
-        raise ConfigError("data.name='mnist_idx' needs data.idx_dir=<directory with the idx files>")
-    if cfg.inner.curriculum in ("full", "shuffled_batch", "all_shuffled") and cfg.inner.batch < 1:
-        raise ConfigError(f"inner.batch={cfg.inner.batch} must be >= 1")
-    return cfg
 
 
 # Named starting points (``--recipe``): the settings behind the figures of docs/gtn.md.
@@ -203,9 +129,6 @@ def resolve(file: str | Path | None = None, overrides: list[str] | None = None,
             set_key(cfg, k, v)
     if file is not None:
         apply_dict(cfg, load_toml(file))
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. inner.steps=32")
-        k, v = item.split("=", 1)
-        set_key(cfg, k.strip(), v.strip())
+    for k, v in parse_overrides(overrides or []):
+        set_key(cfg, k, v)
     return validate(cfg)

@@ -10,30 +10,29 @@
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
-from groklab.config import ConfigError, RunConfig, apply_dict
+from groklab.config import ConfigError
 from groklab.measure import circuit
 from groklab.measure.extract import grid_run
 from groklab.measure.fourier import frame_for
 from groklab.measure.phases import segment
 from groklab.measure.progress import measure_model
 from groklab.runs.checkpoint import list_checkpoints, load_weights, step_dir
-from groklab.runs.rundir import atomic_write_text, read_json, read_jsonl, write_json
+from groklab.runs.lock import dir_lock
+from groklab.runs.rundir import atomic_write_text, read_config, read_jsonl, read_run_json, write_json
 
 
 def load_run(run_dir: Path):
     """(cfg, task, frame, model) of a run directory; ConfigError if it cannot be analysed."""
     from groklab.models import build_model
     from groklab.tasks import build_task
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.json)")
-    cfg = RunConfig()
-    apply_dict(cfg, read_json(run_dir / "config.json"))
-    task = build_task(cfg.task)
+    cfg = read_config(run_dir)
     try:
+        task = build_task(cfg.task)
         frame = frame_for(task)
         model = build_model(cfg, task)
         from groklab.measure.extract import neuron_hook
@@ -48,19 +47,41 @@ def load_run(run_dir: Path):
 def analyze(run_dir: str | Path, stride: int = 1, progress: bool = False, figures: bool = True) -> dict:
     """Analyse the run in ``run_dir`` (see module doc); returns ``analysis.json``'s content.
 
-    ``stride``: measure every stride-th checkpoint (the last one always)."""
+    ``stride``: measure every stride-th checkpoint (the last one always). The run directory is
+    locked meanwhile (a run still training holds it); damaged checkpoints are skipped."""
     d = Path(run_dir)
+    if not d.is_dir():
+        raise ConfigError(f"{str(d)!r} is not a run directory")
+    with dir_lock(d, "run directory"):
+        return _analyze(d, stride, progress, figures)
+
+
+def _analyze(d: Path, stride: int, progress: bool, figures: bool) -> dict:
     cfg, task, frame, model = load_run(d)
     steps = list_checkpoints(d)
     if not steps:
         raise ConfigError(f"{str(d)!r} has no checkpoints to analyse (train.n_checkpoints and "
                           f"train.checkpoint_every were 0, or the run has not saved one yet)")
-    steps = sorted(set(steps[::stride]) | {steps[-1]})
     dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
 
-    def load(step: int):
-        model.load_state_dict({k: v.to(dtype) for k, v in load_weights(step_dir(d, step)).items()})
+    def load(step: int) -> bool:
+        """Load checkpoint ``step`` into ``model``; False (and a warning) if it is damaged."""
+        try:
+            weights = load_weights(step_dir(d, step))
+        except Exception as e:  # a truncated or missing safetensors file
+            print(f"groklab: warning: skipped checkpoint step {step}: unreadable ({type(e).__name__})",
+                  file=sys.stderr)
+            return False
+        try:
+            model.load_state_dict({k: v.to(dtype) for k, v in weights.items()})
+        except RuntimeError as e:
+            raise ConfigError(f"checkpoint step {step} in {str(d)!r} does not fit config.json "
+                              f"({str(e).splitlines()[0][:100]})") from None
+        return True
 
+    steps = [s for s in sorted(set(steps[::stride]) | {steps[-1]}) if load(s)]
+    if not steps:
+        raise ConfigError(f"{str(d)!r}: no checkpoint could be read")
     load(steps[-1])
     _, acts = grid_run(model, frame)
     clusters, best = circuit.neuron_clusters(acts, frame.n)
@@ -70,7 +91,7 @@ def analyze(run_dir: str | Path, stride: int = 1, progress: bool = False, figure
     records = []
     bar = _bar(len(steps), progress)
     for s in steps:
-        load(s)
+        load(s)  # readable: checked above
         records.append({"step": s, **measure_model(model, frame, K, cfg.train.loss_dtype, dtype)})
         if bar:
             bar.update(1)
@@ -90,7 +111,7 @@ def analyze(run_dir: str | Path, stride: int = 1, progress: bool = False, figure
     }
     write_json(d / "analysis.json", info)
     if (d / "summary.json").is_file():
-        summary = read_json(d / "summary.json")
+        summary = read_run_json(d / "summary.json")
         summary["phases"] = phases
         summary["key_freqs"] = K
         write_json(d / "summary.json", summary)

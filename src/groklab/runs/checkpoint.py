@@ -8,6 +8,7 @@ to JSON. Nested states (tuples, dicts, lists with tensors, numbers, None) are fl
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -97,3 +98,35 @@ def load_checkpoint(root: str | Path, step: int) -> tuple[dict[str, torch.Tensor
     tensors = load_file(str(d / "state.safetensors"))
     meta = json.loads((d / "state.json").read_text())
     return weights, unflatten(meta["state"], tensors)
+
+
+def all_finite(obj: Any) -> bool:
+    """True when every floating-point tensor in ``obj`` (a module, or any nesting) is finite."""
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(all_finite(v) for v in obj)
+    return not isinstance(obj, float) or math.isfinite(obj)
+
+
+def load_latest_good(root: str | Path) -> tuple[int, dict, dict, list[str]]:
+    """The newest checkpoint that loads and holds only finite numbers: (step, weights, state,
+    why each newer one was skipped). A damaged checkpoint (truncated file, bad JSON, NaN
+    weights) is passed over for the one before it; ``FileNotFoundError`` when none is usable."""
+    skipped = []
+    for step in reversed(list_checkpoints(root)):
+        try:
+            weights, state = load_checkpoint(root, step)
+        except Exception as e:  # safetensors, JSON and OS errors all mean "damaged"
+            skipped.append(f"step {step}: unreadable ({type(e).__name__}: {str(e)[:80]})")
+            continue
+        if not (all_finite(weights) and all_finite(state)):
+            skipped.append(f"step {step}: holds non-finite numbers")
+            continue
+        return step, weights, state, skipped
+    why = f" ({'; '.join(skipped)})" if skipped else ""
+    raise FileNotFoundError(f"no usable checkpoint in {str(root)!r}{why}")

@@ -54,6 +54,36 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_run_json(path: str | Path) -> Any:
+    """A JSON file of a run or sweep directory; missing, unreadable or damaged is a one-line
+    ``ConfigError`` naming the file (never a traceback)."""
+    from groklab.config import ConfigError
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{str(p)!r} is missing (not a run directory, or a damaged one)")
+    try:
+        return json.loads(p.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{str(p)!r} is damaged: not valid JSON ({str(e)[:80]})") from None
+    except OSError as e:
+        raise ConfigError(f"{str(p)!r} cannot be read: {e.strerror}") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_config(run_dir: str | Path):
+    """The validated ``RunConfig`` of a run directory (ConfigError if missing or damaged)."""
+    from groklab.config import ConfigError, RunConfig
+    p = Path(run_dir) / "config.json"
+    d = read_run_json(p)
+    try:
+        return RunConfig.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{str(p)!r} is damaged: {e}") from None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a JSON-lines file; a trailing half-written line (a live writer) is skipped."""
     p = Path(path)

@@ -5,7 +5,7 @@
         loss = loss_fn(model(x), y)            # the answer position only (fast path)
         every eval_every: log train and validation loss/accuracy, weight norm
         loss.backward(); grads -> transforms (Grokfast, ⊥Grad, clip) -> optimiser step
-        checkpoint at log-spaced steps and the last
+        checkpoint at log-spaced steps, every save_every steps and the last (finite ones only)
 
 Everything a resume needs (weights, optimiser, transform and RNG state, batch order, wall time)
 goes into each checkpoint; ``run(..., resume=True)`` continues exactly where it stopped.
@@ -13,6 +13,7 @@ goes into each checkpoint; ``run(..., resume=True)`` continues exactly where it 
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,10 +28,12 @@ from groklab.accel.transforms import build_transforms, project_weight_norm
 from groklab.config import RunConfig
 from groklab.measure.events import THRESHOLDS, EventTracker, phase_label
 from groklab.models import build_model
-from groklab.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from groklab.runs.checkpoint import (all_finite, list_checkpoints, load_latest_good, save_checkpoint,
+                                     step_dir)
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
 from groklab.tasks import Task, build_task
 from groklab.train.optim import build_optimizer, get_lr, set_lr
+from groklab.train.stopping import EarlyStop
 
 
 class NonFiniteLoss(RuntimeError):
@@ -61,7 +64,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def checkpoint_steps(cfg) -> set[int]:
-    """Log-spaced steps (n_checkpoints of them), every ``checkpoint_every``, and the last."""
+    """Steps whose checkpoints are kept: log-spaced (n_checkpoints), every ``checkpoint_every``,
+    and the last. Resumable checkpoints every ``save_every`` steps come and go between them."""
     t = cfg.train
     steps = {t.steps}
     if t.n_checkpoints > 0:
@@ -161,76 +165,142 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True,
-          sinks: list[Any] | None = None, on_eval: Callable[[dict], None] | None = None) -> Run:
-    """Train ``cfg`` into ``run_dir`` (which must exist and hold config.json). See module doc."""
-    torch.set_flush_denormal(True)  # decayed weights go denormal; x86 slows down 10-100x on them
-    device = resolve_device(cfg.train.device)
-    dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
-    t = cfg.train
+@dataclass
+class Trainer:
+    """Everything one training run holds in memory; a checkpoint is ``state()`` plus weights."""
+    cfg: RunConfig
+    task: Task
+    data: tuple                    # x_train, y_train, x_val, y_val on the device
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    tx: Any                        # the gradient transform chain, or None
+    tx_state: Any
+    loss_fn: Callable
+    batches: Batches
+    params: dict = field(default_factory=dict)
+    wall_before: float = 0.0
+    t0: float = field(default_factory=time.perf_counter)
 
-    task = build_task(cfg.task)
-    xtr, ytr, xva, yva = (v.to(device) for v in (task.x_train, task.y_train, task.x_val, task.y_val))
-    if xtr.is_floating_point():
-        xtr, xva = xtr.to(dtype), xva.to(dtype)
-    torch.manual_seed(t.seed)  # dropout
-    model = build_model(cfg, task).to(device=device, dtype=dtype)
-    params = dict(model.named_parameters())
-    opt = build_optimizer(params.values(), cfg.optim)
-    tx = build_transforms(cfg.accel, cfg.optim)
-    tx_state = tx.init(params) if tx else None
-    loss_fn = build_loss(t.loss, t.loss_dtype)
-    batches = Batches(len(ytr), t.batch_size, t.batch_seed, device)
+    @classmethod
+    def build(cls, cfg: RunConfig) -> "Trainer":
+        torch.set_flush_denormal(True)  # decayed weights go denormal; x86 slows down 10-100x on them
+        device = resolve_device(cfg.train.device)
+        dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
+        task = build_task(cfg.task)
+        xtr, ytr, xva, yva = (v.to(device) for v in (task.x_train, task.y_train, task.x_val, task.y_val))
+        if xtr.is_floating_point():
+            xtr, xva = xtr.to(dtype), xva.to(dtype)
+        torch.manual_seed(cfg.train.seed)  # dropout
+        model = build_model(cfg, task).to(device=device, dtype=dtype)
+        params = dict(model.named_parameters())
+        tx = build_transforms(cfg.accel, cfg.optim)
+        return cls(cfg, task, (xtr, ytr, xva, yva), model, build_optimizer(params.values(), cfg.optim),
+                   tx, tx.init(params) if tx else None, build_loss(cfg.train.loss, cfg.train.loss_dtype),
+                   Batches(len(ytr), cfg.train.batch_size, cfg.train.batch_seed, device), params)
+
+    def restore(self, weights: dict, st: dict) -> None:
+        self.model.load_state_dict(weights)
+        self.opt.load_state_dict(st["optim"])
+        self.tx_state = st["tx"] if self.tx else None
+        self.batches.load(st["batches"])
+        torch.set_rng_state(st["rng"])
+        self.wall_before = st["wall"]
+
+    def wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t0
+
+    def state(self) -> dict:
+        return {"optim": self.opt.state_dict(), "tx": self.tx_state, "batches": self.batches.state(),
+                "rng": torch.get_rng_state(), "wall": self.wall()}
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """Loss and logits on the next batch: (loss, logits, targets, is_full_batch)."""
+        xtr, ytr = self.data[:2]
+        idx = self.batches.next()
+        xb, yb = (xtr, ytr) if idx is None else (xtr[idx], ytr[idx])
+        logits = self.model(xb)
+        return self.loss_fn(logits, yb), logits, yb, idx is None
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Backward, gradient transforms (Grokfast, ⊥Grad, clip), optimiser step, projection."""
+        loss.backward()
+        params = self.params
+        if self.tx is not None:
+            grads = {k: p.grad for k, p in params.items() if p.grad is not None}
+            grads, self.tx_state = self.tx.update(grads, self.tx_state, params)
+            for k, g in grads.items():
+                params[k].grad = g
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.cfg.accel.weight_norm > 0:
+            project_weight_norm(params, self.cfg.accel.weight_norm)
+
+    def evaluate(self, step: int, lr: float, train: tuple[float, float] | None = None) -> dict:
+        """One metrics record; the training loss/accuracy come from ``train`` when the step's
+        full-batch forward already computed them, else from a pass over the training set."""
+        xtr, ytr, xva, yva = self.data
+        tr_loss, tr_acc = train if train is not None else evaluate(self.model, xtr, ytr, self.loss_fn)
+        val_loss, val_acc = evaluate(self.model, xva, yva, self.loss_fn)
+        return {"step": step, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": val_loss,
+                "val_acc": val_acc, "lr": lr, "weight_norm": weight_norm(self.model),
+                "time": round(self.wall(), 4)}
+
+    def save(self, run_dir: Path, step: int) -> None:
+        """Checkpoint ``step``, refusing to call non-finite weights or optimiser state "good"."""
+        state = self.state()
+        if not (all_finite(self.model) and all_finite(state)):
+            raise NonFiniteLoss(f"the weights are not finite after step {step}")
+        save_checkpoint(run_dir, step, self.model, state)
+
+
+def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True,
+          sinks: list[Any] | None = None, on_eval: Callable[[dict], None] | None = None,
+          checkpoint: tuple[int, dict, dict] | None = None) -> Run:
+    """Train ``cfg`` into ``run_dir`` (which must exist and hold config.json). See module doc.
+
+    ``resume`` continues from ``checkpoint`` (step, weights, state), by default the newest
+    usable one in ``run_dir``; metrics after it are dropped and redone."""
+    tr = Trainer.build(cfg)
+    start = 0
+    if resume:
+        start, weights, st = checkpoint or load_latest_good(run_dir)[:3]
+        tr.restore(weights, st)
+        for name in ("metrics.jsonl", "measures.jsonl"):
+            truncate_jsonl(run_dir / name, start)
+    write_json(run_dir / "summary.json",
+               summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), "running", tr.wall_before))
+    status, message = _loop(tr, run_dir, start, progress, sinks or [], on_eval)
+    summary = summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), status, tr.wall(), message)
+    write_json(run_dir / "summary.json", summary)
+    return Run(dir=run_dir, config=cfg, summary=summary, model=tr.model, task=tr.task)
+
+
+def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
+          on_eval: Callable | None) -> tuple[str, str]:
+    """Steps ``start`` .. ``train.steps``; returns (status, message)."""
+    cfg, t = tr.cfg, tr.cfg.train
     live = None
     if t.measure_every > 0:
         from groklab.measure.live import LiveMeasures
-        live = LiveMeasures(cfg, task)
-
-    start, wall_before = 0, 0.0
-    if resume:
-        ckpts = list_checkpoints(run_dir)
-        if not ckpts:
-            raise FileNotFoundError(f"no checkpoint in {run_dir} to resume from")
-        start = ckpts[-1]
-        weights, st = load_checkpoint(run_dir, start)
-        model.load_state_dict(weights)
-        opt.load_state_dict(st["optim"])
-        tx_state = st["tx"] if tx else None
-        batches.load(st["batches"])
-        torch.set_rng_state(st["rng"])
-        wall_before = st["wall"]
-        for name in ("metrics.jsonl", "measures.jsonl"):
-            truncate_jsonl(run_dir / name, start)
-
-    ckpt_at = checkpoint_steps(cfg)
+        live = LiveMeasures(cfg, tr.task)
+    keep = checkpoint_steps(cfg)
     metrics = JsonlLogger(run_dir / "metrics.jsonl")
     measures = JsonlLogger(run_dir / "measures.jsonl") if live else None
-    sinks = sinks or []
     bar = _progress_bar(t.steps, start, progress, cfg)
-    status, message = "completed", ""
-    streak_from: int | None = None
-    t0 = time.perf_counter()
+    stopper = EarlyStop(t.stop_threshold, t.patience)
+    status, message, rolling = "completed", "", None
 
-    def state_now() -> dict:
-        return {"optim": opt.state_dict(), "tx": tx_state, "batches": batches.state(),
-                "rng": torch.get_rng_state(), "wall": wall_before + time.perf_counter() - t0}
-
-    def log_eval(step: int, train_loss: float, train_acc: float, lr: float) -> dict:
-        val_loss, val_acc = evaluate(model, xva, yva, loss_fn)
-        rec = {"step": step, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-               "val_acc": val_acc, "lr": lr, "weight_norm": weight_norm(model),
-               "time": round(wall_before + time.perf_counter() - t0, 4)}
+    def log(rec: dict) -> None:
         metrics.log(rec)
         for s in sinks:
-            s.log(step, rec)
+            s.log(rec["step"], rec)
         if on_eval:
             on_eval(rec)
         if bar is not None:
-            bar.set_postfix(train=f"{train_acc:.3f}", val=f"{val_acc:.3f}", refresh=False)
-        return rec
+            bar.set_postfix(train=f"{rec['train_acc']:.3f}", val=f"{rec['val_acc']:.3f}", refresh=False)
 
     step = start
-    model.train()
+    tr.model.train()
     with _StopFlag() as flag:
         try:
             for step in range(start, t.steps):
@@ -238,52 +308,36 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
                     status, message = "interrupted", f"stopped by Ctrl-C at step {step}"
                     break
                 lr = get_lr(step, cfg.optim, t.steps)
-                set_lr(opt, lr)
-                idx = batches.next()
-                xb, yb = (xtr, ytr) if idx is None else (xtr[idx], ytr[idx])
-                logits = model(xb)
-                loss = loss_fn(logits, yb)
+                set_lr(tr.opt, lr)
+                loss, logits, yb, full = tr.forward()
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"loss is {loss.item()} at step {step}")
                 if step % t.eval_every == 0:
-                    if idx is None and not (model.training and cfg.model.dropout > 0):
-                        tr_loss, tr_acc = loss.item(), accuracy(logits.detach(), yb)
-                    else:
-                        tr_loss, tr_acc = evaluate(model, xtr, ytr, loss_fn)
-                    rec = log_eval(step, tr_loss, tr_acc, lr)
-                    if t.stop_threshold > 0:
-                        streak_from = (streak_from if streak_from is not None else step) \
-                            if rec["val_acc"] >= t.stop_threshold else None
-                        if streak_from is not None and step - streak_from >= t.patience:
-                            status = "early_stopped"
-                            message = (f"validation accuracy >= {t.stop_threshold} since step "
-                                       f"{streak_from} (patience {t.patience})")
-                            break
+                    exact = full and not (tr.model.training and cfg.model.dropout > 0)
+                    rec = tr.evaluate(step, lr, (loss.item(), accuracy(logits.detach(), yb)) if exact else None)
+                    log(rec)
+                    if stopper.update(step, rec["val_acc"]):
+                        status, message = "early_stopped", stopper.message
+                        break
                 if live is not None and step % t.measure_every == 0:
-                    measures.log(live(model, step))
-                loss.backward()
-                if tx is not None:
-                    grads = {k: p.grad for k, p in params.items() if p.grad is not None}
-                    grads, tx_state = tx.update(grads, tx_state, params)
-                    for k, g in grads.items():
-                        params[k].grad = g
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                if cfg.accel.weight_norm > 0:
-                    project_weight_norm(params, cfg.accel.weight_norm)
-                if step + 1 in ckpt_at:
-                    save_checkpoint(run_dir, step + 1, model, state_now())
+                    measures.log(live(tr.model, step))
+                tr.update(loss)
+                if step + 1 in keep or (step + 1) % t.save_every == 0:
+                    tr.save(run_dir, step + 1)
+                    if rolling is not None and rolling not in keep:
+                        shutil.rmtree(step_dir(run_dir, rolling), ignore_errors=True)
+                    rolling = step + 1
                 if bar is not None:
                     bar.update(1)
             else:
                 step = t.steps
             if status != "early_stopped":  # early stop broke right after logging this step
-                tr_loss, tr_acc = evaluate(model, xtr, ytr, loss_fn)
-                if not math.isfinite(tr_loss):
-                    raise NonFiniteLoss(f"loss is {tr_loss} at step {step}")
-                log_eval(step, tr_loss, tr_acc, get_lr(step, cfg.optim, t.steps))
+                rec = tr.evaluate(step, get_lr(step, cfg.optim, t.steps))
+                if not math.isfinite(rec["train_loss"]):
+                    raise NonFiniteLoss(f"loss is {rec['train_loss']} at step {step}")
+                log(rec)
             if step not in list_checkpoints(run_dir):
-                save_checkpoint(run_dir, step, model, state_now())
+                tr.save(run_dir, step)
         except NonFiniteLoss as e:
             ck = list_checkpoints(run_dir)
             status = "nan"
@@ -297,10 +351,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
             for s in sinks:
                 if hasattr(s, "close"):
                     s.close()
-    wall = wall_before + time.perf_counter() - t0
-    summary = summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), status, wall, message)
-    write_json(run_dir / "summary.json", summary)
-    return Run(dir=run_dir, config=cfg, summary=summary, model=model, task=task)
+    return status, message
 
 
 def _progress_bar(total: int, initial: int, enabled: bool, cfg):
