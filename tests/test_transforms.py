@@ -105,15 +105,22 @@ def test_grokfast_ma_matches_a_deque_over_many_windows(window):
 
 
 def test_grokfast_ma_running_sum_does_not_drift():
+    """The running sum stays within float32 rounding of the exact window sum at *every* step,
+    not only right after a re-summation (every ``window`` steps). Gradients with a common
+    offset make the rounding of the incremental updates drift (about 10x this bound over 3,000
+    steps when the re-summation is skipped)."""
     tx = grokfast_ma(10, 1.0)
     params = tensors(0, torch.float32)
     state = tx.init(params)
-    for step in range(1000):
-        grads = {k: 1e3 * v for k, v in tensors(step, torch.float32).items()}
+    worst = 0.0
+    for step in range(3000):
+        grads = {k: 1e3 * (v + 3.0) for k, v in tensors(step, torch.float32).items()}
         _, state = tx.update(grads, state, params)
-    exact = {k: sum(b[k].double() for b in state["buf"]) for k in params}
-    for k in params:
-        torch.testing.assert_close(state["sum"][k].double(), exact[k], rtol=1e-5, atol=1e-3)
+        for k in params:
+            exact = sum(b[k].double() for b in state["buf"])
+            worst = max(worst, float((state["sum"][k].double() - exact).abs().max()))
+    # the window sums are ~3e4, where one float32 ulp is 2e-3
+    assert worst < 0.04
 
 
 def test_orthograd_output_is_orthogonal_to_the_weights_and_keeps_the_norm():
@@ -157,6 +164,19 @@ def test_clip_bounds_the_global_norm_and_keeps_the_direction():
             assert n_out == pytest.approx(1.0)
             for k in grads:
                 torch.testing.assert_close(out[k] * n_in, grads[k] * n_out)
+
+
+def test_clip_leaves_a_gradient_under_the_limit_unchanged():
+    tx = clip_by_global_norm(10.0)
+    for scale in (1e-6, 0.3, 0.999):
+        grads = tensors(3)
+        grads = {k: v * (scale * 10.0 / float(global_norm(grads))) for k, v in grads.items()}
+        out, _ = tx.update(grads, (), {})
+        assert_same(out, grads)
+    at_limit = {k: v / float(global_norm(tensors(4))) for k, v in tensors(4).items()}
+    out, _ = clip_by_global_norm(1.0).update(at_limit, (), {})
+    for k in at_limit:
+        torch.testing.assert_close(out[k], at_limit[k])
 
 
 def test_scale_to_norm_and_its_in_place_projection_agree():

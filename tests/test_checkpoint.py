@@ -1,0 +1,69 @@
+"""Checkpoints: nested states survive the safetensors + JSON round trip with their types, and only
+complete checkpoint directories count."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from groklab.runs.checkpoint import (flatten, list_checkpoints, load_checkpoint, save_checkpoint,
+                                     step_dir, unflatten)
+
+
+def round_trip(obj):
+    tensors: dict = {}
+    skel = flatten(obj, "s", tensors)
+    json.dumps(skel)                       # the skeleton is plain JSON
+    return unflatten(json.loads(json.dumps(skel)), tensors)
+
+
+def test_flatten_unflatten_keeps_tuples_lists_dicts_and_scalars():
+    state = {"tx": ({"mu": None}, {"buf": (), "sum": None, "count": 3}, ()),
+             "pos": [1, 2.5, "x", True, None], "nested": [(1, 2), [3]], "empty": {}}
+    back = round_trip(state)
+    assert back == state
+    assert type(back["tx"]) is tuple and type(back["tx"][1]["buf"]) is tuple
+    assert type(back["pos"]) is list and type(back["nested"][0]) is tuple and type(back["nested"][1]) is list
+    assert type(back["pos"][3]) is bool and back["tx"][2] == ()
+
+
+def test_tensors_inside_tuples_come_back_equal_and_detached():
+    a = torch.randn(3, 2, requires_grad=True)
+    state = ({"w": a, "steps": (torch.tensor(5), torch.arange(4))}, [torch.ones(2, dtype=torch.float64)])
+    back = round_trip(state)
+    assert type(back) is tuple and type(back[0]["steps"]) is tuple and type(back[1]) is list
+    assert torch.equal(back[0]["w"], a.detach()) and not back[0]["w"].requires_grad
+    assert torch.equal(back[0]["steps"][1], torch.arange(4)) and back[1][0].dtype == torch.float64
+
+
+def test_flatten_refuses_what_it_cannot_store():
+    with pytest.raises(TypeError, match="cannot checkpoint a set at s.bad"):
+        flatten({"bad": {1, 2}}, "s", {})
+
+
+def test_save_and_load_a_checkpoint(tmp_path):
+    model = nn.Linear(3, 2)
+    state = {"opt": ({"step": torch.tensor(4.0)},), "rng": torch.get_rng_state(), "wall": 1.5}
+    d = save_checkpoint(tmp_path, 7, model, state)
+    assert d == step_dir(tmp_path, 7) and d.name == "step_00000007"
+    weights, back = load_checkpoint(tmp_path, 7)
+    assert set(weights) == {"weight", "bias"} and torch.equal(weights["weight"], model.weight.detach())
+    assert type(back["opt"]) is tuple and back["wall"] == 1.5 and torch.equal(back["rng"], state["rng"])
+    assert list_checkpoints(tmp_path) == [7]
+
+
+def test_only_complete_step_directories_are_checkpoints(tmp_path):
+    model = nn.Linear(2, 2)
+    for s in (100, 9, 20):
+        save_checkpoint(tmp_path, s, model, {})
+    ck = tmp_path / "checkpoints"
+    (ck / "step_00000050").mkdir()                                   # killed before state.json
+    (ck / "step_00000060").mkdir()
+    (ck / "step_00000060" / "model.safetensors").write_bytes(b"")
+    (ck / ".step_00000070.tmp123").mkdir()                           # an unfinished temp dir
+    (ck / ".step_00000070.tmp123" / "state.json").write_text("{}")
+    (ck / "step_latest").mkdir()
+    (ck / "step_latest" / "state.json").write_text("{}")
+    (ck / "notes.txt").write_text("")
+    assert list_checkpoints(tmp_path) == [9, 20, 100]                # sorted as numbers
+    assert list_checkpoints(tmp_path / "nowhere") == []

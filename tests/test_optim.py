@@ -1,0 +1,61 @@
+"""Learning-rate schedules: Nanda's warm-up, then constant, cosine or linear decay to a floor."""
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from groklab.train.optim import get_lr
+
+
+def sched(schedule="constant", lr=1e-3, warmup=10, min_lr_frac=0.0):
+    return SimpleNamespace(lr=lr, warmup=warmup, schedule=schedule, min_lr_frac=min_lr_frac)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_warmup_starts_at_zero_and_rises_linearly_to_lr(schedule):
+    """Nanda's LambdaLR: lr * min(step / warmup, 1), so the very first update has lr 0."""
+    cfg = sched(schedule, lr=2e-3, warmup=10)
+    assert get_lr(0, cfg, 1000) == 0.0
+    assert [get_lr(s, cfg, 1000) for s in range(10)] == pytest.approx([2e-3 * s / 10 for s in range(10)])
+    assert get_lr(10, cfg, 1000) == pytest.approx(2e-3)   # the decay starts at lr, after warm-up
+
+
+def test_without_warmup_the_first_step_has_the_full_lr():
+    assert get_lr(0, sched("constant", warmup=0), 100) == 1e-3
+    assert get_lr(0, sched("cosine", warmup=0, min_lr_frac=0.1), 100) == pytest.approx(1e-3)
+
+
+def test_constant_ignores_the_budget_and_the_floor():
+    cfg = sched("constant", warmup=5, min_lr_frac=0.5)
+    assert {get_lr(s, cfg, 100) for s in (5, 50, 100, 10_000)} == {1e-3}
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.1])
+def test_cosine_decays_from_lr_to_the_floor_at_the_last_step(floor):
+    lr, warmup, total = 1e-3, 10, 110
+    cfg = sched("cosine", lr, warmup, floor)
+    lo = floor * lr
+    for step in range(warmup, total + 1):
+        t = (step - warmup) / (total - warmup)
+        assert get_lr(step, cfg, total) == pytest.approx(lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * t)))
+    assert get_lr(warmup, cfg, total) == pytest.approx(lr)
+    assert get_lr(60, cfg, total) == pytest.approx((lr + lo) / 2)     # half way: the mean
+    assert get_lr(total, cfg, total) == pytest.approx(lo, abs=1e-15)
+    assert get_lr(total + 50, cfg, total) == pytest.approx(lo, abs=1e-15)  # held past the budget
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.25])
+def test_linear_decays_in_equal_steps_to_the_floor(floor):
+    lr, warmup, total = 4e-3, 0, 8
+    cfg = sched("linear", lr, warmup, floor)
+    lo = floor * lr
+    got = [get_lr(s, cfg, total) for s in range(total + 3)]
+    want = [lr + (lo - lr) * min(1, s / total) for s in range(total + 3)]
+    assert got == pytest.approx(want, abs=1e-15)
+    assert got[-1] == pytest.approx(lo, abs=1e-15) and got[0] == lr
+
+
+def test_a_one_step_decay_reaches_the_floor_in_one_step():
+    cfg = sched("linear", lr=1.0, warmup=3, min_lr_frac=0.5)
+    assert get_lr(3, cfg, 4) == 1.0 and get_lr(4, cfg, 4) == 0.5
+    assert get_lr(3, cfg, 3) == 1.0   # a budget no longer than the warm-up: no division by zero
