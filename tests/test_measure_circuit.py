@@ -98,3 +98,20 @@ def test_directions_are_orthonormal_and_handle_the_nyquist_frequency():
     D = circuit.directions(f, [3, 11])
     assert D.shape == (f.n ** 2, 3)
     assert torch.allclose(D.T @ D, torch.eye(3, dtype=torch.float64), atol=1e-12)
+
+
+def test_excluded_loss_is_measured_on_the_training_pairs_only():
+    """A memorising table (logit a on the answer of training pairs only, 0 elsewhere) with no key
+    frequency to remove: the loss on the training pairs is log(1 + (p-1)e^-a), far below the
+    grid's, which would add log p for every held-out pair."""
+    f = frame_for(modular_task("x+y", 23, 0.4, seed=1))
+    a = 8.0
+    L = torch.zeros(f.n ** 2, f.p, dtype=torch.float64)
+    L[f.train, f.labels[f.train]] = a
+    assert circuit.excluded_loss(L, f, []) == pytest.approx(math.log(1 + (f.p - 1) * math.exp(-a)), rel=1e-12)
+    # with key frequencies: the projection is removed from every pair, the loss read on training pairs
+    L = L + torch.randn(L.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    D = circuit.directions(f, [2, 5])
+    Le = L - D @ (D.T @ L)
+    assert circuit.excluded_loss(L, f, [2, 5]) == pytest.approx(ce(Le[f.train], f.labels[f.train]), rel=1e-12)
+    assert ce(Le, f.labels) > ce(Le[f.train], f.labels[f.train]) + 1.0
