@@ -139,3 +139,54 @@ def test_fast_last_position_path_equals_full_path_with_layernorm(norm):
                            "model.dropout=0", "model.n_layers=1")
     m = m.double().eval()
     assert torch.allclose(m(task.x_val, fast=True), m(task.x_val, fast=False), rtol=1e-10, atol=1e-10)
+
+
+def plain_forward_layers(m, tokens, norm, act=F.relu):
+    """Power's n-layer transformer written out from the papers' formulas: every position through
+    every layer, LayerNorm before (pre) or after (post) each residual branch, no shortcuts."""
+    ln = lambda x, mod: F.layer_norm(x, x.shape[-1:], mod.weight, mod.bias, mod.eps)  # noqa: E731
+    S = tokens.shape[1]
+    x = m.W_E[tokens] + m.W_pos[:S]                                                # (B, S, d)
+    causal = torch.triu(torch.ones(S, S, dtype=torch.bool), 1)
+    for b in m.blocks:
+        h = ln(x, b.ln1) if norm == "pre" else x
+        q, k, v = (torch.einsum("bsd,hde->bhse", h, W) for W in (b.attn.W_Q, b.attn.W_K, b.attn.W_V))
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(causal, float("-inf"))
+        a = torch.einsum("bhse,hed->bsd", scores.softmax(-1) @ v, b.attn.W_O)
+        if norm == "pre":
+            x = x + a
+            h = ln(x, b.ln2)
+            x = x + act(h @ b.mlp.W_in + b.mlp.b_in) @ b.mlp.W_out + b.mlp.b_out
+        else:
+            x = ln(x + a, b.ln1)
+            x = ln(x + act(x @ b.mlp.W_in + b.mlp.b_in) @ b.mlp.W_out + b.mlp.b_out, b.ln2)
+    x = x[:, -1]
+    if norm == "pre":
+        x = ln(x, m.ln_final)
+    return x @ m.W_U
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_two_layer_fast_path_equals_the_plain_computation_forward_and_backward(norm):
+    """With two layers the fast path runs only the last layer's query, MLP and unembedding at the
+    answer position; LayerNorm gains and biases are randomised so that a swapped or skipped norm
+    shows."""
+    _, task, m = model_for("power", *SMALL, f"model.norm={norm}", "model.d_model=32", "model.d_mlp=64",
+                           "model.dropout=0", "model.n_layers=2")
+    m = m.double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if ".ln" in name or name.startswith("ln_"):
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5 + (1.0 if "weight" in name else 0.0))
+    x, y = task.x_train, task.y_train
+    plain = plain_forward_layers(m, x, norm)
+    assert torch.allclose(m(x, fast=True), plain, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(m(x, fast=False), plain, rtol=1e-10, atol=1e-10)
+    grads = []
+    for f in (lambda: m(x, fast=True), lambda: plain_forward_layers(m, x, norm)):
+        m.zero_grad()
+        F.cross_entropy(f(), y).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], rtol=1e-9, atol=1e-12), n
