@@ -152,6 +152,12 @@ def start_dash(root: Path) -> tuple[subprocess.Popen, str]:
     raise AssertionError(f"groklab dash did not start (exit {proc.poll()})")
 
 
+def chart_points(selector: str, series: str) -> str:
+    """A JS expression: how many points the chart at ``selector`` draws for "run|key"."""
+    return (f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
+            f" return el && el.dataset.points ? (JSON.parse(el.dataset.points)[{json.dumps(series)}] || 0) : 0; }})()")
+
+
 def wait_for(fn, what: str, timeout: float = WAIT):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -214,8 +220,7 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
             r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
             return r.get("result", {}).get("value")
 
-        points = ('(() => { const p = document.querySelector(\'#acc path[data-run="live-run"][data-key="val_acc"]\');'
-                  ' return p ? +p.dataset.points : 0; })()')
+        points = chart_points("#acc", "live-run|val_acc")
         wait_for(lambda: js('!!document.querySelector(\'#runs li[data-path="live-run"]\')'), "the run in the list")
         held = wait_for(lambda: js(points), "the run's first points")
         assert held == len(read_jsonl(root / "live-run" / "metrics.jsonl"))  # paused: the page has them all
@@ -227,8 +232,8 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
         assert final > held
         wait_for(lambda: js(points) == final, f"all {final} points without a reload")
         wait_for(lambda: js('!!document.querySelector(\'#runhead a[href*="report.html"]\')'), "the report link")
-        assert js("document.querySelectorAll('#measures svg[data-measure]').length") > 0
-        assert js("+document.querySelector('#measures svg[data-metric=\"weight_norm\"]').dataset.points") == final
+        assert js("document.querySelectorAll('#measures div[data-measure]').length") > 0
+        assert js(chart_points('#measures div[data-metric="weight_norm"]', "live-run|weight_norm")) == final
         assert js("document.getElementById('banner').hidden") is True
         shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=sess)["data"])
         ARTIFACTS.mkdir(exist_ok=True)
@@ -237,8 +242,7 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
         # overlay the finished run, then open the sweep and its phase diagram
         other = "sweep-lr/trial_0"
         js(f'document.querySelector(\'#runs li[data-path="{other}"] input\').click()')
-        wait_for(lambda: js(f'+(document.querySelector(\'#acc path[data-run="{other}"][data-key="val_acc"]\')'
-                            f' || {{dataset: {{points: 0}}}}).dataset.points') == 11, "the overlaid run")
+        wait_for(lambda: js(chart_points("#acc", f"{other}|val_acc")) == 11, "the overlaid run")
         assert js(points) == final and "with=" in js("location.hash")
         js('document.querySelector(\'#sweeps li[data-path="sweep-lr"] .name\').click()')
         wait_for(lambda: js("[...document.querySelectorAll('#sweepfigs img')].some(i => i.complete && i.naturalWidth > 0)"),
@@ -256,6 +260,160 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
         gate.release.set()
         trainer.join(timeout=WAIT)
         torch.set_num_threads(threads)
+        browser.close()
+        dash.terminate()
+        dash.wait(timeout=20)
+        dash.stdout.close()
+
+
+XSS = "<img src=x onerror=window.__xss=1>"  # also a valid directory name: no slash in it
+# The default run's events (README): train >= 0.9 at 130, the phase boundaries close behind it.
+MARKS = {"train": 130, "memorization_end": 140, "val_loss_peak": 150, "circuit_formation_end": 1900,
+         "weight_decay_peak": 2000, "cleanup_end": 2100, "val": 2310}
+
+
+def untrusted_dirs(root: Path) -> Path:
+    """A finished run whose every file-borne value is markup, with the default run's close phase
+    boundaries, analysis.jsonl, a fig_progress figure and a report.html that tries to run script;
+    a live run without summary; a sweep whose table and spec are markup."""
+    import matplotlib.pyplot as plt
+
+    from groklab.report.plots import save_figure
+    from groklab.runs.rundir import atomic_write_text, write_json
+    d = root / XSS
+    d.mkdir()
+    write_json(d / "config.json", {"preset": XSS, "task": {"name": "modular", "op": XSS, "p": 97},
+                                   "model": {"arch": XSS}, "train": {"steps": XSS}})
+    lines = [{"step": s, "train_acc": min(1.0, s / 140), "val_acc": min(1.0, max(0.0, (s - 1800) / 600)),
+              "train_loss": 1 / (s + 1), "val_loss": 2 / (s + 1)} for s in range(0, 2761, 10)]
+    atomic_write_text(d / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in lines)
+                      + json.dumps({"step": XSS, "val_acc": XSS}) + "\n")
+    phases = {k: v for k, v in MARKS.items() if k not in ("train", "val")}
+    write_json(d / "summary.json", {"status": "completed", "phase": XSS, "message": XSS, "phase_threshold": 0.9,
+                                    "memorized_at": {"0.9": MARKS["train"]}, "generalized_at": {"0.9": MARKS["val"]},
+                                    "phases": {**phases, "rule": XSS}})
+    atomic_write_text(d / "analysis.jsonl", "".join(json.dumps({"step": s, "excluded_loss": 4.0 / (i + 1)}) + "\n"
+                                                    for i, s in enumerate((100, 1000, 2760))))
+    atomic_write_text(d / "report.html", "<!doctype html><title>report</title><script>window.__xss = 1</script>")
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, d / "fig_progress_excluded_loss.png")
+    live = root / "live"
+    live.mkdir()
+    write_json(live / "config.json", {"preset": "prieto", "task": {"name": "parity"}, "train": {"steps": 100}})
+    atomic_write_text(live / "metrics.jsonl", "".join(json.dumps({"step": s, "train_acc": 0.5, "val_acc": 0.5})
+                                                      + "\n" for s in range(0, 50, 10)))
+    sw = root / "sweep-x"
+    sw.mkdir()
+    atomic_write_text(sw / "results.csv", f"id,{XSS}\n0,{XSS}\n")
+    atomic_write_text(sw / "spec.toml", f'# {XSS}\n')
+    return d
+
+
+def test_file_values_render_as_text_labels_do_not_overlap_and_the_side_bar_keeps_up(tmp_path):
+    from urllib.parse import quote
+
+    from groklab.runs.rundir import write_json
+    root = tmp_path / "runs"
+    root.mkdir()
+    untrusted_dirs(root)
+    dash, url = start_dash(root)
+    browser = DevTools(CHROMIUM, tmp_path / "profile")
+    thrown, paused = [], []
+
+    def drain():
+        while not browser.events.empty():
+            ev = browser.events.get()
+            if ev.get("method") == "Runtime.exceptionThrown":
+                thrown.append(ev["params"]["exceptionDetails"].get("text"))
+            elif ev.get("method") == "Fetch.requestPaused":
+                paused.append(ev["params"]["requestId"])
+
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sess = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.send("Runtime.enable", session=sess)
+        browser.send("Page.enable", session=sess)
+        browser.send("Page.navigate", {"url": url + "#run=" + quote(XSS)}, session=sess)
+
+        def js(expr: str):
+            r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
+            return r.get("result", {}).get("value")
+
+        # 1. every value from the files is text: none became an element, no script ran
+        wait_for(lambda: js("(document.querySelector('#runhead .facts') || {}).textContent || ''").count(XSS) >= 2,
+                 "the run's preset and phase as text")
+        time.sleep(1.0)  # an injected <img src=x> would have failed to load and run its onerror by now
+        assert js("window.__xss") is None
+        assert js("document.querySelectorAll('img[src=\"x\"], img[onerror]').length") == 0
+        assert XSS in js("document.getElementById('runs').textContent")  # path, preset, task, phase
+        assert js("document.getElementById('config').textContent").count(XSS) >= 3
+        wait_for(lambda: js(chart_points("#acc", f"{XSS}|val_acc")) == 277, "the run's curve")
+
+        # 2. the phase labels of close boundaries do not overlap, and stay inside the chart
+        boxes = js("""[...document.querySelectorAll('#acc .mark')].map(e => {
+            const r = e.getBoundingClientRect(), c = document.getElementById('acc').getBoundingClientRect();
+            return {text: e.textContent, l: r.left, r: r.right, t: r.top, b: r.bottom, inside: r.left >= c.left && r.right <= c.right}; })""")
+        assert len(boxes) == len(MARKS), boxes
+        assert all(b["inside"] for b in boxes), boxes
+        overlaps = [(a["text"], b["text"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                    if a["l"] < b["r"] and b["l"] < a["r"] and a["t"] < b["b"] and b["t"] < a["b"]]
+        assert not overlaps, overlaps
+
+        # 3. groklab analyze's measures are charted; no "no progress measures" beside its figure
+        assert js(chart_points('#measures div[data-measure="excluded_loss"]', f"{XSS}|analysis:excluded_loss")) == 3
+        assert "no progress measures" not in js("document.getElementById('measures').textContent")
+        wait_for(lambda: js("[...document.querySelectorAll('#figs img')].some(i => i.complete && i.naturalWidth > 0)"),
+                 "the analysis figure")
+
+        shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=sess)["data"])
+        ARTIFACTS.mkdir(exist_ok=True)
+        atomic_write_bytes(ARTIFACTS / "dash_labels.png", shot)
+
+        # 4. hover shows values; dragging zooms the step axis
+        over = js("(() => { const r = document.querySelector('#acc .u-over').getBoundingClientRect();"
+                  " return [r.left, r.top, r.width, r.height]; })()")
+        x, y, w, hh = over
+        mouse = lambda kind, px, **k: browser.send("Input.dispatchMouseEvent", {  # noqa: E731
+            "type": kind, "x": px, "y": y + hh / 2, "button": "left", **k}, session=sess)
+        mouse("mouseMoved", x + w * 0.9, button="none")
+        wait_for(lambda: js("[...document.querySelectorAll('#acc .u-legend .u-value')].map(e => e.textContent)")[1]
+                 not in ("–", "--", ""), "a hover value in the legend")
+        xmax = js("document.getElementById('acc')._u.scales.x.max")
+        mouse("mousePressed", x + w * 0.2, clickCount=1)
+        mouse("mouseMoved", x + w * 0.5, buttons=1)
+        mouse("mouseReleased", x + w * 0.5, clickCount=1)
+        wait_for(lambda: js("document.getElementById('acc')._u.scales.x.max") < xmax * 0.5, "a zoomed step axis")
+
+        # 5. the side bar says "completed" as soon as the header does, even with the list stale
+        browser.send("Fetch.enable", {"patterns": [{"urlPattern": "*/api/list*"}]}, session=sess)
+        js("location.hash = '#run=live'")
+        wait_for(lambda: js("(document.querySelector('#runhead .badge') || {}).textContent") == "running", "the live run")
+        write_json(root / "live" / "summary.json", {"status": "completed", "phase": "confusion"})
+        wait_for(lambda: js("document.querySelector('#runhead .badge').textContent") == "completed", "the run's end")
+        assert js("document.querySelector('#runs li[data-path=\"live\"] .badge').textContent") == "completed"
+        drain()
+        browser.send("Fetch.disable", session=sess)
+        for rid in paused:
+            try:
+                browser.send("Fetch.continueRequest", {"requestId": rid}, session=sess)
+            except RuntimeError:
+                pass  # already continued by Fetch.disable
+
+        # 6. the sweep's table and spec are text
+        js("document.querySelector('#sweeps li[data-path=\"sweep-x\"] .name').click()")
+        wait_for(lambda: js("document.querySelectorAll('#sweeptable tr').length") == 2, "the sweep table")
+        assert js("document.getElementById('sweeptable').textContent").count(XSS) == 2
+        assert XSS in js("document.getElementById('spec').textContent")
+        assert js("document.querySelectorAll('img[src=\"x\"]').length") == 0 and js("window.__xss") is None
+        drain()
+        assert not thrown, f"the page's script threw: {thrown}"
+
+        # 7. a report.html from the root runs no script (sandboxed by the server's CSP)
+        browser.send("Page.navigate", {"url": url + "files/" + quote(XSS) + "/report.html"}, session=sess)
+        wait_for(lambda: js("document.readyState === 'complete' && document.title === 'report'"), "the report")
+        assert js("window.__xss") is None
+    finally:
         browser.close()
         dash.terminate()
         dash.wait(timeout=20)

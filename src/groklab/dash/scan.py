@@ -63,7 +63,8 @@ def discover(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
 
 
 def last_record(root: Path, path: Path, tail: int = 8192) -> dict | None:
-    """The last complete JSON line of a JSON-lines file, reading only its tail."""
+    """The last complete record (a JSON object with a numeric step) of a JSON-lines file,
+    reading only its tail."""
     try:
         with files.open_regular(root, path) as fh:
             size = fh.seek(0, os.SEEK_END)
@@ -77,7 +78,7 @@ def last_record(root: Path, path: Path, tail: int = 8192) -> dict | None:
                 rec = files.loads(line)
             except ValueError:
                 continue  # the half-written last line of a live writer
-            if isinstance(rec, dict):
+            if isinstance(rec, dict) and _number(rec.get("step")):
                 return rec
     return None
 

@@ -1,24 +1,46 @@
-// groklab dash: polls the server's JSON routes and draws SVG charts. No library, no build step.
+// groklab dash: polls the server's JSON routes and draws the curves with uPlot (vendored beside
+// this file: hover values, drag to zoom, double-click to reset). No build step.
 // The list refreshes every LIST_MS; each shown run asks only for the lines appended since its
 // last answer (the server's byte-offset tokens), so a long run costs little to follow.
+// Everything from a run directory is untrusted: it reaches the page as text nodes and
+// attributes built here (h()), never as HTML.
 "use strict";
 
-const LIST_MS = 2000, RUN_MS = 1000, MAX_DRAWN = 1500;
+const LIST_MS = 2000, RUN_MS = 1000, LABEL_ROW = 15;
 const COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
+const MARK_COLOR = { train: "#1f77b4", val: "#d62728", phase: "#555" };
+const SOURCES = [["metrics", "m"], ["measures", "s"], ["analysis", "a"]];  // answer key, token parameter
 const S = {
   list: null,          // last /api/list answer
+  listAt: 0,           // when that request was sent
   view: null,          // {kind: "run"|"sweep"|"result", path}
   overlay: [],         // run paths drawn with the selected run (the selected one first)
-  runs: {},            // path -> {m, s, metrics: [], measures: [], detail}
+  runs: {},            // path -> {m, s, a, metrics: [], measures: [], analysis: [], detail, at}
   sweep: null,         // last /api/sweep answer
   logx: true,
-  ok: true,
 };
 
 const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-const fmt = (v, d = 3) => (v === null || v === undefined) ? "–" : (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(d)) : String(v));
-const fileUrl = (p, v) => "/files/" + p.split("/").map(encodeURIComponent).join("/") + (v ? "?v=" + v : "");
+
+// An element with attributes and children; strings become text nodes, so no value is parsed as HTML.
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k === "style") Object.assign(el.style, v);
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of kids.flat(Infinity)) if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+const fmt = (v, d = 3) => (v === null || v === undefined) ? "–" : (isNum(v) ? (Number.isInteger(v) ? String(v) : v.toFixed(d)) : String(v));
+const fmtVal = (v) => !isNum(v) ? "–" : Number.isInteger(v) ? v.toLocaleString("en") : (Math.abs(v) >= 1e4 || Math.abs(v) < 1e-3) && v !== 0 ? v.toExponential(3) : String(+v.toPrecision(4));
+const fileUrl = (p, v) => "/files/" + p.split("/").map(encodeURIComponent).join("/") + (v ? "?v=" + encodeURIComponent(v) : "");
+const link = (p, text) => h("a", { href: fileUrl(p), target: "_blank", rel: "noopener" }, text);
 
 async function getJSON(url) {
   const r = await fetch(url, { cache: "no-store" });
@@ -32,56 +54,67 @@ function banner(msg) { const b = $("banner"); b.hidden = !msg; b.textContent = m
 
 // ---- selection, kept in the address (#run=PATH&with=A|B) so a reload shows the same thing ----
 function readHash() {
-  const h = new URLSearchParams(location.hash.slice(1));
-  for (const kind of ["run", "sweep", "result"]) if (h.get(kind)) S.view = { kind, path: h.get(kind) };
-  S.overlay = S.view && S.view.kind === "run" ? [S.view.path, ...(h.get("with") || "").split("|").filter((p) => p && p !== S.view.path)] : [];
+  const q = new URLSearchParams(location.hash.slice(1));
+  for (const kind of ["run", "sweep", "result"]) if (q.get(kind)) S.view = { kind, path: q.get(kind) };
+  S.overlay = S.view && S.view.kind === "run" ? [S.view.path, ...(q.get("with") || "").split("|").filter((p) => p && p !== S.view.path)] : [];
 }
 function writeHash() {
   if (!S.view) return;
-  const h = new URLSearchParams();
-  h.set(S.view.kind, S.view.path);
-  if (S.view.kind === "run" && S.overlay.length > 1) h.set("with", S.overlay.slice(1).join("|"));
-  history.replaceState(null, "", "#" + h.toString());
+  const q = new URLSearchParams();
+  q.set(S.view.kind, S.view.path);
+  if (S.view.kind === "run" && S.overlay.length > 1) q.set("with", S.overlay.slice(1).join("|"));
+  history.replaceState(null, "", "#" + q.toString());
 }
 function select(kind, path) {
   S.view = { kind, path };
   if (kind === "run") S.overlay = [path, ...S.overlay.filter((p) => p !== path)];
-  writeHash(); renderList(); showView(); if (kind === "run") pollRunsNow(); else if (kind === "sweep") loadSweep();
+  writeHash(); renderList(); showView(); if (kind === "run") pollRuns(); else if (kind === "sweep") loadSweep();
 }
 function toggleOverlay(path, on) {
   if (!on && S.view && S.view.kind === "run" && S.view.path === path) { renderList(); return; }  // the shown run stays drawn
   S.overlay = S.overlay.filter((p) => p !== path);
   if (on) S.overlay.push(path);
   if (!S.view || S.view.kind !== "run") { S.view = { kind: "run", path }; S.overlay = [path]; }
-  writeHash(); renderList(); showView(); pollRunsNow();
+  writeHash(); renderList(); showView(); pollRuns();
 }
 const colorOf = (path) => COLORS[Math.max(0, S.overlay.indexOf(path)) % COLORS.length];
+const selected = (kind, path) => !!S.view && S.view.kind === kind && S.view.path === path;
 
 // ---- the side bar ----
+// A shown run's entry comes from its own answer when that is newer than the list (polled every
+// RUN_MS, the list every LIST_MS), so the side bar never says "running" after the header says done.
+function entry(r) {
+  const R = S.runs[r.path], D = R && R.detail;
+  if (!D || R.at < S.listAt) return r;
+  const { status, step, steps, val_acc, train_acc, phase, report, errors } = D;
+  return { ...r, status, step, steps, val_acc, train_acc, phase, report, errors };
+}
+
 function renderList() {
   const L = S.list;
   if (!L) return;
   $("root").textContent = L.root;
   const f = $("filter").value.trim().toLowerCase();
-  const runs = L.runs.filter((r) => !f || (r.path + " " + r.task + " " + r.preset).toLowerCase().includes(f));
+  const runs = L.runs.map(entry).filter((r) => !f || (r.path + " " + r.task + " " + r.preset).toLowerCase().includes(f));
   $("nruns").textContent = `(${L.runs.length})`;
-  $("runs").innerHTML = runs.map((r) => {
-    const sel = S.view && S.view.kind === "run" && S.view.path === r.path;
-    const on = S.overlay.includes(r.path);
-    const status = r.errors.length ? "error" : r.status;
-    const prog = r.step === null || r.step === undefined ? "no metrics yet" : `step ${r.step}${r.steps ? "/" + r.steps : ""} · val ${fmt(r.val_acc)}`;
-    return `<li data-path="${esc(r.path)}" data-status="${esc(r.status)}" class="${sel ? "selected" : ""}">` +
-      `<input type="checkbox" title="overlay on the charts" ${on ? "checked" : ""}>` +
-      (on ? `<span class="swatch" style="background:${colorOf(r.path)}"></span>` : "") +
-      `<span class="name">${esc(r.path)}</span><span class="badge ${esc(status)}">${esc(r.errors.length ? "error" : r.status)}</span>` +
-      `<div class="sub">${esc(r.preset ? r.preset + " · " : "")}${esc(r.task)} · ${esc(prog)}${r.phase ? " · " + esc(r.phase) : ""}</div></li>`;
-  }).join("") || `<li class="muted">${L.runs.length ? "no run matches the filter" : "no run directory (config.json) under the root yet"}</li>`;
+  $("runs").replaceChildren(...runs.map((r) => {
+    const on = S.overlay.includes(r.path), status = r.errors.length ? "error" : r.status;
+    const prog = isNum(r.step) ? `step ${r.step}${isNum(r.steps) ? "/" + r.steps : ""} · val ${fmt(r.val_acc)}` : "no metrics yet";
+    return h("li", { dataset: { path: r.path, status: r.status }, class: selected("run", r.path) ? "selected" : "" },
+      h("input", { type: "checkbox", title: "overlay on the charts", checked: on }),
+      on ? h("span", { class: "swatch", style: { background: colorOf(r.path) } }) : null,
+      h("span", { class: "name" }, r.path), h("span", { class: "badge " + status }, status),
+      h("div", { class: "sub" }, `${r.preset ? r.preset + " · " : ""}${r.task} · ${prog}${r.phase ? " · " + r.phase : ""}`));
+  }));
+  if (!runs.length) $("runs").append(h("li", { class: "muted" }, L.runs.length ? "no run matches the filter" : "no run directory (config.json) under the root yet"));
   $("nsweeps").textContent = `(${L.sweeps.length})`;
-  $("sweeps").innerHTML = L.sweeps.map((s) => `<li data-path="${esc(s.path)}" class="${S.view && S.view.kind === "sweep" && S.view.path === s.path ? "selected" : ""}">` +
-    `<span class="name">${esc(s.path)}</span><div class="sub">${s.trials === null ? "no results.csv yet" : s.trials + " trials"} · ${s.figures.length} figures</div></li>`).join("") || `<li class="muted">none</li>`;
+  $("sweeps").replaceChildren(...L.sweeps.map((s) => h("li", { dataset: { path: s.path }, class: selected("sweep", s.path) ? "selected" : "" },
+    h("span", { class: "name" }, s.path), h("div", { class: "sub" }, `${isNum(s.trials) ? s.trials + " trials" : "no results.csv yet"} · ${s.figures.length} figures`))));
+  if (!L.sweeps.length) $("sweeps").append(h("li", { class: "muted" }, "none"));
   $("nresults").textContent = `(${L.results.length})`;
-  $("results").innerHTML = L.results.map((s) => `<li data-path="${esc(s.path)}" class="${S.view && S.view.kind === "result" && S.view.path === s.path ? "selected" : ""}">` +
-    `<span class="name">${esc(s.path)}</span><div class="sub">${s.figures.map((f) => esc(f.name)).join(", ") || "report"}</div></li>`).join("") || `<li class="muted">none</li>`;
+  $("results").replaceChildren(...L.results.map((s) => h("li", { dataset: { path: s.path }, class: selected("result", s.path) ? "selected" : "" },
+    h("span", { class: "name" }, s.path), h("div", { class: "sub" }, s.figures.map((x) => x.name).join(", ") || "report"))));
+  if (!L.results.length) $("results").append(h("li", { class: "muted" }, "none"));
 }
 
 function onListClick(kind) {
@@ -93,155 +126,197 @@ function onListClick(kind) {
   };
 }
 
-// ---- charts: inline SVG, log or linear axes, vertical markers ----
-function ticks(lo, hi, log) {
-  if (log) {
-    const out = [];
-    for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) {
-      for (const m of (hi - lo < 1.5 ? [1, 2, 5] : [1])) { const v = Math.log10(m) + e; if (v >= lo - 1e-9 && v <= hi + 1e-9) out.push(v); }
-    }
-    return out;
-  }
-  const span = hi - lo || 1, raw = span / 5, mag = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw);
-  const out = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9 * span; v += step) out.push(v);
-  return out;
-}
-function tickLabel(v, log) {
-  const x = +(log ? Math.pow(10, v) : v).toPrecision(3);  // 0.00999999 is 0.01
-  const a = Math.abs(x);
+// ---- charts (uPlot): log or linear axes, vertical markers with labels laid out in rows ----
+function tickLabel(v) {
+  if (v === null || v === undefined) return "";
+  const x = +v.toPrecision(3), a = Math.abs(x);
   if (a < 1e-12) return "0";
   return a >= 1e5 || a < 1e-3 ? x.toExponential().replace("e+", "e") : String(x);
 }
-function thin(points) {
-  if (points.length <= MAX_DRAWN) return points;
-  const k = Math.ceil(points.length / MAX_DRAWN), out = points.filter((_, i) => i % k === 0);
-  if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1]);
-  return out;
+
+// series: [{run, key, label, color, dash, dots, points: [[step, value], ...]}]; opt: {logy, ymin, ymax, markers, height}
+// The container keeps its uPlot in el._u; new data only calls setData (keeping a zoom the user made).
+function plot(el, series, opt) {
+  const logx = S.logx, logy = !!opt.logy;
+  const xOf = (s) => (logx ? Math.max(s, 1) : s);  // step 0 sits at 1 on a log axis
+  const yOk = (v) => isNum(v) && (!logy || v > 0);
+  const steps = new Set();
+  for (const se of series) for (const [s, v] of se.points) if (yOk(v)) steps.add(xOf(s));
+  const xs = [...steps].sort((a, b) => a - b), at = new Map(xs.map((x, i) => [x, i]));
+  const data = [xs, ...series.map((se) => {
+    const ys = new Array(xs.length).fill(null);
+    for (const [s, v] of se.points) if (yOk(v)) ys[at.get(xOf(s))] = v;
+    return ys;
+  })];
+  el.dataset.points = JSON.stringify(Object.fromEntries(series.map((se) => [se.run + "|" + se.key, se.points.length])));
+  el._markers = opt.markers || [];
+  const sig = JSON.stringify([logx, logy, opt.ymin, opt.ymax, series.map((se) => [se.label, se.color, !!se.dash, !!se.dots])]);
+  const width = Math.max(200, el.clientWidth - 8), height = opt.height || 240;
+  if (el._u && el._sig === sig) {
+    if (el._u.width !== width) el._u.setSize({ width, height });
+    el._u.setData(data, !el._zoomed);
+    return;
+  }
+  if (el._u) el._u.destroy();
+  el.replaceChildren();
+  const strip = h("div", { class: "marks" });
+  el.append(strip);
+  const u = new uPlot({
+    width, height,
+    scales: { x: { time: false, distr: logx ? 3 : 1, range: (u, lo, hi) => (lo < hi ? [lo, hi] : [lo, lo + 1]) }, y: { distr: logy ? 3 : 1, range: isNum(opt.ymin) ? [opt.ymin, opt.ymax] : undefined } },
+    axes: [{ values: (u, vals) => vals.map(tickLabel), stroke: "#555", grid: { stroke: "#eee" } },
+      { size: 54, values: (u, vals) => vals.map(tickLabel), stroke: "#555", grid: { stroke: "#eee" } }],
+    series: [{ label: "step", value: (u, v) => fmtVal(v) },
+      ...series.map((se) => ({ label: se.label, stroke: se.color, width: 1.5, dash: se.dash ? [5, 3] : undefined, spanGaps: true,
+        points: { show: !!se.dots, size: 5 }, value: (u, v) => fmtVal(v) }))],
+    legend: { live: true },
+    cursor: { drag: { x: true, y: false }, sync: { key: "groklab" } },
+    hooks: {
+      draw: [(u) => drawMarkers(u, el._markers, strip)],
+      setSelect: [(u) => { if (u.select.width > 0) el._zoomed = true; }],
+    },
+  }, data, el);
+  u.over.addEventListener("dblclick", () => { el._zoomed = false; });
+  el._u = u; el._sig = sig; el._zoomed = false;
 }
 
-// series: [{run, key, label, color, dash, points: [[step, value], ...]}]; opt: {logy, ymin, ymax, markers}
-function drawChart(svg, series, opt) {
-  const W = svg.clientWidth || 480, H = svg.clientHeight || 260, ml = 52, mr = 10, mt = 14, mb = 26;
-  const logx = S.logx, logy = !!opt.logy;
-  const tx = (s) => (logx ? Math.log10(Math.max(s, 1)) : s);
-  const ty = (v) => (logy ? Math.log10(v) : v);
-  let xs = [], ys = [];
-  for (const se of series) for (const [s, v] of se.points) if (!logy || v > 0) { xs.push(tx(s)); ys.push(ty(v)); }
-  for (const m of opt.markers || []) xs.push(tx(m.step));
-  if (!xs.length) { svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no points yet</text>`; svg.dataset.points = "0"; return; }
-  let x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = opt.ymin ?? Math.min(...ys), y1 = opt.ymax ?? Math.max(...ys);
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { const pad = logy || y0 === 0 ? 0.5 : Math.abs(y0) * 0.1; y0 -= pad; y1 += pad; }  // a constant (lr)
-  const px = (x) => ml + (x - x0) / (x1 - x0) * (W - ml - mr), py = (y) => mt + (1 - (y - y0) / (y1 - y0)) * (H - mt - mb);
-  let g = `<g class="grid">`;
-  for (const t of ticks(y0, y1, logy)) g += `<line x1="${ml}" x2="${W - mr}" y1="${py(t)}" y2="${py(t)}"/><text x="${ml - 4}" y="${py(t) + 3}" text-anchor="end">${tickLabel(t, logy)}</text>`;
-  for (const t of ticks(x0, x1, logx)) g += `<line x1="${px(t)}" x2="${px(t)}" y1="${mt}" y2="${H - mb}"/><text x="${px(t)}" y="${H - mb + 13}" text-anchor="middle">${tickLabel(t, logx)}</text>`;
-  g += `</g><line class="axis" x1="${ml}" x2="${W - mr}" y1="${H - mb}" y2="${H - mb}"/><line class="axis" x1="${ml}" x2="${ml}" y1="${mt}" y2="${H - mb}"/>`;
-  g += `<text x="${W - mr}" y="${H - 2}" text-anchor="end">step</text>`;
-  let total = 0;
-  for (const se of series) {
-    const pts = thin(se.points.filter(([, v]) => !logy || v > 0));
-    total += se.points.length;
-    const d = pts.map(([s, v], i) => `${i ? "L" : "M"}${px(tx(s)).toFixed(1)},${py(ty(v)).toFixed(1)}`).join("");
-    g += `<path d="${d}" fill="none" stroke="${se.color}" stroke-width="1.6" ${se.dash ? 'stroke-dasharray="5 3"' : ""} data-run="${esc(se.run)}" data-key="${esc(se.key)}" data-points="${se.points.length}"><title>${esc(se.label)}</title></path>`;
+// Dashed vertical lines on the canvas; their labels are elements in a strip above the plot,
+// each put in the first row where it does not touch the label before it, so close boundaries
+// (memorization end and a threshold crossing a few steps apart) stay readable.
+function drawMarkers(u, markers, strip) {
+  const ctx = u.ctx, { left, top, width, height } = u.bbox, dpr = devicePixelRatio || 1;
+  const xmin = u.scales.x.min, xmax = u.scales.x.max;
+  const shown = markers.map((m) => ({ m, x: S.logx ? Math.max(m.step, 1) : m.step }))
+    .filter(({ x }) => x >= xmin && x <= xmax).sort((a, b) => a.x - b.x);
+  ctx.save();
+  ctx.setLineDash([4 * dpr, 3 * dpr]);
+  ctx.lineWidth = dpr;
+  for (const { m, x } of shown) {
+    const px = Math.round(u.valToPos(x, "x", true)) + 0.5;
+    ctx.strokeStyle = MARK_COLOR[m.kind] || MARK_COLOR.phase;
+    ctx.beginPath(); ctx.moveTo(px, top); ctx.lineTo(px, top + height); ctx.stroke();
   }
-  for (const m of opt.markers || []) {
-    const c = m.kind === "train" ? "#1f77b4" : m.kind === "val" ? "#d62728" : "#555";
-    g += `<line class="marker" x1="${px(tx(m.step))}" x2="${px(tx(m.step))}" y1="${mt}" y2="${H - mb}" stroke="${c}"><title>${esc(m.label)} @ ${m.step}</title></line>` +
-      `<text x="${px(tx(m.step)) + 2}" y="${mt - 3}" style="fill:${c}">${esc(m.label)}</text>`;
+  ctx.restore();
+  strip.replaceChildren();
+  const x0 = left / dpr, right = (left + width) / dpr, rowEnd = [];
+  for (const { m, x } of shown) {
+    const el = h("span", { class: "mark " + m.kind, title: `${m.label} at step ${m.step}` }, `${m.label} ${fmtVal(m.step)}`);
+    strip.append(el);
+    const w = el.offsetWidth;
+    const at = x0 + u.valToPos(x, "x");
+    const lx = at + 2 + w <= right ? at + 2 : Math.max(0, at - 2 - w);  // right of its line, or left near the edge
+    let row = rowEnd.findIndex((end) => end + 4 <= lx);
+    if (row < 0) { row = rowEnd.length; rowEnd.push(0); }
+    rowEnd[row] = lx + w;
+    Object.assign(el.style, { left: lx + "px", top: row * LABEL_ROW + "px" });
   }
-  svg.innerHTML = g;
-  svg.dataset.points = String(total);
+  strip.style.height = rowEnd.length * LABEL_ROW + "px";
 }
 
 // ---- the run view ----
-function pts(records, key) { return records.filter((r) => typeof r[key] === "number").map((r) => [r.step, r[key]]); }
+function pts(records, key) { return records.filter((r) => isNum(r[key]) && isNum(r.step)).map((r) => [r.step, r[key]]); }
 
 function renderRun() {
   const path = S.view.path, R = S.runs[path], D = R && R.detail;
   const head = $("runhead");
-  if (!D) { head.innerHTML = `<h2>${esc(path)}</h2><p class="muted">${R && R.error ? esc(R.error) : "loading…"}</p>`; return; }
+  if (!D) { head.replaceChildren(h("h2", {}, path), h("p", { class: "muted" }, R && R.error ? R.error : "loading…")); return; }
   const s = D.summary || {};
-  head.innerHTML = `<h2>${esc(D.path)} <span class="badge ${esc(D.status)}">${esc(D.status)}</span></h2>` +
-    `<div class="facts"><span>${esc(D.preset || "no preset")} · ${esc(D.task)}</span><span>step ${fmt(D.step)}${D.steps ? " / " + D.steps : ""}</span>` +
-    `<span>train ${fmt(D.train_acc)} · val ${fmt(D.val_acc)}</span>${D.phase ? `<span>phase <b>${esc(D.phase)}</b></span>` : ""}` +
-    (s.message ? `<span>${esc(s.message)}</span>` : "") + `</div><div class="facts">` +
-    (D.report ? `<a href="${fileUrl(D.report)}" target="_blank">report.html</a>` : `<span class="muted">report.html is written when the run ends</span>`) +
-    `<a href="${fileUrl(D.path + "/metrics.jsonl")}" target="_blank">metrics.jsonl</a>` +
-    (R.measures.length ? `<a href="${fileUrl(D.path + "/measures.jsonl")}" target="_blank">measures.jsonl</a>` : "") + `</div>`;
+  head.replaceChildren(
+    h("h2", {}, D.path, " ", h("span", { class: "badge " + D.status }, D.status)),
+    h("div", { class: "facts" },
+      h("span", {}, `${D.preset || "no preset"} · ${D.task}`),
+      h("span", {}, `step ${fmt(D.step)}${isNum(D.steps) ? " / " + D.steps : ""}`),
+      h("span", {}, `train ${fmt(D.train_acc)} · val ${fmt(D.val_acc)}`),
+      D.phase ? h("span", {}, "phase ", h("b", {}, D.phase)) : null,
+      s.message ? h("span", {}, String(s.message)) : null),
+    h("div", { class: "facts" },
+      D.report ? link(D.report, "report.html") : h("span", { class: "muted" }, "report.html is written when the run ends"),
+      link(D.path + "/metrics.jsonl", "metrics.jsonl"),
+      R.measures.length ? link(D.path + "/measures.jsonl", "measures.jsonl") : null,
+      R.analysis.length ? link(D.path + "/analysis.jsonl", "analysis.jsonl") : null));
   const errs = [...(D.errors || []), ...(R.error ? [R.error] : [])];
   $("runerrors").hidden = !errs.length;
-  $("runerrors").innerHTML = errs.map(esc).join("<br>");
+  $("runerrors").replaceChildren(...errs.flatMap((e, i) => (i ? [h("br"), e] : [e])));
 
-  const acc = [], loss = [], legend = [];
+  const acc = [], loss = [];
   const single = S.overlay.length === 1;  // one run: train blue, validation red, as in curves.png
   for (const p of S.overlay) {
     const r = S.runs[p];
     if (!r) continue;
-    const c = colorOf(p), ct = single ? "#1f77b4" : c;
-    acc.push({ run: p, key: "val_acc", label: p + " validation", color: c, points: pts(r.metrics, "val_acc") });
-    acc.push({ run: p, key: "train_acc", label: p + " train", color: ct, dash: true, points: pts(r.metrics, "train_acc") });
-    loss.push({ run: p, key: "val_loss", label: p + " validation", color: c, points: pts(r.metrics, "val_loss") });
-    loss.push({ run: p, key: "train_loss", label: p + " train", color: ct, dash: true, points: pts(r.metrics, "train_loss") });
-    legend.push(single ? `<span><i style="background:${ct}"></i>train</span><span><i style="background:${c}"></i>validation · ${esc(p)} (${r.metrics.length} points)</span>`
-      : `<span><i style="background:${c}"></i>${esc(p)} (${r.metrics.length} points)</span>`);
+    const c = colorOf(p), ct = single ? "#1f77b4" : c, name = single ? "" : p + " ";
+    acc.push({ run: p, key: "val_acc", label: name + "validation", color: c, points: pts(r.metrics, "val_acc") });
+    acc.push({ run: p, key: "train_acc", label: name + "train", color: ct, dash: true, points: pts(r.metrics, "train_acc") });
+    loss.push({ run: p, key: "val_loss", label: name + "validation", color: c, points: pts(r.metrics, "val_loss") });
+    loss.push({ run: p, key: "train_loss", label: name + "train", color: ct, dash: true, points: pts(r.metrics, "train_loss") });
   }
-  drawChart($("acc"), acc, { ymin: 0, ymax: 1, markers: D.markers });
-  drawChart($("loss"), loss, { logy: true, markers: D.markers });
-  $("legend").innerHTML = legend.join("");
-
-  // progress measures, then the other values of metrics.jsonl (lr, weight norm; a GTN's meta-loss)
-  const keys = [], shown = new Set(["step", "time", "train_acc", "val_acc", "train_loss", "val_loss"]);
-  for (const r of R.measures) for (const k of Object.keys(r)) if (k !== "step" && !keys.includes(k)) keys.push(k);
-  const mkeys = [];
-  for (const r of R.metrics) for (const k of Object.keys(r)) if (!shown.has(k) && !mkeys.includes(k)) mkeys.push(k);
-  const box = $("measures"), all = [...keys.map((k) => ["measures", k]), ...mkeys.map((k) => ["metrics", k])];
-  if (!all.length) box.innerHTML = `<p class="muted">no progress measures in this run yet</p>`;
-  else {
-    const sig = all.map((x) => x.join(":")).join(",");
-    if (box.dataset.keys !== sig) {
-      box.innerHTML = all.map(([src, k]) => `<figure><figcaption>${esc(k)}${src === "metrics" ? ' <span class="muted">(metrics.jsonl)</span>' : ""}</figcaption>` +
-        `<svg class="small" data-${src === "measures" ? "measure" : "metric"}="${esc(k)}"></svg></figure>`).join("") +
-        (keys.length ? "" : `<p class="muted">no progress measures (train.measure_every=0, or none measured yet; <code>groklab analyze</code> adds them)</p>`);
-      box.dataset.keys = sig;
-    }
-    for (const svg of box.querySelectorAll("svg[data-measure], svg[data-metric]")) {
-      const k = svg.dataset.measure || svg.dataset.metric, p = pts(svg.dataset.measure ? R.measures : R.metrics, k), vals = p.map((x) => x[1]);
-      const pos = vals.length && vals.every((v) => v > 0), logy = pos && Math.max(...vals) / Math.min(...vals) > 100;
-      drawChart(svg, [{ run: path, key: k, label: k, color: colorOf(path), points: p }], { logy, markers: D.markers });
-    }
-  }
+  plot($("acc"), acc, { ymin: -0.02, ymax: 1.02, markers: D.markers });
+  plot($("loss"), loss, { logy: true, markers: D.markers });
+  renderMeasures(path, R, D);
   renderFigs($("figs"), D.figures, "no fig_*.png in this run (groklab analyze and GTN runs add them; the curves are above)");
   $("config").textContent = D.config ? JSON.stringify(D.config, null, 2) : "config.json unreadable";
 }
 
+// Progress measures: the live ones (measures.jsonl) and those of `groklab analyze`
+// (analysis.jsonl, one point per checkpoint) on one chart per key; then the other values of
+// metrics.jsonl (lr, weight norm; a GTN's meta-loss).
+function renderMeasures(path, R, D) {
+  const keysOf = (recs, skip) => { const ks = []; for (const r of recs) for (const k of Object.keys(r)) if (!skip.has(k) && !ks.includes(k)) ks.push(k); return ks; };
+  const mkeys = keysOf([...R.measures, ...R.analysis], new Set(["step"]));
+  const okeys = keysOf(R.metrics, new Set(["step", "time", "train_acc", "val_acc", "train_loss", "val_loss"]));
+  const all = [...mkeys.map((k) => ["measure", k]), ...okeys.map((k) => ["metric", k])];
+  const box = $("measures"), sig = JSON.stringify([all, S.logx]);
+  if (box.dataset.keys !== sig) {
+    box.replaceChildren(...all.map(([src, k]) => h("figure", {},
+      h("figcaption", {}, k, src === "metric" ? h("span", { class: "muted" }, " (metrics.jsonl)") : null),
+      h("div", { class: "small", dataset: { [src]: k } }))));
+    if (!mkeys.length) box.append(h("p", { class: "muted" }, "no progress measures in this run: train.measure_every=0, or none measured yet; ",
+      h("code", {}, "groklab analyze"), " adds them from the checkpoints"));
+    box.dataset.keys = sig;
+  }
+  const color = colorOf(path);
+  for (const el of box.querySelectorAll("div[data-measure], div[data-metric]")) {
+    const k = el.dataset.measure || el.dataset.metric, series = [];
+    if (el.dataset.metric) series.push({ run: path, key: k, label: k, color, points: pts(R.metrics, k) });
+    else {
+      const live = pts(R.measures, k), ana = pts(R.analysis, k);
+      if (live.length) series.push({ run: path, key: k, label: "live", color, points: live });
+      if (ana.length) series.push({ run: path, key: "analysis:" + k, label: "groklab analyze", color: "#555", dash: true, dots: true, points: ana });
+    }
+    const vals = series.flatMap((se) => se.points.map((x) => x[1]));
+    const logy = vals.length > 0 && vals.every((v) => v > 0) && Math.max(...vals) / Math.min(...vals) > 100;
+    plot(el, series, { logy, markers: D.markers, height: 170 });
+  }
+}
+
 function renderFigs(el, figs, none) {
-  const want = figs.map((f) => f.path + "@" + f.mtime).join(",");
+  const want = JSON.stringify(figs.map((f) => [f.path, f.mtime]));
   if (el.dataset.figs === want) return;  // reloading unchanged images would flicker
   el.dataset.figs = want;
-  el.innerHTML = figs.length ? figs.map((f) => `<figure><a href="${fileUrl(f.path, f.mtime)}" target="_blank"><img alt="${esc(f.name)}" src="${fileUrl(f.path, f.mtime)}" onerror="this.replaceWith('image not readable yet')"></a><figcaption>${esc(f.name)}</figcaption></figure>`).join("")
-    : `<p class="muted">${esc(none)}</p>`;
+  if (!figs.length) { el.replaceChildren(h("p", { class: "muted" }, none)); return; }
+  el.replaceChildren(...figs.map((f) => {
+    const img = h("img", { alt: f.name, src: fileUrl(f.path, f.mtime) });
+    img.addEventListener("error", () => img.replaceWith("image not readable yet"));
+    return h("figure", {}, h("a", { href: fileUrl(f.path, f.mtime), target: "_blank", rel: "noopener" }, img), h("figcaption", {}, f.name));
+  }));
 }
 
 async function pollRun(path) {
-  const R = S.runs[path] || (S.runs[path] = { m: null, s: null, metrics: [], measures: [], detail: null, error: null });
+  const R = S.runs[path] || (S.runs[path] = { m: null, s: null, a: null, metrics: [], measures: [], analysis: [], detail: null, error: null, at: 0 });
   if (R.busy) return;  // one request per run at a time, so no record is appended twice
   R.busy = true;
   const q = new URLSearchParams({ path });
-  if (R.m) q.set("m", R.m);
-  if (R.s) q.set("s", R.s);
+  for (const [, tk] of SOURCES) if (R[tk]) q.set(tk, R[tk]);
+  const sent = Date.now();
   try {
     const D = await getJSON("/api/run?" + q.toString());
-    for (const [k, tk] of [["metrics", "m"], ["measures", "s"]]) {
+    for (const [k, tk] of SOURCES) {
       const got = D[k];
       if (got.reset) R[k] = [];
       R[k].push(...got.records);
       R[tk] = got.token;
+      delete D[k];
     }
-    delete D.metrics; delete D.measures;
-    R.detail = D; R.error = null;
+    R.detail = D; R.error = null; R.at = sent;
   } catch (e) {
     R.error = e.status === 404 ? `${path}: ${e.message}` : `cannot read ${path}: ${e.message}`;
   } finally {
@@ -254,11 +329,10 @@ async function pollRuns() {
   clearTimeout(runTimer);
   if (S.view && S.view.kind === "run") {
     await Promise.all(S.overlay.map(pollRun));
-    if (S.view && S.view.kind === "run") renderRun();
+    if (S.view && S.view.kind === "run") { renderRun(); renderList(); }
   }
   runTimer = setTimeout(pollRuns, RUN_MS);
 }
-function pollRunsNow() { pollRuns(); }
 
 // ---- sweeps and other results ----
 async function loadSweep() {
@@ -269,9 +343,9 @@ async function loadSweep() {
 }
 function renderSweep() {
   const W = S.sweep;
-  if (!W || W.error) { $("sweephead").innerHTML = `<h2>${esc(S.view.path)}</h2><p class="warn">${esc(W ? W.error : "loading…")}</p>`; return; }
-  $("sweephead").innerHTML = `<h2>${esc(W.path)}</h2><div class="facts"><span>${W.trials ?? 0} trials</span>` +
-    (W.report ? `<a href="${fileUrl(W.report)}" target="_blank">report.html</a>` : "") + `</div>`;
+  if (!W || W.error) { $("sweephead").replaceChildren(h("h2", {}, S.view.path), h("p", { class: "warn" }, W ? W.error : "loading…")); return; }
+  $("sweephead").replaceChildren(h("h2", {}, W.path), h("div", { class: "facts" }, h("span", {}, `${isNum(W.trials) ? W.trials : 0} trials`),
+    W.report ? link(W.report, "report.html") : null));
   $("sweeperrors").hidden = !W.errors.length;
   $("sweeperrors").textContent = W.errors.join("; ");
   renderFigs($("sweepfigs"), W.figures, "no phase diagram (fig_*.png) yet");
@@ -279,16 +353,18 @@ function renderSweep() {
   const runs = new Set((S.list ? S.list.runs : []).map((r) => r.path)), idCol = W.header.indexOf("id");
   const cell = (c, i) => {  // a point's id links to its run (sweep/points/ID) when it is listed
     const p = `${W.path}/points/${c}`;
-    return i === idCol && runs.has(p) ? `<td><a href="#run=${encodeURIComponent(p)}" data-run="${esc(p)}">${esc(c)}</a></td>` : `<td>${esc(c)}</td>`;
+    return h("td", {}, i === idCol && runs.has(p) ? h("a", { href: "#run=" + encodeURIComponent(p), dataset: { run: p } }, c) : c);
   };
-  $("sweeptable").innerHTML = W.header.length ? `<tr>${W.header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr>` + W.rows.map((r) => `<tr>${r.map(cell).join("")}</tr>`).join("") : `<tr><td class="muted">no results.csv yet</td></tr>`;
+  $("sweeptable").replaceChildren(...(W.header.length
+    ? [h("tr", {}, W.header.map((x) => h("th", {}, x))), ...W.rows.map((r) => h("tr", {}, r.map(cell)))]
+    : [h("tr", {}, h("td", { class: "muted" }, "no results.csv yet"))]));
   $("specname").textContent = W.spec ? W.spec.name : "spec";
   $("spec").textContent = W.spec ? W.spec.text : "";
 }
 function renderResult() {
   const R = S.list && S.list.results.find((r) => r.path === S.view.path);
-  if (!R) { $("resulthead").innerHTML = `<h2>${esc(S.view.path)}</h2><p class="warn">not found under the root (deleted?)</p>`; return; }
-  $("resulthead").innerHTML = `<h2>${esc(R.path)}</h2>` + (R.report ? `<div class="facts"><a href="${fileUrl(R.report)}" target="_blank">report.html</a></div>` : "");
+  if (!R) { $("resulthead").replaceChildren(h("h2", {}, S.view.path), h("p", { class: "warn" }, "not found under the root (deleted?)")); return; }
+  $("resulthead").replaceChildren(h("h2", {}, R.path), R.report ? h("div", { class: "facts" }, link(R.report, "report.html")) : "");
   renderFigs($("resultfigs"), R.figures, "no figures");
 }
 
@@ -305,8 +381,10 @@ function showView() {
 let listTimer = null, sweepTick = 0;
 async function pollList() {
   clearTimeout(listTimer);
+  const sent = Date.now();
   try {
     S.list = await getJSON("/api/list");
+    S.listAt = sent;
     banner(S.list.error);
     $("live").textContent = "updated " + new Date().toLocaleTimeString();
     if (!S.view && S.list.runs.length) {
@@ -336,7 +414,7 @@ window.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("resize", () => { if (S.view && S.view.kind === "run") renderRun(); });
   window.addEventListener("hashchange", () => {  // a pasted or edited #run=… address
     readHash(); renderList(); showView();
-    if (S.view && S.view.kind === "run") pollRunsNow(); else if (S.view && S.view.kind === "sweep") loadSweep();
+    if (S.view && S.view.kind === "run") pollRuns(); else if (S.view && S.view.kind === "sweep") loadSweep();
   });
   readHash();
   showView();
