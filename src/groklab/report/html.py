@@ -1,21 +1,49 @@
 """A self-contained ``report.html``: figures inlined as base64, no script or font from outside.
 
-The first figure is the one a person wants first (the curves); then the summary table, then any
-``fig_*.png`` other stages wrote into the run directory, then the full config.
+The first figure is the one a person wants first (the curves); then the summary table (numbers
+formatted: 0.9995, 2,760, 126.3 s), the progress-measure phases as a table with their rule as a
+footnote, any ``fig_*.png`` other stages wrote into the run directory, then the resolved config
+as a table of dotted keys (``optim.lr``), as ``groklab presets`` and ``--set`` name them.
+Every value is escaped: the page is also served by ``groklab dash``.
 """
 from __future__ import annotations
 
 import base64
 import html
 import json
+import math
 from pathlib import Path
 
 from groklab.runs.rundir import atomic_write_text, read_json
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}
-img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%}.note{font-size:.85em;color:#555;max-width:60em}
 .phase{font-size:1.4em;font-weight:600}"""
+
+# summary.json["phases"] keys (groklab.measure.phases.segment) in the order they happen
+PHASE_NAMES = {"memorization_end": "memorization ends", "val_loss_peak": "validation loss peaks",
+               "circuit_formation_end": "circuit formation ends",
+               "weight_decay_peak": "weight decay is fastest", "cleanup_end": "cleanup ends"}
+
+
+def fmt(v, unit: str = "") -> str:
+    """A number as a person reads it: integers with thousands separators (2,760), floats to
+    four significant digits (0.9995, 1.234e-05), NaN/inf as such; anything else as text."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        text = f"{v:,}"
+    elif not math.isfinite(v):
+        text = str(v)
+    elif 1000 <= abs(v) < 1e6:
+        text = f"{v:,.1f}"
+    else:
+        text = f"{v:.4g}"
+    return text + unit
 
 
 def img_tag(path: Path, alt: str) -> str:
@@ -23,9 +51,38 @@ def img_tag(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def table(rows: list[tuple[str, object]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+def table(rows: list[tuple[str, object]], head: tuple[str, str] | None = None) -> str:
+    def cell(v):
+        num = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return f'<td class="num">{html.escape(fmt(v))}</td>' if num else f"<td>{html.escape(fmt(v))}</td>"
+    top = f"<tr><th>{html.escape(head[0])}</th><th>{html.escape(head[1])}</th></tr>" if head else ""
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th>{cell(v)}</tr>" for k, v in rows)
+    return f"<table>{top}{body}</table>"
+
+
+def phases_html(phases: dict) -> str:
+    """The phase boundaries as a table (step of each), the rule that found them as a footnote."""
+    keys = [k for k in PHASE_NAMES if k in phases] + [k for k in phases if k not in PHASE_NAMES and k != "rule"]
+    rows = [(PHASE_NAMES.get(k, str(k).replace("_", " ")), phases[k]) for k in keys]
+    out = "<h2>Progress phases<sup>1</sup></h2>" + table(rows, ("boundary", "step"))
+    if phases.get("rule"):
+        out += f'<p class="note"><sup>1</sup> Nanda et al. 2023 (arXiv 2301.05217), as groklab ' \
+               f'finds them: {html.escape(str(phases["rule"]))}. Steps of an unreached boundary are –.</p>'
+    return out
+
+
+def dotted(config, prefix: str = "") -> list[tuple[str, object]]:
+    """{"optim": {"lr": 0.001}} -> [("optim.lr", 0.001)]; lists as JSON text."""
+    if not isinstance(config, dict):
+        return [(prefix or "config", config if isinstance(config, (int, float, str)) else json.dumps(config))]
+    out = []
+    for k, v in config.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out += dotted(v, key)
+        else:
+            out.append((key, v if v is None or isinstance(v, (int, float, str)) else json.dumps(v)))
+    return out
 
 
 def write_run_report(run_dir: str | Path) -> Path:
@@ -34,24 +91,29 @@ def write_run_report(run_dir: str | Path) -> Path:
     config = read_json(d / "config.json")
     parts = [f"<h1>groklab run — {html.escape(d.name)}</h1>",
              f'<p class="phase">phase: {html.escape(str(summary.get("phase", "?")))} '
-             f'· final validation accuracy {summary.get("final_val_acc")}</p>']
+             f'· final validation accuracy {html.escape(fmt(summary.get("final_val_acc")))}</p>']
     if (d / "curves.png").exists():
         parts.append(img_tag(d / "curves.png", "accuracy and loss curves"))
+    wall = summary.get("wall_seconds")
     rows = [("status", summary.get("status")), ("steps done", summary.get("steps_done")),
-            ("wall seconds", summary.get("wall_seconds"))]
+            ("wall time", fmt(wall, " s") if isinstance(wall, (int, float)) else wall)]
     for kind in ("memorized_at", "generalized_at"):
         for thr, step in (summary.get(kind) or {}).items():
             rows.append((f"{kind}[{thr}]", step))
-    for k in ("final_train_acc", "final_val_acc", "final_train_loss", "final_val_loss", "message"):
-        rows.append((k, summary.get(k)))
-    if summary.get("phases"):
-        rows.append(("progress phases", json.dumps(summary["phases"])))
+    for k in ("final_train_acc", "final_val_acc", "best_val_acc", "final_train_loss", "final_val_loss",
+              "key_freqs", "message"):
+        if k in summary:
+            v = summary[k]
+            rows.append((k, json.dumps(v) if isinstance(v, list) else v))
     parts += ["<h2>Summary</h2>", table(rows)]
+    if isinstance(summary.get("phases"), dict) and summary["phases"]:
+        parts.append(phases_html(summary["phases"]))
     figs = sorted(d.glob("fig_*.png"))
     if figs:
         parts.append("<h2>Progress measures</h2>")
         parts += [img_tag(f, f.stem) for f in figs]
-    parts += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"]
+    parts += ["<h2>Config</h2>", '<p class="note">the resolved config (config.json): the run is '
+              'reproducible from it alone</p>', table(dotted(config), ("key", "value"))]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(d.name)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     atomic_write_text(d / "report.html", page)
