@@ -420,3 +420,19 @@ def test_analysis_records_of_groklab_analyze_are_served_incrementally(server, tm
     assert run["analysis"]["records"] == [{"step": 100, "excluded_loss": 2.5}]
     code, again = get_json(server, f"/api/run?path=r&a={run['analysis']['token']}")
     assert again["analysis"]["records"] == [] and not again["analysis"]["reset"]
+
+
+def test_export_command_lives_beside_its_code_not_in_the_dashboard(capsys):
+    import argparse
+
+    import groklab.cli
+    from groklab.dash import cli as dash_cli
+    from groklab.runs import cli as runs_cli
+    for mod, names in ((dash_cli, {"dash"}), (runs_cli, {"export"})):
+        sub = argparse.ArgumentParser().add_subparsers()
+        mod.register(sub)
+        assert set(sub.choices) == names, mod.__name__
+    assert "groklab.runs.cli" in groklab.cli.PLUGINS
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--help"])
+    assert e.value.code == 0 and "--tensorboard" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``groklab dash``: the live page; ``groklab export``: a run directory into TensorBoard / MLflow."""
+"""``groklab dash``: the live page (``groklab export`` lives beside its code, groklab.runs.cli)."""
 from __future__ import annotations
 
 import sys
@@ -20,14 +20,6 @@ def cmd_dash(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    from groklab.runs.export import export_run
-    for line in export_run(args.dir, tensorboard=args.tensorboard, mlflow=args.mlflow,
-                           tracking_uri=args.tracking_uri):
-        print(line)
-    return 0
-
-
 def register(subparsers) -> None:
     d = subparsers.add_parser("dash", help="a live page in the browser: runs, sweeps, curves, measures")
     d.add_argument("--root", default="runs", help="folder holding run and sweep directories (default: runs)")
@@ -36,9 +28,3 @@ def register(subparsers) -> None:
                    help="address to bind (default 127.0.0.1: this machine only)")
     d.add_argument("--verbose", action="store_true", help="log every request")
     d.set_defaults(func=cmd_dash)
-    e = subparsers.add_parser("export", help="write a run's curves and measures to TensorBoard / MLflow")
-    e.add_argument("dir", help="a run directory")
-    e.add_argument("--tensorboard", action="store_true", help="event files in DIR/tensorboard")
-    e.add_argument("--mlflow", action="store_true", help="an MLflow run (default store DIR/mlruns)")
-    e.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or DIR/mlruns)")
-    e.set_defaults(func=cmd_export)
