@@ -124,6 +124,13 @@ def test_status_of_live_finished_stale_and_resumed_runs(tmp_path):
     assert scan.run_status(tmp_path, empty, None) == "starting"
 
 
+def test_a_run_killed_while_its_summary_says_running_becomes_stale(tmp_path):
+    d = make_run(tmp_path / "killed", summary={"status": "running"})  # what the loop writes at its start
+    t = os.path.getmtime(d / "metrics.jsonl")
+    assert scan.run_status(tmp_path, d, {"status": "running"}, now=t + 1) == "running"
+    assert scan.run_status(tmp_path, d, {"status": "running"}, now=t + 10 * scan.LIVE_SECONDS) == "stale"
+
+
 def test_markers_from_phases_and_threshold_crossings():
     s = {"phase_threshold": 0.9, "memorized_at": {"0.9": 120}, "generalized_at": {"0.9": None},
          "phases": {"circuit formation": 300, "cleanup": 800}}

@@ -172,10 +172,12 @@ def _report(root: Path, d: Path) -> str | None:
 
 def run_status(root: Path, d: Path, summary: dict | None, now: float | None = None) -> str:
     """completed / early_stopped / interrupted / nan (from summary.json), or running, starting,
-    stale (metrics stopped changing, no summary: killed or crashed)."""
+    stale (metrics stopped changing, no final summary: killed or crashed). The training loop
+    writes summary.json with status "running" when it starts; a process killed then never
+    rewrites it, so "running" is believed only while metrics.jsonl still changes."""
     now = time.time() if now is None else now
     m, s = _mtime(root, d / "metrics.jsonl"), _mtime(root, d / "summary.json")
-    if summary is not None and isinstance(summary.get("status"), str):
+    if summary is not None and isinstance(summary.get("status"), str) and summary["status"] != "running":
         if m is not None and s is not None and m > s + 1.0:  # resumed: summary is the old one
             return "running" if now - m < LIVE_SECONDS else "stale"
         return summary["status"]
