@@ -443,3 +443,9 @@ def test_export_command_lives_beside_its_code_not_in_the_dashboard(capsys):
     with pytest.raises(SystemExit) as e:
         main(["export", "--help"])
     assert e.value.code == 0 and "--tensorboard" in capsys.readouterr().out
+
+
+def test_the_default_run_records_live_measures_for_the_measures_panel():
+    # without them the default run's measures existed only at its 12 log-spaced checkpoints
+    import groklab
+    assert groklab.resolve("default").train.measure_every == 100
