@@ -18,8 +18,10 @@ import json
 import math
 import os
 import stat
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 MAX_JSON = 8 << 20  # bytes: config.json and summary.json are a few kB
 
@@ -28,14 +30,51 @@ class Refused(OSError):
     """A file the dashboard will not read: outside the root, or not a regular file."""
 
 
-def inside(root: Path, p: Path) -> Path | None:
-    """``p`` with every symlink and ``..`` resolved, if that is ``root`` or below it; else None.
-    ``root`` must be resolved already (DashServer does it)."""
+_local = threading.local()
+
+
+@contextmanager
+def scope() -> Iterator[None]:
+    """Within it (one request), each directory is resolved once and each file stat'ed once:
+    a listing of 200 runs asks ~8 questions per run, and resolving every path from the root
+    tripled its time."""
+    _local.dirs, _local.stats = {}, {}
     try:
-        real = Path(os.path.realpath(p))
+        yield
+    finally:
+        _local.dirs = _local.stats = None
+
+
+def _realdir(d: str) -> str:
+    cache = getattr(_local, "dirs", None)
+    if cache is None:
+        return os.path.realpath(d)
+    if d not in cache:
+        cache[d] = os.path.realpath(d)
+    return cache[d]
+
+
+def _real(root: Path, p: Path | str) -> str | None:
+    """The resolved path of ``p`` as a string if it is inside ``root`` (strings, not pathlib:
+    this runs for every file of every run in a listing)."""
+    p = os.fspath(p)
+    head, name = os.path.split(p)
+    try:
+        if name in ("", ".", "..") or stat.S_ISLNK(os.lstat(p).st_mode):
+            real = os.path.realpath(p)
+        else:  # the last name is no symlink: only its directory needs resolving
+            real = os.path.join(_realdir(head), name)
     except (OSError, ValueError):
         return None
-    return real if real == root or root in real.parents else None
+    r = os.fspath(root)
+    return real if real == r or real.startswith(r.rstrip(os.sep) + os.sep) else None
+
+
+def inside(root: Path, p: Path) -> Path | None:
+    """``p`` with every symlink and ``..`` resolved, if that is ``root`` or below it; else None
+    (also when it does not exist). ``root`` must be resolved already (DashServer does it)."""
+    real = _real(root, p)
+    return None if real is None else Path(real)
 
 
 def open_regular(root: Path, p: Path) -> BinaryIO:
@@ -44,15 +83,17 @@ def open_regular(root: Path, p: Path) -> BinaryIO:
     Raises FileNotFoundError when it does not exist, Refused when it is outside the root or not
     a regular file, OSError otherwise. Never blocks: O_NONBLOCK makes opening a FIFO return at
     once, and O_NOFOLLOW refuses a symlink swapped in after the path was resolved."""
-    real = inside(root, p)
+    real = _real(root, p)
     if real is None:
         if not os.path.lexists(p):
             raise FileNotFoundError(p)
-        raise Refused(f"{p.name} points outside the root")
+        raise Refused(f"{os.path.basename(p)} points outside the root")
     fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Refused(f"{p.name} is not a regular file")
+        st = os.fstat(fd)
+        _remember(p, st)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"{os.path.basename(p)} is not a regular file")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -61,14 +102,24 @@ def open_regular(root: Path, p: Path) -> BinaryIO:
 
 def regular_stat(root: Path, p: Path) -> os.stat_result | None:
     """stat of ``p`` if it is a regular file inside ``root``, else None (no exception)."""
-    real = inside(root, p)
-    if real is None:
-        return None
-    try:
-        st = os.stat(real)
-    except OSError:
-        return None
-    return st if stat.S_ISREG(st.st_mode) else None
+    cache = getattr(_local, "stats", None)
+    key = os.fspath(p)
+    if cache is not None and key in cache:
+        st = cache[key]
+    else:
+        real = _real(root, p)
+        try:
+            st = None if real is None else os.stat(real)
+        except OSError:
+            st = None
+        _remember(p, st)
+    return st if st is not None and stat.S_ISREG(st.st_mode) else None
+
+
+def _remember(p, st: os.stat_result | None) -> None:
+    cache = getattr(_local, "stats", None)
+    if cache is not None:
+        cache[os.fspath(p)] = st
 
 
 def is_file(root: Path, p: Path) -> bool:
@@ -78,7 +129,8 @@ def is_file(root: Path, p: Path) -> bool:
 def read_bytes(root: Path, p: Path, limit: int | None = None) -> bytes:
     """The file's bytes (at most ``limit``: Refused if it is longer)."""
     with open_regular(root, p) as fh:
-        data = fh.read() if limit is None else fh.read(limit + 1)
+        size = os.fstat(fh.fileno()).st_size  # read(limit + 1) would allocate all of limit
+        data = fh.read() if limit is None else fh.read(min(size, limit) + 1)
     if limit is not None and len(data) > limit:
         raise Refused(f"{p.name} is larger than {limit >> 20} MB")
     return data

@@ -263,6 +263,11 @@ def run_detail(root: Path, d: Path, mtok: str | None = None, stok: str | None = 
     """A run's config, summary, markers, figures and the metrics / measures / analysis records
     new since the tokens of the previous answer (all of them when the tokens are None)."""
     root = Path(root).resolve()
+    with files.scope():
+        return _run_detail(root, d, mtok, stok, atok)
+
+
+def _run_detail(root: Path, d: Path, mtok: str | None, stok: str | None, atok: str | None) -> dict:
     errors: list[str] = []
     cfg, summary = _read_run(root, d, errors)
     series = {}
@@ -302,6 +307,11 @@ def sweep_detail(root: Path, d: Path) -> dict[str, Any]:
     """A sweep's figures (phase diagrams), its results table (first ``MAX_CSV_ROWS`` rows) and
     its spec text."""
     root = Path(root).resolve()
+    with files.scope():
+        return _sweep_detail(root, d)
+
+
+def _sweep_detail(root: Path, d: Path) -> dict[str, Any]:
     errors: list[str] = []
     header, rows = [], []
     try:
@@ -347,6 +357,8 @@ def listing(root: Path) -> dict[str, Any]:
         return {"root": str(root), "runs": [], "sweeps": [], "results": [],
                 "error": f"root directory {str(root)!r} does not exist (any more)"}
     runs, sweeps, results = discover(root)
-    return {"root": str(root), "runs": [_guarded(run_info, root, d, sweeps) for d in runs],
-            "sweeps": [_guarded(sweep_info, root, d) for d in sweeps],
-            "results": [_guarded(result_info, root, d) for d in results], "error": None, "time": time.time()}
+    with files.scope():
+        return {"root": str(root), "runs": [_guarded(run_info, root, d, sweeps) for d in runs],
+                "sweeps": [_guarded(sweep_info, root, d) for d in sweeps],
+                "results": [_guarded(result_info, root, d) for d in results], "error": None,
+                "time": time.time()}
