@@ -108,6 +108,20 @@ def test_corrupt_lines_are_counted_and_nan_left_out(tmp_path):
     assert got["records"] == [{"step": 0, "val_loss": 1.5}, {"step": 10}]
 
 
+def test_a_huge_file_is_read_in_bounded_pieces_and_an_endless_line_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, "MAX_READ", 64)
+    p = tmp_path / "metrics.jsonl"
+    p.write_text("".join(json.dumps({"step": s, "val_acc": 0.5}) + "\n" for s in range(10))
+                 + json.dumps({"step": 99, "junk": "x" * 500}) + "\n" + json.dumps({"step": 100}) + "\n")
+    steps, bad, tok = [], 0, None
+    for _ in range(50):
+        got = scan.read_new(tmp_path, p, tok)
+        assert len(json.dumps(got)) < 400  # bounded, whatever the file's size
+        steps += [r["step"] for r in got["records"]]
+        bad, tok = bad + got["bad"], got["token"]
+    assert steps == list(range(10)) + [100] and bad >= 1
+
+
 def test_status_of_live_finished_stale_and_resumed_runs(tmp_path):
     live = make_run(tmp_path / "live")
     assert scan.run_status(tmp_path, live, None) == "running"

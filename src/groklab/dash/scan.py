@@ -35,6 +35,9 @@ LIVE_SECONDS = 120.0
 MAX_CSV_ROWS = 500
 MAX_TEXT = 20000
 MAX_CSV_BYTES = 32 << 20
+# At most this much of a JSON-lines file per answer (the rest comes with the next polls), so a
+# huge or endless metrics.jsonl cannot exhaust the server's memory in one request.
+MAX_READ = 32 << 20
 # The JSON-lines files of a run: the answer's key and the query parameter of its token.
 SERIES = (("metrics", "metrics.jsonl", "m"), ("measures", "measures.jsonl", "s"),
           ("analysis", "analysis.jsonl", "a"))
@@ -88,8 +91,9 @@ def read_new(root: Path, path: Path, token: str | None) -> dict[str, Any]:
 
     The token is ``"<inode>:<byte offset>"``: a file replaced by another (a resume truncates
     metrics.jsonl by an atomic rewrite) has a new inode, so the reader starts over and says
-    ``reset``. Only whole lines are consumed; unparsable whole lines, and records without a
-    finite numeric ``step``, are counted in ``bad``. Only finite numeric fields are kept.
+    ``reset``. Only whole lines are consumed, at most ``MAX_READ`` bytes per call; unparsable
+    whole lines, records without a finite numeric ``step`` and lines longer than ``MAX_READ``
+    are counted in ``bad``. Only finite numeric fields are kept.
     Returns {"records", "token", "reset", "bad", "error"}.
     """
     try:
@@ -108,12 +112,16 @@ def read_new(root: Path, path: Path, token: str | None) -> dict[str, Any]:
                 offset, reset = int(off), False
         try:
             fh.seek(offset)
-            data = fh.read(st.st_size - offset)
+            want = min(st.st_size - offset, MAX_READ)
+            data = fh.read(want)
         except OSError as e:
             return {"records": [], "token": token, "reset": False, "bad": 0,
                     "error": f"{path.name} is unreadable ({short(e)})"}
     cut = data.rfind(b"\n") + 1
     records, bad = [], 0
+    if cut == 0 and want == MAX_READ:  # one line longer than a whole answer: skip it, count it
+        return {"records": [], "token": f"{st.st_ino}:{offset + len(data)}", "reset": reset, "bad": 1,
+                "error": None}
     for line in data[:cut].split(b"\n"):
         if not line.strip():
             continue
