@@ -65,7 +65,7 @@ def _read_idx(path: Path) -> np.ndarray:
         shape = struct.unpack(f">{ndim}I", fh.read(4 * ndim))
         if dtype_code != 0x08:
             raise ValueError(f"{path}: only unsigned-byte idx files are supported")
-        return np.frombuffer(fh.read(), dtype=np.uint8).reshape(shape)
+        return np.frombuffer(bytearray(fh.read()), dtype=np.uint8).reshape(shape)  # writable: torch warns on read-only
 
 
 def load_mnist_idx(directory: str | Path) -> Arrays:
