@@ -59,3 +59,29 @@ def test_a_one_step_decay_reaches_the_floor_in_one_step():
     cfg = sched("linear", lr=1.0, warmup=3, min_lr_frac=0.5)
     assert get_lr(3, cfg, 4) == 1.0 and get_lr(4, cfg, 4) == 0.5
     assert get_lr(3, cfg, 3) == 1.0   # a budget no longer than the warm-up: no division by zero
+
+
+def test_a_run_logs_the_scheduled_lr_and_its_optimiser_steps_with_it(tmp_path):
+    """A cosine schedule with warm-up and a floor in a real run: every logged lr is get_lr's, the
+    last one (at train.steps) is the floor; and the optimiser uses it: the first update, at lr 0,
+    leaves the weights (decay included) unchanged."""
+    import groklab
+    cfg = groklab.resolve("default", overrides=[
+        "task.p=13", "task.frac=0.5", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32",
+        "optim.schedule=cosine", "optim.warmup=4", "optim.min_lr_frac=0.1", "optim.lr=0.01",
+        "train.steps=24", "train.eval_every=1", "train.n_checkpoints=0", "train.stop_threshold=0"])
+    run = groklab.run(cfg, out=tmp_path / "r", progress=False, report=False)
+    lrs = [r["lr"] for r in run.metrics]
+    assert lrs == pytest.approx([get_lr(s, cfg.optim, 24) for s in range(25)])
+    assert lrs[0] == 0 and lrs[4] == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.001)
+    norms = [r["weight_norm"] for r in run.metrics]
+    assert norms[1] == norms[0] and norms[2] != norms[1]
+
+
+def test_set_lr_sets_every_parameter_group():
+    import torch
+    from groklab.train.optim import set_lr
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 5.0}], lr=1.0)
+    set_lr(opt, 0.25)
+    assert [g["lr"] for g in opt.param_groups] == [0.25, 0.25]
