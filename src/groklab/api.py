@@ -58,14 +58,13 @@ def make_out(out: str | Path) -> Path:
     if str(out).strip() == "":
         raise ConfigError("--out '': expected a directory path")
     out = Path(out)
-    if out.exists() or out.is_symlink():
-        raise ConfigError(f"output directory {str(out)!r} already exists; choose another --out "
-                          f"or resume it with --resume")
     try:
+        if out.exists() or out.is_symlink():
+            raise ConfigError(f"output directory {str(out)!r} already exists; choose another --out "
+                              f"or resume it with --resume")
         out.mkdir(parents=True)
     except FileExistsError:
-        raise ConfigError(f"output directory {str(out)!r} already exists (or a parent is a file); "
-                          f"choose another --out") from None
+        raise ConfigError(f"output directory {str(out)!r} already exists; choose another --out") from None
     except OSError as e:
         raise ConfigError(f"cannot create output directory {str(out)[:200]!r}: {e.strerror}") from None
     return out
