@@ -50,11 +50,12 @@ def test_ensemble_matches_separate_runs(tmp_path, extra):
         ref = groklab.run(copy.deepcopy(c), out=tmp_path / f"r{i}", report=False)
         got, want = read_jsonl(dirs[i] / "metrics.jsonl"), ref.metrics
         assert [r["step"] for r in got] == [r["step"] for r in want]
+        n = {"train_acc": len(ref.task.y_train), "val_acc": len(ref.task.y_val)}
         for a, b in zip(got, want):
             for k in ("train_loss", "val_loss", "weight_norm", "lr"):
-                assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (i, k, a["step"])
-            for k in ("train_acc", "val_acc"):
-                assert abs(a[k] - b[k]) <= 2 / 30, (i, k, a["step"])  # one example may flip
+                assert a[k] == pytest.approx(b[k], rel=1e-4, abs=0), (i, k, a["step"])  # 1e-4 relative
+            for k in ("train_acc", "val_acc"):  # float rounding may flip one example, not two
+                assert abs(a[k] - b[k]) <= 1 / n[k] + 1e-9, (i, k, a["step"])
         s = summaries[i]
         assert (s["status"], s["steps_done"]) == (ref.summary["status"], ref.summary["steps_done"])
         assert list_checkpoints(dirs[i]) == list_checkpoints(ref.dir)
@@ -83,7 +84,7 @@ def test_an_ensemble_run_resumes_with_the_ordinary_loop(tmp_path):
 @pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 def test_diverging_model_is_marked_nan_and_the_others_go_on(tmp_path):
     cfgs = configs()
-    cfgs[1].optim.lr = 1e6
+    cfgs[1].optim.lr = 1e3
     cfgs[1].model.init_scale = 1e3
     summaries = train_ensemble(cfgs, [tmp_path / f"e{i}" for i in range(3)], report=False)
     ref = groklab.run(copy.deepcopy(cfgs[1]), out=tmp_path / "r", report=False)

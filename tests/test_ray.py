@@ -52,3 +52,35 @@ def test_grid_runs_on_a_ray_cluster(cluster, tmp_path):
         assert (d / "summary.json").is_file() and (d / "report.html").is_file()
     assert (tmp_path / "s" / "fig_phase.png").is_file()
     assert not (tmp_path / "s" / ".sweep_token").exists()
+
+
+def test_workers_that_cannot_see_the_sweep_directory_send_the_files_back(cluster, tmp_path):
+    """The branch for workers on other machines: no token, so each task runs in a temporary
+    directory and ships its files; the driver writes them into the sweep directory. A worker on
+    this machine is made "elsewhere" by handing it a token that is not in the token file."""
+    from groklab.runs.checkpoint import list_checkpoints
+    from groklab.runs.rundir import read_json, read_jsonl
+    from groklab.sweep.executors import RayExecutor
+
+    spec = parse_spec({"preset": "prieto", "name": "far", "ensemble": True,
+                       "base": {"task": {"p": 11, "frac": 0.5}, "model": {"hidden": [16]},
+                                "train": {"steps": 20, "eval_every": 10, "n_checkpoints": 1}},
+                       "axes": {"optim.lr": [1e-3, 1e-2], "optim.wd": [0.0, 1.0, 2.0]}})
+    ex = RayExecutor(cluster, tmp_path / "s", workers=2)
+    remote = ex._remote
+
+    class Elsewhere:  # hands every task a token that the token file does not hold
+        def remote(self, job, root, token):
+            return remote.remote(job, root, "not-" + token)
+    ex._remote = Elsewhere()
+    rows = run_sweep(spec, tmp_path / "s", executor=ex)
+    assert len(rows) == 6 and all(r["status"] == "completed" for r in rows)
+    assert ex.files_received >= 6 * 5  # config, metrics, summary, checkpoint, report per point
+    meta = read_json(tmp_path / "s" / "sweep.json")
+    assert [g["trained"] for g in meta["ensemble"]["groups"]] == ["together", "together"]  # ensembles too
+    for r in rows:
+        d = tmp_path / "s" / "points" / r["id"]
+        assert read_json(d / "summary.json")["steps_done"] == 20 and (d / "report.html").is_file()
+        assert [m["step"] for m in read_jsonl(d / "metrics.jsonl")] == [0, 10, 20]
+        assert list_checkpoints(d)[-1] == 20
+    assert not (tmp_path / "s" / ".sweep_token").exists()

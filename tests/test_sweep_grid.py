@@ -1,12 +1,17 @@
-"""Grid sweeps: run directories, results.csv, phase diagrams, failures, resume."""
+"""Grid sweeps: run directories, results.csv, phase diagrams, failures, resume, ensembles, pools."""
+import os
+
 import numpy as np
 import pytest
 
 import groklab
 from groklab.cli import main
 from groklab.config import ConfigError
+from groklab.runs.rundir import read_json
 from groklab.sweep import run_sweep
 from groklab.sweep.diagram import aggregate
+from groklab.sweep.executors import LocalExecutor, run_jobs
+from groklab.sweep.grid import make_jobs
 from groklab.sweep.spec import parse_spec
 from groklab.sweep.table import read_csv
 
@@ -16,8 +21,28 @@ TINY = {"preset": "prieto", "name": "tiny",
         "axes": {"optim.lr": [1e-3, 1e-2], "optim.wd": [0.0, 1.0]}, "ensemble": False}
 
 
+TINY_TOML = """
+preset = "prieto"
+name = "tiny"
+ensemble = false
+[base]
+"task.p" = 11
+"task.frac" = 0.5
+"model.hidden" = [16]
+"train.steps" = 30
+"train.eval_every" = 10
+"train.n_checkpoints" = 2
+[axes]
+"optim.lr" = [1e-3, 1e-2]
+"optim.wd" = [0.0, 1.0]
+"""
+
+
 def test_grid_writes_runs_table_diagrams_and_report(tmp_path):
-    rows = run_sweep(parse_spec(TINY), tmp_path / "s", workers=1)
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    rows = run_sweep(tmp_path / "tiny.toml", tmp_path / "s", workers=1)
+    assert parse_spec(TINY).fingerprint() == read_json(tmp_path / "s" / "sweep.json")["fingerprint"]
+    assert (tmp_path / "s" / "spec.toml").read_text() == TINY_TOML  # the spec as given
     assert len(rows) == 4
     table = read_csv(tmp_path / "s" / "results.csv")
     assert [r["id"] for r in table] == [r["id"] for r in rows]
@@ -28,8 +53,8 @@ def test_grid_writes_runs_table_diagrams_and_report(tmp_path):
         assert (d / "config.json").is_file() and (d / "summary.json").is_file()
         assert (d / "report.html").is_file() and (d / "metrics.jsonl").is_file()
         assert r["status"] == "completed" and r["steps_done"] == "30"
-    for f in ("fig_phase.png", "fig_steps.png", "report.html", "spec.toml", "sweep.json"):
-        assert (tmp_path / "s" / f).is_file() or f == "spec.toml"
+    for f in ("fig_phase.png", "fig_steps.png", "report.html", "sweep.json"):
+        assert (tmp_path / "s" / f).is_file()
     page = (tmp_path / "s" / "report.html").read_text()
     assert page.count("data:image/png;base64") == 2 and "points/" in page
 
@@ -50,10 +75,10 @@ def test_a_crashing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatc
 
 @pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")  # train/loop.py
 def test_a_nan_point_is_recorded_as_failed(tmp_path):
-    spec = parse_spec({**TINY, "axes": {"optim.lr": [1e-3, 1e6]},
+    spec = parse_spec({**TINY, "axes": {"optim.lr": [1e-3, 1e3]},
                        "base": {**TINY["base"], "optim": {"wd": 1.0}}})
     rows = run_sweep(spec, tmp_path / "s", workers=1)
-    bad = [r for r in rows if r["optim.lr"] == 1e6][0]
+    bad = [r for r in rows if r["optim.lr"] == 1e3][0]
     assert bad["status"] == "failed" and "loss is" in bad["error"]
     assert [r["status"] for r in rows if r["optim.lr"] == 1e-3] == ["completed"]
 
@@ -73,16 +98,95 @@ def test_running_again_continues_without_rerunning_finished_points(tmp_path):
         run_sweep(parse_spec({**TINY, "axes": {"optim.lr": [3e-3]}}), out, workers=1)
 
 
-def test_ensemble_grid_gives_the_same_table_layout(tmp_path):
-    rows = run_sweep(parse_spec({**TINY, "ensemble": True}), tmp_path / "s", workers=1)
+def test_a_failed_point_is_not_run_again(tmp_path, monkeypatch):
+    """failed.json makes a point finished: a rerun reads it back and trains nothing."""
+    out = tmp_path / "s"
+    real = groklab.run
+    ran = []
+
+    def run(cfg, out=None, **kw):
+        ran.append(out)
+        if cfg.optim.lr == 1e-2 and len(ran) <= 4:  # the first sweep: these two crash
+            raise RuntimeError("boom")
+        return real(cfg, out=out, **kw)
+    monkeypatch.setattr(groklab, "run", run)
+    run_sweep(parse_spec(TINY), out, workers=1)
+    assert len(ran) == 4
+    failed = sorted(p.name for p in (out / "points").iterdir() if (p / "failed.json").is_file())
+    assert len(failed) == 2
+    before = {n: (out / "points" / n / "failed.json").read_bytes() for n in failed}
+    rows = run_sweep(parse_spec(TINY), out, workers=1)
+    assert len(ran) == 4  # nothing trained again
+    assert sorted(r["id"] for r in rows if r["status"] == "failed") == failed
+    assert all("boom" in r["error"] for r in rows if r["status"] == "failed")
+    assert {n: (out / "points" / n / "failed.json").read_bytes() for n in failed} == before
+    from groklab.sweep.point import run_point
+    p = next(p for p in parse_spec(TINY).points() if p.id in failed)
+    job = {"id": p.id, "dir": str(out / "points" / p.id), "config": p.config.to_dict(), "prune": None}
+    assert run_point(job)["status"] == "failed" and len(ran) == 4
+
+
+def _table_layout(out):
+    """results.csv without what depends on rounding and timing: columns, ids, axis values, status."""
+    rows = read_csv(out / "results.csv")
+    return list(rows[0]), [(r["id"], r["seed"], r["optim.lr"], r["optim.wd"], r["status"], r["steps_done"])
+                           for r in rows]
+
+
+def test_ensemble_grid_trains_together_and_gives_the_same_table_layout(tmp_path):
+    ens = run_sweep(parse_spec({**TINY, "ensemble": True}), tmp_path / "e", workers=1)
+    single = run_sweep(parse_spec(TINY), tmp_path / "s", workers=1)
+    assert len(ens) == 4 and all(r["status"] == "completed" for r in ens)
+    assert _table_layout(tmp_path / "e") == _table_layout(tmp_path / "s")
+    assert [r["phase"] for r in ens] == [r["phase"] for r in single]
+    for r in ens:  # every point really was trained in the one ensemble of 4 (one worker)
+        d = tmp_path / "e" / "points" / r["id"]
+        assert read_json(d / "summary.json")["ensemble_size"] == 4 and (d / "report.html").is_file()
+    for r in single:
+        assert "ensemble_size" not in read_json(tmp_path / "s" / "points" / r["id"] / "summary.json")
+    meta = read_json(tmp_path / "e" / "sweep.json")
+    assert meta["ensemble"]["used"] is True and meta["ensemble_fallbacks"] == []
+    [g] = meta["ensemble"]["groups"]
+    assert g["trained"] == "together" and g["fallback"] is None and len(g["points"]) == 4
+    assert read_json(tmp_path / "s" / "sweep.json")["ensemble"] == {
+        "used": False, "why": "the spec says ensemble = false", "groups": []}
+
+
+def test_a_failing_ensemble_falls_back_to_single_runs_and_says_so(tmp_path, monkeypatch, capsys):
+    import groklab.sweep.ensemble as ens
+
+    def broken(cfgs, dirs, report=True):
+        raise RuntimeError("vmap fell over")
+    monkeypatch.setattr(ens, "train_ensemble", broken)
+    rows = run_sweep(parse_spec({**TINY, "ensemble": True}), tmp_path / "e", workers=1)
     assert len(rows) == 4 and all(r["status"] == "completed" for r in rows)
-    assert all((tmp_path / "s" / "points" / r["id"] / "report.html").is_file() for r in rows)
+    meta = read_json(tmp_path / "e" / "sweep.json")
+    [g] = meta["ensemble"]["groups"]
+    assert g["trained"] == "singly" and g["fallback"] == "RuntimeError: vmap fell over"
+    assert sorted(g["points"]) == sorted(r["id"] for r in rows)
+    assert [f["reason"] for f in meta["ensemble_fallbacks"]] == ["RuntimeError: vmap fell over"]
+    out = capsys.readouterr().out
+    assert "the ensemble failed, its points run singly (RuntimeError: vmap fell over)" in out
+    assert "fell back to single runs (RuntimeError: vmap fell over)" in (tmp_path / "e" / "report.html").read_text()
+    for r in rows:
+        assert "ensemble_size" not in read_json(tmp_path / "e" / "points" / r["id"] / "summary.json")
 
 
 def test_worker_pool_runs_points_in_processes(tmp_path):
     spec = parse_spec({**TINY, "axes": {"optim.lr": [1e-3, 1e-2]}})
     rows = run_sweep(spec, tmp_path / "s", workers=2)
     assert sorted(r["status"] for r in rows) == ["completed", "completed"]
+    ex = LocalExecutor(2)
+    results = []
+    try:
+        run_jobs(ex, make_jobs(spec.points(), tmp_path / "p", spec, False), results.append)
+    finally:
+        ex.close()
+    assert len(results) == 2 and all(r["status"] == "completed" for r in results)
+    assert all(r["pid"] != os.getpid() for r in results), "ran in the calling process"
+    inline = LocalExecutor(1)
+    run_jobs(inline, make_jobs(spec.points(), tmp_path / "q", spec, False), results.append)
+    assert [r["pid"] for r in results[2:]] == [os.getpid()] * 2  # --workers 1: in this process
 
 
 def test_aggregate_majority_phase_and_geometric_mean_steps():

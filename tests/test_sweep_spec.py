@@ -101,3 +101,97 @@ def test_shipped_examples_parse():
     for f in files:
         s = load_spec(f)
         assert s.points() if s.mode == "grid" else s.axes
+
+
+@pytest.mark.parametrize("top, match", [
+    ({"ensemble": 1}, "ensemble"),          # 1 == True, but not a boolean
+    ({"ensemble": "yes"}, "ensemble"),
+    ({"seeds": True}, "seeds"),
+    ({"seeds": 10**16}, "seeds"),           # a count, not a memory error
+    ({"seed_keys": [1]}, "seed_keys"),
+    ({"seed_keys": [{"a": 1}]}, "seed_keys"),
+    ({"preset": {"a": 1}}, "preset"),
+    ({"config": 5}, "config"),
+    ({"name": "../../x"}, "name"),
+    ({"name": 7}, "name"),
+    ({"diagram": {"threshold": True}}, "threshold"),
+    ({"axes": {"optim.wd": {"range": [0, 1], "num": 10**9}}}, "num"),
+    ({"axes": {"optim.wd": {"range": [0, 1], "num": True}}}, "num"),
+    ({"axes": {"optim.wd": {"range": [0, 1], "num": 1000}, "optim.lr": {"log": [1e-4, 1e-1], "num": 1000}}},
+     "at most"),
+])
+def test_wrong_types_and_sizes_in_a_grid_spec_are_one_line_errors(top, match):
+    with pytest.raises(ConfigError, match=match):
+        spec(**{"axes": {"optim.lr": [1e-3]}, **top})
+
+
+@pytest.mark.parametrize("opt, match", [
+    ({"threshold": True}, "threshold"),
+    ({"penalty": True}, "penalty"),
+    ({"penalty": float("inf")}, "penalty"),
+    ({"sampler_seed": "x"}, "sampler_seed"),
+    ({"sampler_seed": 1.5}, "sampler_seed"),
+    ({"stop_on_success": "yes"}, "stop_on_success"),
+    ({"n_trials": 10**12}, "n_trials"),
+    ({"prune": {"metric": "train_acc", "below": "x", "at_step": 5}}, "below"),
+    ({"prune": {"metric": "train_acc", "below": {"a": 1}, "at_step": 5}}, "below"),
+    ({"prune": {"metric": "train_acc", "below": 0.5, "at_step": True}}, "at_step"),
+    ({"prune": {"metric": {"a": 1}, "below": 0.5, "at_step": 5}}, "prune metric"),
+])
+def test_wrong_types_in_the_optimize_section_are_one_line_errors(opt, match):
+    with pytest.raises(ConfigError, match=match):
+        spec(axes={"optim.lr": {"log": [1e-3, 1e-1]}}, mode="optimize", optimize=opt)
+
+
+def test_ensemble_in_an_optimize_spec_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="ensemble"):  # optimize mode runs trials singly
+        spec(axes={"optim.lr": {"log": [1e-3, 1e-1]}}, mode="optimize", ensemble=True)
+
+
+VALID = {**BASE, "name": "t", "mode": "grid", "seeds": [0], "seed_keys": ["train.seed"], "ensemble": False,
+         "axes": {"optim.lr": {"log": [1e-3, 1e-2], "num": 2}, "optim.wd": [0.0, 1.0]},
+         "diagram": {"x": "optim.lr", "threshold": 0.9}}
+VALID_OPT = {**VALID, "mode": "optimize", "diagram": {}, "axes": {"optim.lr": {"log": [1e-3, 1e-2]}},
+             "optimize": {"n_trials": 2, "metric": "steps", "threshold": 0.9, "sampler": "tpe",
+                          "sampler_seed": 0, "penalty": 2.0, "stop_on_success": True,
+                          "prune": {"metric": "train_acc", "below": 0.5, "at_step": 5}}}
+VALID_OPT.pop("ensemble")
+
+
+def _paths(d, pre=()):
+    for k, v in d.items():
+        yield pre + (k,)
+        if isinstance(v, dict):
+            yield from _paths(v, pre + (k,))
+        elif isinstance(v, list):
+            yield from (pre + (k, i) for i in range(len(v)))
+
+
+def test_any_value_of_any_type_anywhere_in_a_spec_is_accepted_or_a_config_error():
+    """Replace one value of a valid spec by anything TOML can hold: parse_spec either accepts it
+    or raises ConfigError (one line at the CLI), never a TypeError, KeyError, MemoryError..."""
+    import copy
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    scalars = st.one_of(st.booleans(), st.integers(-2**70, 2**70),
+                        st.floats(allow_subnormal=False),  # training flushes denormals (set_flush_denormal)
+                        st.text(max_size=6))
+    values = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=3),
+                                                       st.dictionaries(st.text(max_size=5), c, max_size=3)),
+                          max_leaves=6)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.sampled_from([VALID, VALID_OPT]), st.data(), values)
+    def check(base, data, value):
+        d = copy.deepcopy(base)
+        path = data.draw(st.sampled_from(list(_paths(d))))
+        node = d
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+        try:
+            parse_spec(d)
+        except ConfigError as e:
+            assert "\n" not in str(e)
+    check()

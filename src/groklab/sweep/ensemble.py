@@ -280,10 +280,13 @@ def train_ensemble(cfgs: list[RunConfig], dirs: list[Path], report: bool = True)
 
 
 def run_ensemble_job(job: dict[str, Any], threads: int | None = 1) -> list[dict]:
-    """Executor entry: train the job's points together; if the ensemble itself fails, run the
-    points one by one (each then fails or succeeds on its own)."""
+    """Executor entry: train the job's points together. If the ensemble itself fails, run the
+    points one by one (each then fails or succeeds on its own) and say so: every result carries
+    ``ensemble = {"group", "size", "fallback"}``, ``fallback`` being None when the points were
+    trained together and the ensemble's error when they were not."""
     from groklab.sweep.point import point_state, read_result, run_point
     todo = [j for j in job["jobs"] if point_state(Path(j["dir"])) not in ("done", "failed")]
+    fallback = None
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -294,14 +297,19 @@ def run_ensemble_job(job: dict[str, Any], threads: int | None = 1) -> list[dict]
                     shutil.rmtree(j["dir"])  # an ensemble does not resume; start it again
             train_ensemble([RunConfig.from_dict(j["config"]) for j in todo],
                            [Path(j["dir"]) for j in todo], report=job.get("report", True))
-    except Exception:
+    except Exception as e:
+        fallback = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
         for j in todo:
             if Path(j["dir"]).exists() and point_state(Path(j["dir"])) != "done":
                 shutil.rmtree(j["dir"])
-        return [run_point(j, threads=threads) for j in job["jobs"]]
     finally:
         torch.set_num_threads(old)
-    return [read_result(j["id"], Path(j["dir"])) for j in job["jobs"]]
+    if fallback is not None:
+        results = [run_point(j, threads=threads) for j in job["jobs"]]
+    else:
+        results = [read_result(j["id"], Path(j["dir"])) for j in job["jobs"]]
+    info = {"group": job["id"], "size": len(todo), "fallback": fallback}
+    return [{**r, "ensemble": info} for r in results]
 
 
 def ensemble_faster(cfg: RunConfig, m: int = 8, steps: int = 20) -> bool:

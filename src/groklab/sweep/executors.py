@@ -6,6 +6,7 @@ Both expose the same small interface the grid and optimize drivers use::
     job, results = ex.next_done()   # blocks until one job finishes; results: list of result dicts
     ex.capacity, ex.pending, ex.close()
 
+``run_jobs`` is the one loop that keeps them busy, for grids and for Optuna studies alike.
 A job is either one point (``run_point``) or an ensemble of points trained together
 (``{"kind": "ensemble", "jobs": [...]}``, see groklab.sweep.ensemble). The drivers keep at most
 ``capacity`` jobs in flight, so asking Optuna for a trial happens only when a worker is free.
@@ -20,19 +21,44 @@ import os
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from groklab.config import ConfigError
 from groklab.runs.rundir import atomic_write_bytes, atomic_write_text
 
 
 def run_job(job: dict[str, Any], threads: int | None = 1) -> list[dict[str, Any]]:
-    """Run one job (a point or an ensemble of points) and return its results."""
+    """Run one job (a point or an ensemble of points) and return its results, each with the
+    ``pid`` of the process that ran it."""
     if job.get("kind") == "ensemble":
         from groklab.sweep.ensemble import run_ensemble_job
-        return run_ensemble_job(job, threads=threads)
-    from groklab.sweep.point import run_point
-    return [run_point(job, threads=threads)]
+        results = run_ensemble_job(job, threads=threads)
+    else:
+        from groklab.sweep.point import run_point
+        results = [run_point(job, threads=threads)]
+    return [{**r, "pid": os.getpid()} for r in results]
+
+
+def run_jobs(executor, jobs: list[dict], on_result: Callable[[dict], None],
+             more: Callable[[], list[dict]] = lambda: []) -> None:
+    """Keep ``executor.capacity`` jobs in flight until none is left; ``on_result`` per point.
+
+    ``more()`` is asked for new jobs whenever the queue is empty and a worker is free (an
+    Optuna trial is asked for only then); an empty list means it has none now. The caller
+    owns the executor and closes it."""
+    queue = list(jobs)
+    while True:
+        while executor.pending < executor.capacity:
+            if not queue:
+                queue.extend(more())
+                if not queue:
+                    break
+            executor.submit(queue.pop(0))
+        if not executor.pending:
+            return
+        _, results = executor.next_done()
+        for r in results:
+            on_result(r)
 
 
 def _init_worker() -> None:
@@ -56,9 +82,8 @@ class LocalExecutor:
     """A pool of ``workers`` processes (default: one per core); 1 worker runs jobs inline."""
 
     def __init__(self, workers: int | None = None):
+        check_workers(workers)
         self.capacity = workers or os.cpu_count() or 1
-        if self.capacity < 1:
-            raise ConfigError(f"--workers {workers}: need at least 1")
         self._pool = None
         self._futures: dict[Future, dict] = {}
         self._inline: list[dict] = []
@@ -87,6 +112,8 @@ class LocalExecutor:
         job = self._futures.pop(fut)
         try:
             return job, fut.result()
+        except ConfigError:  # a file of the sweep directory that cannot be read back: stop
+            raise
         except Exception as e:  # the worker process itself died (out of memory, a signal)
             return job, _failed_results(job, f"worker died: {type(e).__name__}: {e}")
 
@@ -139,9 +166,14 @@ def _rebase(job: dict, remap: dict[str, str]) -> dict:
 
 
 class RayExecutor:
-    """Submits jobs as Ray tasks (one CPU each) to the cluster at ``address``."""
+    """Submits jobs as Ray tasks (one CPU each) to the cluster at ``address``.
+
+    Connecting writes nothing: the token file goes into ``root`` with the first job, once the
+    sweep directory exists. ``files_received`` counts the files that workers which could not
+    see ``root`` sent back."""
 
     def __init__(self, address: str | None, root: Path, workers: int | None = None):
+        check_workers(workers)
         try:
             import ray
         except ImportError:
@@ -149,7 +181,8 @@ class RayExecutor:
         self.ray = ray
         self.root = Path(root).resolve()
         self.token = uuid.uuid4().hex
-        atomic_write_text(self.root / TOKEN, self.token)
+        self.files_received = 0
+        self._token_written = False
         if not ray.is_initialized():
             try:
                 ray.init(address=address or "auto", log_to_driver=False,
@@ -166,6 +199,9 @@ class RayExecutor:
         return len(self._refs)
 
     def submit(self, job: dict[str, Any]) -> None:
+        if not self._token_written:
+            atomic_write_text(self.root / TOKEN, self.token)
+            self._token_written = True
         self._refs[self._remote.remote(job, str(self.root), self.token)] = job
 
     def next_done(self) -> tuple[dict, list[dict]]:
@@ -174,10 +210,19 @@ class RayExecutor:
         job = self._refs.pop(ref)
         try:
             out = self.ray.get(ref)
+        except ConfigError:  # a file of the sweep directory that cannot be read back: stop
+            raise
         except Exception as e:  # a task that died with its worker
             return job, _failed_results(job, f"ray task failed: {type(e).__name__}: {e}")
-        for path, data in (out["files"] or {}).items():
+        files = out["files"] or {}
+        dirs = [Path(j["dir"]).resolve() for j in (job["jobs"] if job.get("kind") == "ensemble" else [job])]
+        for path, data in files.items():
+            p = Path(path).resolve()
+            if not any(p.is_relative_to(d) for d in dirs):  # a worker writes only its own points
+                return job, _failed_results(job, f"ray task sent a file outside its point: {path}")
+        for path, data in files.items():
             atomic_write_bytes(path, data)
+        self.files_received += len(files)
         return job, out["results"]
 
     def close(self, cancel: bool = False) -> None:
@@ -185,17 +230,34 @@ class RayExecutor:
             for ref in self._refs:
                 self.ray.cancel(ref)
         self._refs.clear()
-        (self.root / TOKEN).unlink(missing_ok=True)
-        self.ray.shutdown()
+        if self._token_written:
+            (self.root / TOKEN).unlink(missing_ok=True)
+            self._token_written = False
+        if self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+MAX_WORKERS = 1024
+
+
+def check_workers(workers: Any) -> None:
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
+                                or not 1 <= workers <= MAX_WORKERS):
+        raise ConfigError(f"--workers {workers!r}: an integer from 1 to {MAX_WORKERS}")
+
+
+def check_executor(name: Any, workers: Any = None, address: Any = None) -> None:
+    """Every executor option, checked before anything is created or connected."""
+    if name not in ("local", "ray"):
+        raise ConfigError(f"--executor {name!r} is not one of: local, ray")
+    check_workers(workers)
+    if address is not None and (name != "ray" or not isinstance(address, str) or not address):
+        raise ConfigError(f"--address {address!r} is only used with --executor ray, as HOST:PORT or auto")
 
 
 def make_executor(name: str, root: Path, workers: int | None = None, address: str | None = None):
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers {workers}: need at least 1")
+    """A started executor (a Ray cluster is connected to here); it writes nothing yet."""
+    check_executor(name, workers, address)
     if name == "local":
-        if address:
-            raise ConfigError("--address is only used with --executor ray")
         return LocalExecutor(workers)
-    if name == "ray":
-        return RayExecutor(address, root, workers)
-    raise ConfigError(f"--executor {name!r} is not one of: local, ray")
+    return RayExecutor(address, root, workers)

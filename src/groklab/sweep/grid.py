@@ -17,30 +17,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from groklab.config import ConfigError
-from groklab.runs.rundir import atomic_write_text, read_json, write_json
+from groklab.runs.rundir import write_json
+from groklab.sweep.executors import run_jobs
 from groklab.sweep.point import point_state
 from groklab.sweep.spec import Point, Spec
+from groklab.sweep.sweepdir import read_meta
 from groklab.sweep.table import row_for, write_csv
-
-
-def open_sweep_dir(out: Path, spec: Spec, spec_text: str | None) -> None:
-    """Create ``out`` or check that it holds this same spec (by fingerprint)."""
-    meta = out / "sweep.json"
-    if meta.is_file():
-        old = read_json(meta).get("fingerprint")
-        if old != spec.fingerprint():
-            raise ConfigError(f"{str(out)!r} holds a different sweep (fingerprint {old}, this spec "
-                              f"{spec.fingerprint()}); choose another --out")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{str(out)!r} exists and is not a sweep directory; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    if spec_text is not None:
-        atomic_write_text(out / "spec.toml", spec_text)
-    write_json(meta, {"name": spec.name, "mode": spec.mode, "fingerprint": spec.fingerprint()})
 
 
 def check_points(points: list[Point], spec: Spec) -> None:
@@ -75,69 +60,77 @@ def make_jobs(points: list[Point], out: Path, spec: Spec, use_ensemble: bool,
     return group_jobs(jobs, parts=parts)
 
 
-def run_jobs(executor, jobs: list[dict], on_result: Callable[[dict], None],
-             stop: Callable[[], bool] = lambda: False) -> None:
-    """Keep ``executor.capacity`` jobs in flight until all are done; ``on_result`` per point."""
-    queue = list(jobs)
-    try:
-        while queue or executor.pending:
-            while queue and executor.pending < executor.capacity and not stop():
-                executor.submit(queue.pop(0))
-            if not executor.pending:
-                break
-            _, results = executor.next_done()
-            for r in results:
-                on_result(r)
-    except BaseException:
-        executor.close(cancel=True)
-        raise
-    executor.close()
-
-
-def run_grid(spec: Spec, out: Path, executor, spec_text: str | None = None,
-             ensemble: bool | None = None, log=sys.stdout) -> list[dict]:
-    """Run (or continue) a grid sweep into ``out``; returns the rows of results.csv."""
-    out = Path(out)
+def run_grid(spec: Spec, out: Path, executor, ensemble: bool | None = None,
+             log=None) -> list[dict]:
+    """Run (or continue) a grid sweep in ``out``, a sweep directory this process holds
+    (``groklab.sweep.sweepdir.open_sweep_dir``); returns the rows of results.csv."""
+    out, log = Path(out), log or sys.stdout
     points = spec.points()
-    check_points(points, spec)
-    open_sweep_dir(out, spec, spec_text)
-    write_json(out / "sweep.json", {"name": spec.name, "mode": "grid", "fingerprint": spec.fingerprint(),
-                                    "axes": {a.key: a.values for a in spec.axes}, "seeds": spec.seeds,
-                                    "points": [{"id": p.id, "values": p.values, "seed": p.seed}
-                                               for p in points]})
+    collect_rows(points, out, spec)  # every finished point reads back, or a one-line error now
     todo = [p for p in points if point_state(out / "points" / p.id) not in ("done", "failed")]
-    use_ens = bool(todo) and _want_ensemble(spec, ensemble, executor,
-                                            m=max(2, -(-len(todo) // executor.capacity)))
+    use_ens, why = _want_ensemble(spec, ensemble, executor,
+                                  m=max(2, -(-len(todo) // executor.capacity))) if todo else (False, "nothing to run")
+    meta = read_meta(out)
+    meta.update({"name": spec.name, "mode": "grid", "fingerprint": spec.fingerprint(),
+                 "axes": {a.key: a.values for a in spec.axes}, "seeds": spec.seeds,
+                 "points": [{"id": p.id, "values": p.values, "seed": p.seed} for p in points],
+                 "ensemble": {"used": use_ens, "why": why, "groups": []}})
+    meta.setdefault("ensemble_fallbacks", [])  # every fallback of every invocation
+    write_json(out / "sweep.json", meta)
     jobs = make_jobs(todo, out, spec, use_ens, parts=executor.capacity)
     print(f"sweep {spec.name}: {len(points)} points, {len(points) - len(todo)} already finished, "
           f"{len(todo)} to run in {len(jobs)} jobs on {type(executor).__name__} "
-          f"({executor.capacity} workers)", file=log, flush=True)
+          f"({executor.capacity} workers; ensemble {'on' if use_ens else 'off'}: {why})",
+          file=log, flush=True)
     t0, done = time.perf_counter(), [0]
+    groups: dict[str, dict] = {}
 
     def on_result(r: dict) -> None:
         done[0] += 1
         s = r.get("summary") or {}
         msg = r["error"] if r["status"] == "failed" else f"{s.get('phase')} in {s.get('steps_done')} steps"
+        ens = r.get("ensemble")
+        if ens and ens["group"] not in groups:
+            g = groups[ens["group"]] = {"id": ens["group"], "points": [], "size": ens["size"],
+                                        "trained": "singly" if ens["fallback"] else "together",
+                                        "fallback": ens["fallback"]}
+            if ens["fallback"]:
+                print(f"  {ens['group']}: the ensemble failed, its points run singly "
+                      f"({ens['fallback']})", file=log, flush=True)
+                meta["ensemble_fallbacks"].append({"group": g["id"], "points": g["points"],
+                                                   "reason": ens["fallback"],
+                                                   "at": time.strftime("%Y-%m-%d %H:%M:%S")})
+            meta["ensemble"]["groups"].append(g)
+        if ens:
+            groups[ens["group"]]["points"].append(r["id"])
         print(f"  [{done[0]}/{len(todo)}] {r['id']}: {r['status']} · {msg}", file=log, flush=True)
         write_csv(out / "results.csv", collect_rows(points, out, spec))
+        if ens:
+            write_json(out / "sweep.json", meta)
 
     run_jobs(executor, jobs, on_result)
+    fell = [g for g in groups.values() if g["fallback"]]
+    ens_info = ("off" if not use_ens else f"{len(groups)} group(s) trained together" if not fell else
+                f"{len(groups) - len(fell)} of {len(groups)} group(s) trained together; {len(fell)} fell "
+                f"back to single runs ({fell[0]['fallback']})")
     rows = finish(spec, points, out, {"executor": type(executor).__name__, "workers": executor.capacity,
-                                      "ensemble": use_ens,
+                                      "ensemble": f"{ens_info} ({why})",
                                       "wall seconds (this invocation)": round(time.perf_counter() - t0, 1)})
     print(f"done in {time.perf_counter() - t0:.1f} s: {out / 'results.csv'}, {out / 'report.html'}",
           file=log, flush=True)
     return rows
 
 
-def _want_ensemble(spec: Spec, flag: bool | None, executor, m: int) -> bool:
-    """The ensemble trainer only where it is faster: "auto" times ``m`` models (one worker's
-    share of the points) against one, here and now (see docs/sweeps.md)."""
-    choice = flag if flag is not None else {"true": True, "false": False}.get(spec.ensemble)
-    if choice is not None:
-        return choice
+def _want_ensemble(spec: Spec, flag: bool | None, executor, m: int) -> tuple[bool, str]:
+    """(use the ensemble trainer?, why). Only where it is faster: "auto" times ``m`` models
+    (one worker's share of the points) against one, here and now (see docs/sweeps.md)."""
+    if flag is not None:
+        return flag, f"--ensemble {'on' if flag else 'off'}"
+    if spec.ensemble != "auto":
+        return spec.ensemble == "true", f"the spec says ensemble = {spec.ensemble}"
     from groklab.sweep.ensemble import ensemble_faster
-    return ensemble_faster(spec.base, m=min(m, 64))
+    faster = ensemble_faster(spec.base, m=min(m, 64))
+    return faster, f"auto: {min(m, 64)} models measured {'faster' if faster else 'not faster'} together"
 
 
 def collect_rows(points: list[Point], out: Path, spec: Spec) -> list[dict]:

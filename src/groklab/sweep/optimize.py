@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -40,8 +41,10 @@ from typing import Any
 from groklab.config import ConfigError
 from groklab.runs.rundir import read_jsonl
 from groklab.sweep.point import PRUNE_METRICS
-from groklab.sweep.spec import Spec
+from groklab.sweep.spec import Spec, is_int_value, is_number
 
+MAX_TRIALS = 100_000
+RUN_DIR = re.compile(r"trials/t[0-9]{4,9}")
 KEYS = {"n_trials", "metric", "threshold", "sampler", "sampler_seed", "penalty", "prune",
         "stop_on_success", "direction"}
 
@@ -57,16 +60,20 @@ def parse_optimize(d: Any, spec: Spec) -> dict[str, Any]:
          "prune": d.get("prune")}
     if d.get("direction", "minimize") != "minimize":
         raise ConfigError("[optimize] direction: only \"minimize\" (steps or seconds) is supported")
-    if not isinstance(o["n_trials"], int) or isinstance(o["n_trials"], bool) or o["n_trials"] < 1:
-        raise ConfigError(f"[optimize] n_trials = {o['n_trials']!r} must be an integer >= 1")
+    if not is_int_value(o["n_trials"]) or not 1 <= o["n_trials"] <= MAX_TRIALS:
+        raise ConfigError(f"[optimize] n_trials = {o['n_trials']!r} must be an integer from 1 to {MAX_TRIALS}")
     if o["metric"] not in ("steps", "wall_seconds"):
         raise ConfigError(f"[optimize] metric = {o['metric']!r} is not one of: steps, wall_seconds")
-    if not isinstance(o["threshold"], (int, float)) or not 0 < o["threshold"] <= 1:
+    if not is_number(o["threshold"]) or not 0 < o["threshold"] <= 1:
         raise ConfigError(f"[optimize] threshold = {o['threshold']!r} must be in (0, 1]")
     if o["sampler"] not in ("tpe", "gp", "random"):
         raise ConfigError(f"[optimize] sampler = {o['sampler']!r} is not one of: tpe, gp, random")
-    if not isinstance(o["penalty"], (int, float)) or o["penalty"] < 1:
-        raise ConfigError(f"[optimize] penalty = {o['penalty']!r} must be a number >= 1")
+    if not is_int_value(o["sampler_seed"]) or not 0 <= o["sampler_seed"] < 2**32:
+        raise ConfigError(f"[optimize] sampler_seed = {o['sampler_seed']!r} must be an integer in [0, 2^32)")
+    if not is_number(o["penalty"]) or not 1 <= o["penalty"] < math.inf:
+        raise ConfigError(f"[optimize] penalty = {o['penalty']!r} must be a finite number >= 1")
+    if not isinstance(o["stop_on_success"], bool):
+        raise ConfigError(f"[optimize] stop_on_success = {o['stop_on_success']!r} must be true or false")
     if o["prune"] is not None:
         o["prune"] = _parse_prune(o["prune"])
     o["threshold"] = float(o["threshold"])
@@ -81,14 +88,16 @@ def _parse_prune(p: Any) -> dict[str, Any]:
         raise ConfigError(f"[optimize] prune = {p!r}: expected {{metric = \"train_acc\", below = 0.9, "
                           f"at_step = 500}}")
     m = p["metric"]
-    if m not in PRUNE_METRICS:
+    if not isinstance(m, str) or m not in PRUNE_METRICS:
         why = " (validation loss rises before grokking; never prune on it)" if str(m).startswith("val") else ""
         raise ConfigError(f"[optimize] prune metric = {m!r}{why}; allowed: {', '.join(PRUNE_METRICS)}")
     side = PRUNE_METRICS[m]
     if set(p) != {"metric", "at_step", side}:
         raise ConfigError(f"[optimize] prune on {m} takes exactly metric, {side}, at_step; got {sorted(p)}")
-    if not isinstance(p["at_step"], int) or p["at_step"] < 1:
+    if not is_int_value(p["at_step"]) or p["at_step"] < 1:
         raise ConfigError(f"[optimize] prune at_step = {p['at_step']!r} must be an integer >= 1")
+    if not is_number(p[side]) or not math.isfinite(p[side]):
+        raise ConfigError(f"[optimize] prune {side} = {p[side]!r} must be a finite number")
     return {"metric": m, side: float(p[side]), "at_step": int(p["at_step"])}
 
 
@@ -131,7 +140,22 @@ def make_sampler(o: dict[str, Any]):
     return optuna.samplers.TPESampler(seed=o["sampler_seed"])
 
 
+def storage_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 (what the sweep extra installs) where it is installed,
+    whichever driver the installed SQLAlchemy would pick by default (psycopg2 before 2.1)."""
+    import importlib.util
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
 def open_study(spec: Spec, out: Path, storage: str | None):
+    """The study in ``storage`` (a database URL), or in ``out/study.journal`` when None."""
     try:
         import optuna
     except ImportError:
@@ -139,12 +163,24 @@ def open_study(spec: Spec, out: Path, storage: str | None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage is None:
         from optuna.storages.journal import JournalFileBackend
-        storage = optuna.storages.JournalStorage(JournalFileBackend(str(out / "study.journal")))
+        where = f"{str(out / 'study.journal')!r}"
+        backend = optuna.storages.JournalStorage(JournalFileBackend(str(out / "study.journal")))
+    else:
+        where, backend = f"--storage {redact(storage)!r}", storage_url(storage)
     try:
-        return optuna.create_study(study_name=spec.name, storage=storage, load_if_exists=True,
-                                   direction="minimize", sampler=make_sampler(spec.optimize))
-    except (ImportError, ValueError) as e:
-        raise ConfigError(f"--storage {storage!r}: {e}") from None
+        for attempt in range(4):
+            try:
+                return optuna.create_study(study_name=spec.name, storage=backend, load_if_exists=True,
+                                           direction="minimize", sampler=make_sampler(spec.optimize))
+            except Exception as e:
+                # drivers starting together on a new database race to create its tables and the
+                # study; the loser sees a unique-key violation and finds both there when it retries
+                if type(e).__name__ != "IntegrityError" or attempt == 3:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    except Exception as e:  # no driver, no server, a refused login, a corrupt journal, ...
+        msg = redact(" ".join(str(e).split()))[:300]
+        raise ConfigError(f"{where}: cannot open the study ({type(e).__name__}: {msg})") from None
 
 
 def _owner() -> str:
@@ -195,44 +231,61 @@ def seed_value(result: dict, run_dir: Path, o: dict, budget_steps: int) -> tuple
     if result["status"] == "failed" and s.get("status") != "nan":
         return None, False
     thr = str(o["threshold"])
-    gen = (s.get("generalized_at") or {}).get(thr)
-    records = read_jsonl(run_dir / "metrics.jsonl")
-    if gen is None and thr not in (s.get("generalized_at") or {}):
-        gen = next((r["step"] for r in records if r["val_acc"] >= o["threshold"]), None)
-    if gen is not None and s.get("status") != "nan":
-        if o["metric"] == "steps":
-            return float(gen), False
-        return float(next(r["time"] for r in records if r["step"] == gen)), False
-    budget = budget_steps if o["metric"] == "steps" else float(s.get("wall_seconds") or 0.0)
+    try:
+        gen = (s.get("generalized_at") or {}).get(thr)
+        records = read_jsonl(run_dir / "metrics.jsonl")
+        if gen is None and thr not in (s.get("generalized_at") or {}):
+            gen = next((r["step"] for r in records if r["val_acc"] >= o["threshold"]), None)
+        if gen is not None and s.get("status") != "nan":  # a NaN run is censored, even after success
+            if o["metric"] == "steps":
+                return float(gen), False
+            return float(next(r["time"] for r in records if r["step"] == gen)), False
+        budget = budget_steps if o["metric"] == "steps" else float(s.get("wall_seconds") or 0.0)
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, StopIteration, AttributeError) as e:
+        from groklab.sweep.sweepdir import unreadable
+        raise unreadable(run_dir / "metrics.jsonl", e, "; delete the trial's directory to run it again") from None
     return float(budget) * o["penalty"], True
 
 
-def run_optimize(spec: Spec, out: Path, executor, storage: str | None = None, log=sys.stdout):
-    """Run (or continue) the study until ``n_trials`` trials have finished; returns the study."""
+def claimed(study) -> int:
+    """Trials finished or running, by any driver on the study (several may share a database)."""
+    import optuna
+    return finished(study) + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+
+def run_optimize(spec: Spec, out: Path, executor, storage: str | None = None, study=None,
+                 log=None):
+    """Run (or continue) the study until ``n_trials`` trials have finished; returns the study.
+
+    ``out`` is a sweep directory this process holds; ``study`` one already opened on
+    ``storage`` (else it is opened here)."""
     import optuna
     S = optuna.trial.TrialState
     o = spec.optimize
-    out = Path(out)
-    study = open_study(spec, out, storage)
+    out, log = Path(out), log or sys.stdout
+    study = study if study is not None else open_study(spec, out, storage)
     n_stale = recover_stale(study)
-    already = finished(study)
-    print(f"sweep {spec.name} (optimize, {o['sampler']}): {already}/{o['n_trials']} trials finished"
-          + (f", {n_stale} killed trial(s) enqueued again" if n_stale else ""), file=log, flush=True)
+    print(f"sweep {spec.name} (optimize, {o['sampler']}): {finished(study)}/{o['n_trials']} trials "
+          f"finished" + (f", {n_stale} killed trial(s) enqueued again" if n_stale else ""),
+          file=log, flush=True)
     inflight: dict[int, dict] = {}   # trial number -> {"trial", "values", "results", "dir"}
-    jobs: list[dict] = []
     t0 = time.perf_counter()
 
-    def launch() -> None:
+    def launch() -> list[dict]:
+        """The jobs of one new trial (one per seed), or none once ``n_trials`` are claimed."""
+        if claimed(study) >= o["n_trials"]:
+            return []
         trial = study.ask()
         values = suggest(trial, spec)
-        rel = trial.user_attrs.get("run_dir") or f"trials/t{trial.number:04d}"
+        rel = trial.user_attrs.get("run_dir")
+        if not (isinstance(rel, str) and RUN_DIR.fullmatch(rel)):  # only ours, never a path
+            rel = f"trials/t{trial.number:04d}"
         trial.set_user_attr("run_dir", rel)
         trial.set_user_attr("owner", _owner())
         inflight[trial.number] = {"trial": trial, "values": values, "results": {}, "dir": out / rel}
-        for seed in spec.seeds:
-            cfg = spec.config_for(values, seed)
-            jobs.append({"id": f"{trial.number}:{seed}", "dir": str(out / rel / f"s{seed}"),
-                         "config": cfg.to_dict(), "prune": o["prune"]})
+        return [{"id": f"{trial.number}:{seed}", "dir": str(out / rel / f"s{seed}"),
+                 "config": spec.config_for(values, seed).to_dict(), "prune": o["prune"]}
+                for seed in spec.seeds]
 
     def complete(number: int) -> None:
         st = inflight.pop(number)
@@ -262,26 +315,14 @@ def run_optimize(spec: Spec, out: Path, executor, storage: str | None = None, lo
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st["values"].items())
         print(f"  trial {number}: {params} -> {msg}", file=log, flush=True)
 
-    try:
-        while True:
-            while (already + len(inflight) < o["n_trials"] and not jobs
-                   and executor.pending < executor.capacity):
-                launch()
-            while jobs and executor.pending < executor.capacity:
-                executor.submit(jobs.pop(0))
-            if not executor.pending:
-                break
-            job, results = executor.next_done()
-            for r in results:
-                number, seed = (int(x) for x in r["id"].split(":"))
-                inflight[number]["results"][seed] = r
-                if len(inflight[number]["results"]) == len(spec.seeds):
-                    complete(number)
-                    already += 1
-    except BaseException:
-        executor.close(cancel=True)
-        raise
-    executor.close()
+    def on_result(r: dict) -> None:
+        number, seed = (int(x) for x in r["id"].split(":"))
+        inflight[number]["results"][seed] = r
+        if len(inflight[number]["results"]) == len(spec.seeds):
+            complete(number)
+
+    from groklab.sweep.executors import run_jobs
+    run_jobs(executor, [], on_result, more=launch)
     write_study_report(spec, study, out, time.perf_counter() - t0)
     return study
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from groklab.runs.rundir import read_json, write_json
+from groklab.sweep.sweepdir import unreadable
 
 FINAL = ("completed", "early_stopped", "nan", "pruned")
 PRUNE_METRICS = {"train_acc": "below", "train_loss": "above"}
@@ -62,14 +63,37 @@ def point_state(d: Path) -> str:
 
 
 def read_result(job_id: str, d: Path) -> dict[str, Any]:
-    """The result dict of a finished point from its directory."""
-    if (d / "failed.json").is_file():
-        f = read_json(d / "failed.json")
-        return {"id": job_id, "status": "failed", "summary": f.get("summary"), "error": f["error"]}
-    s = read_json(d / "summary.json")
-    status = "failed" if s["status"] == "nan" else s["status"]
-    return {"id": job_id, "status": status, "summary": s,
-            "error": s.get("message") if status == "failed" else None}
+    """The result dict of a finished point from its directory; a file that cannot be read
+    back raises a one-line ConfigError naming it (a rerun reads every finished point)."""
+    failed = (d / "failed.json").is_file()
+    path = d / ("failed.json" if failed else "summary.json")
+    try:
+        f = read_json(path)
+        if not isinstance(f, dict):
+            raise ValueError(f"expected a JSON object, got {type(f).__name__}")
+        if failed:
+            if not isinstance(f.get("error"), str):
+                raise ValueError("no \"error\" message")
+            summary = f.get("summary")
+            if summary is not None:
+                _check_summary(summary)
+            return {"id": job_id, "status": "failed", "summary": summary, "error": f["error"]}
+        _check_summary(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise unreadable(path, e, "; delete the point's directory to run it again") from None
+    status = "failed" if f["status"] == "nan" else f["status"]
+    return {"id": job_id, "status": status, "summary": f,
+            "error": f.get("message") if status == "failed" else None}
+
+
+def _check_summary(s: Any) -> None:
+    if not isinstance(s, dict):
+        raise ValueError(f"the summary is a {type(s).__name__}, not a JSON object")
+    if s.get("status") not in FINAL:
+        raise ValueError(f"status {s.get('status')!r} is not one of: {', '.join(FINAL)}")
+    for k in ("memorized_at", "generalized_at"):
+        if not isinstance(s.get(k) or {}, dict):
+            raise ValueError(f"{k} is not a JSON object")
 
 
 def run_point(job: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:

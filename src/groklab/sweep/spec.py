@@ -45,6 +45,11 @@ TOP_KEYS = {"name", "mode", "preset", "config", "seeds", "seed_keys", "base", "a
             "optimize", "ensemble"}
 MODES = ("grid", "optimize")
 DIAGRAM_KEYS = {"x", "y", "threshold"}
+# the name becomes the default directory sweeps/<name> and the Optuna study name: no separators,
+# no "..", nothing a shell or a file system treats specially
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+MAX_NUM = 10_000        # grid points on one range axis
+MAX_POINTS = 100_000    # points × seeds of a grid (each is a run directory)
 
 
 @dataclass
@@ -199,9 +204,9 @@ def _parse_range(key: str, raw: dict, is_int: bool, cur: Any) -> Axis:
     if isinstance(cur, (bool, str, list)):
         raise ConfigError(f"axis {key!r} is not numeric; give a list of values instead of a {kind}")
     num = raw.get("num", 0)
-    if not isinstance(num, int) or isinstance(num, bool) or num < 0 or num == 1:
-        raise ConfigError(f"axis {key!r}: num = {num!r} must be an integer >= 2 (or left out in "
-                          f"optimize mode)")
+    if not is_int_value(num) or num < 0 or num == 1 or num > MAX_NUM:
+        raise ConfigError(f"axis {key!r}: num = {num!r} must be an integer from 2 to {MAX_NUM} (or "
+                          f"left out in optimize mode)")
     values: list[Any] = []
     if num:
         if kind == "log":
@@ -215,14 +220,21 @@ def _parse_range(key: str, raw: dict, is_int: bool, cur: Any) -> Axis:
     return Axis(key, kind, values, low=lo, high=hi, is_int=is_int)
 
 
+def is_number(v: Any) -> bool:
+    """An int or float from TOML; a bool is an int to Python but never a number here."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_int_value(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _parse_seeds(raw: Any) -> list[int]:
-    if isinstance(raw, bool):
-        raise ConfigError(f"seeds = {raw!r}: expected an integer count or a list of integers")
-    if isinstance(raw, int):
-        if raw < 1:
-            raise ConfigError(f"seeds = {raw}: need at least 1")
+    if is_int_value(raw):
+        if not 1 <= raw <= MAX_POINTS:
+            raise ConfigError(f"seeds = {raw}: a count from 1 to {MAX_POINTS}")
         return list(range(raw))
-    if isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
+    if isinstance(raw, list) and raw and all(is_int_value(s) for s in raw):
         if len(set(raw)) != len(raw):
             raise ConfigError(f"seeds = {raw}: repeated seeds")
         return list(raw)
@@ -238,6 +250,13 @@ def parse_spec(d: dict[str, Any], root: Path | None = None) -> Spec:
     mode = d.get("mode", "grid")
     if mode not in MODES:
         raise ConfigError(f"mode = {mode!r} is not one of: {', '.join(MODES)}")
+    name = d.get("name", "sweep")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ConfigError(f"name = {name!r}: use 1 to 100 letters, digits, '_', '.' or '-', starting "
+                          f"with a letter or digit (it names the directory sweeps/<name>)")
+    for k in ("preset", "config"):
+        if k in d and not isinstance(d[k], str):
+            raise ConfigError(f"{k} = {d[k]!r}: expected a string")
     base = get_preset(d.get("preset", "default"))
     if "config" in d:
         path = Path(d["config"])
@@ -258,20 +277,21 @@ def parse_spec(d: dict[str, Any], root: Path | None = None) -> Spec:
     axes = [parse_axis(k, v, base) for k, v in axes_flat.items()]
     seeds = _parse_seeds(d.get("seeds", [0]))
     seed_keys = d.get("seed_keys", ["train.seed"])
-    if not isinstance(seed_keys, list) or not seed_keys:
+    if not isinstance(seed_keys, list) or not seed_keys or not all(isinstance(k, str) for k in seed_keys):
         raise ConfigError(f"seed_keys = {seed_keys!r}: expected a non-empty list of dotted keys")
     for k in seed_keys:
         set_key(copy.deepcopy(base), k, 0)
         if k in axes_flat:
             raise ConfigError(f"seed key {k!r} is also an axis; sweep it with seeds instead")
-    name = str(d.get("name", "sweep"))
     ensemble = d.get("ensemble", "auto")
-    if ensemble not in ("auto", True, False):
+    if not (ensemble is True or ensemble is False or ensemble == "auto"):  # 1 == True: not "in"
         raise ConfigError(f"ensemble = {ensemble!r}: expected \"auto\", true or false")
     spec = Spec(name=name, mode=mode, base=base, axes=axes, seeds=seeds, seed_keys=list(seed_keys),
                 ensemble=str(ensemble).lower(), raw=d)
     spec.diagram = _parse_diagram(d.get("diagram", {}), spec)
     if mode == "optimize":
+        if "ensemble" in d:
+            raise ConfigError("ensemble is only read with mode = \"grid\" (optimize mode runs trials singly)")
         from groklab.sweep.optimize import parse_optimize
         spec.optimize = parse_optimize(d.get("optimize", {}), spec)
     elif "optimize" in d:
@@ -280,6 +300,9 @@ def parse_spec(d: dict[str, Any], root: Path | None = None) -> Spec:
         for a in axes:
             if not a.values:
                 raise ConfigError(f"axis {a.key!r}: grid mode needs num = N on a range")
+        n = math.prod(len(a.values) for a in axes) * len(seeds)
+        if n > MAX_POINTS:
+            raise ConfigError(f"the grid has {n} points × seeds; at most {MAX_POINTS}")
     return spec
 
 
@@ -307,7 +330,7 @@ def _parse_diagram(d: Any, spec: Spec) -> dict[str, Any]:
     if x == y:
         raise ConfigError(f"[diagram] x and y are both {x!r}")
     thr = d.get("threshold", spec.base.train.phase_threshold)
-    if not isinstance(thr, (int, float)) or not 0 < thr <= 1:
+    if not is_number(thr) or not 0 < thr <= 1:
         raise ConfigError(f"[diagram] threshold = {thr!r} must be in (0, 1]")
     return {"x": x, "y": y, "threshold": float(thr)}
 

@@ -17,6 +17,7 @@ from typing import Any
 from groklab.measure.events import THRESHOLDS, EventTracker
 from groklab.runs.rundir import atomic_write_text, read_jsonl
 from groklab.sweep.point import point_state, read_result
+from groklab.sweep.sweepdir import unreadable
 
 TAIL = ["steps_done", "wall_seconds", "final_train_acc", "final_val_acc", "best_val_acc", "error"]
 
@@ -37,7 +38,11 @@ def row_for(point_dir: Path, point_id: str, values: dict[str, Any], seed: int,
     mem, gen = dict(s.get("memorized_at") or {}), dict(s.get("generalized_at") or {})
     ths = thresholds(threshold)
     if any(str(t) not in gen for t in ths) and (point_dir / "metrics.jsonl").exists():
-        ev = EventTracker.from_records(read_jsonl(point_dir / "metrics.jsonl"), ths)
+        try:
+            ev = EventTracker.from_records(read_jsonl(point_dir / "metrics.jsonl"), ths)
+        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+            raise unreadable(point_dir / "metrics.jsonl", e,
+                             "; delete the point's directory to run it again") from None
         mem, gen = {**ev.memorized_at, **mem}, {**ev.generalized_at, **gen}
     for t in ths:
         row[f"memorized_at_{t}"] = mem.get(str(t))
