@@ -21,13 +21,23 @@ TINY_CLI = ["generator.z_dim=4", "generator.hidden=8", "learner.hidden=8", "inne
 
 
 def test_meta_training_lowers_the_real_loss_of_fresh_learners(tmp_path):
-    cfg = tiny_cfg("meta.steps=40", "meta.log_every=1", "meta.checkpoint_every=40")
+    cfg = tiny_cfg("meta.steps=40", "meta.log_every=1", "meta.checkpoint_every=20")
     out = gtn_run.train(cfg, tmp_path / "r", data=tiny_data())
     rec = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in rec] == list(range(1, 41))
     ev = read_json(out / "summary.json")["eval"]
     assert ev["learners"] == 2 and set(ev["real_by_lr"]) == {"0.1", "0.3"}
-    first = gtn_run.load_run(out, data=tiny_data())[1]  # noqa: F841  (loads without error)
+    # the run directory holds the trained teacher: loaded, it is the last checkpoint's, and
+    # evaluating it from disk reproduces the evaluation made in memory right after training
+    loaded_cfg, teacher, _ = gtn_run.load_run(out, data=tiny_data())
+    assert loaded_cfg == cfg and list_checkpoints(out) == [20, 40]
+    weights = load_checkpoint(out, 40)[0]
+    assert teacher.state_dict().keys() == weights.keys()
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    again = gtn_run.evaluate_run(out, data=tiny_data())
+    assert {k: v for k, v in again.items() if not k.endswith(("_curves", "seconds"))} == \
+           {k: v for k, v in ev.items() if not k.endswith("seconds")}
     # meta-training did something: the last ten meta-losses are below the first ten
     mean = lambda rs: sum(r["meta_loss"] for r in rs) / len(rs)  # noqa: E731
     assert mean(rec[-10:]) < 0.8 * mean(rec[:10])
