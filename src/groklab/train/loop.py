@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from groklab.accel.losses import build_loss
-from groklab.accel.transforms import build_transforms, project_weight_norm
+from groklab.accel.transforms import build_transforms, global_norm, project_weight_norm
 from groklab.config import RunConfig
 from groklab.measure.events import THRESHOLDS, EventTracker, phase_label
 from groklab.models import build_model
@@ -121,7 +121,8 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 @torch.no_grad()
 def weight_norm(model) -> float:
-    return math.sqrt(sum(float((p.double() ** 2).sum()) for p in model.parameters()))
+    """The total L2 norm of the parameters (the same rule weight-norm control projects with)."""
+    return float(global_norm(dict(model.named_parameters())))
 
 
 def summarize(cfg: RunConfig, records: list[dict], status: str, wall: float, message: str = "") -> dict:
