@@ -20,8 +20,8 @@ def cmd_train(args) -> int:
 
 
 def _print_summary(out: Path) -> int:
-    from groklab.runs.rundir import read_json
-    s = read_json(out / "summary.json")
+    from groklab.runs.rundir import read_run_json
+    s = read_run_json(out / "summary.json")
     line = f"{s['status']}: {s['steps_done']} outer steps in {s['wall_seconds']:.1f} s"
     ev = s.get("eval")
     if ev:
@@ -30,7 +30,9 @@ def _print_summary(out: Path) -> int:
                  f"{ev['learners']} learners)")
     print(line)
     print(f"report: {out / 'report.html'}")
-    return 0 if s["status"] == "completed" else 130
+    if s.get("message"):
+        print(s["message"])
+    return {"completed": 0, "interrupted": 130, "nan": 3}.get(s["status"], 1)
 
 
 def cmd_eval(args) -> int:

@@ -25,7 +25,7 @@ from groklab.gtn.generator import build_generator
 from groklab.gtn.learners import Learner, LearnerSpec, init_params, spec_for_step
 from groklab.gtn.unroll import (Unroll, initial_state, meta_backward_checkpointed,
                                 meta_backward_plain, real_loss, sgd_momentum_step)
-from groklab.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from groklab.runs.checkpoint import all_finite, list_checkpoints, save_checkpoint
 from groklab.runs.rundir import JsonlLogger, truncate_jsonl
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -126,8 +126,8 @@ def train_gtn(cfg: GTNConfig, data: GTNData, out: str | Path, resume: bool = Fal
     opt = make_optimizer(cfg, teacher)
     start, wall0 = 0, 0.0
     if resume and list_checkpoints(out):
-        start = list_checkpoints(out)[-1]
-        weights, state = load_checkpoint(out, start)
+        from groklab.gtn.run import latest_good
+        start, weights, state = latest_good(out)
         teacher.load_state_dict(weights)
         opt.load_state_dict(state["optim"])
         wall0 = state["wall_seconds"]
@@ -135,8 +135,13 @@ def train_gtn(cfg: GTNConfig, data: GTNData, out: str | Path, resume: bool = Fal
     log = JsonlLogger(out / "metrics.jsonl")
     t0 = time.perf_counter()
     wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
-    save = lambda s: save_checkpoint(out, s, teacher, {"optim": opt.state_dict(), "step": s,  # noqa: E731
-                                                        "wall_seconds": wall()})
+
+    def save(step: int) -> None:
+        state = {"optim": opt.state_dict(), "step": step, "wall_seconds": wall()}
+        if not (all_finite(teacher) and all_finite(state)):  # keep the last finite checkpoint
+            raise FloatingPointError(f"the teacher is not finite after outer step {step}")
+        save_checkpoint(out, step, teacher, state)
+
     bar = _bar(progress, cfg.meta.steps, start)
     status = "completed"
     try:
@@ -155,12 +160,22 @@ def train_gtn(cfg: GTNConfig, data: GTNData, out: str | Path, resume: bool = Fal
     except KeyboardInterrupt:
         status = "interrupted"
         s -= 1
+    except FloatingPointError as e:
+        status, message = "nan", str(e)
     finally:
         log.close()
         if bar is not None:
             bar.close()
     done = s + 1 if cfg.meta.steps > start else start
-    save(done)
+    if status != "nan":
+        try:
+            save(done)
+        except FloatingPointError as e:
+            status, message = "nan", str(e)
+    if status == "nan":
+        ck = list_checkpoints(out)
+        return teacher, {"status": "nan", "steps_done": ck[-1] if ck else 0, "wall_seconds": round(wall(), 2),
+                         "message": f"{message}; stopped. Last good checkpoint: step {ck[-1] if ck else 'none'}"}
     return teacher, {"status": status, "steps_done": done, "wall_seconds": round(wall(), 2)}
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from groklab.config import ConfigError
+from groklab.runs.lock import dir_lock
 from groklab.gtn.eval import BASELINE_MOMENTUM, generated_batches, real_batches, teach
 from groklab.gtn.learners import LearnerSpec, init_params, sample_spec
 from groklab.runs.rundir import atomic_write_text, write_json
@@ -101,7 +102,6 @@ def full_train(learner, params0, data, steps: int, lr: float, batch: int, g: tor
 
 def run_nas(gtn_dir: str | Path, out: str | Path | None, ncfg: NASConfig, progress: bool = False) -> Path:
     """Score the sampled architectures three ways; write nas.json, fig_nas.png, report.html."""
-    from groklab.gtn.meta import get_learner
     from groklab.gtn.run import load_run
     for name, v, lo in (("--archs", ncfg.archs, 3), ("--full-steps", ncfg.full_steps, 1),
                         ("--seeds", ncfg.seeds, 1), ("--top-k", ncfg.top_k, 0)):
@@ -114,7 +114,16 @@ def run_nas(gtn_dir: str | Path, out: str | Path | None, ncfg: NASConfig, progre
     if "cnn" in ncfg.kinds and len(data.shape) < 2:
         raise ConfigError(f"--kinds includes cnn but data {cfg.data.name!r} is not a sequence or image")
     out = Path(out) if out else Path(gtn_dir) / "nas"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create --out {str(out)[:200]!r}: {e.strerror}") from None
+    with dir_lock(out, "NAS directory"):
+        return _search(gtn_dir, cfg, teacher, data, out, ncfg, progress)
+
+
+def _search(gtn_dir, cfg, teacher, data, out: Path, ncfg: NASConfig, progress: bool) -> Path:
+    from groklab.gtn.meta import get_learner
     dtype = teacher.log_lr.dtype
     T, B = cfg.inner.steps, cfg.inner.batch
     specs = sample_architectures(ncfg.archs, ncfg.seed, ncfg.kinds, cfg.learner.weight_norm, cfg.learner.norm)

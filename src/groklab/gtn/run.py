@@ -12,6 +12,7 @@ Layout (as for ``groklab run``)::
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from groklab.config import ConfigError
 from groklab.gtn.config import GTNConfig
 from groklab.gtn.data import GTNData, load_data
 from groklab.gtn.meta import DTYPES, Teacher, train_gtn
-from groklab.runs.checkpoint import list_checkpoints, load_checkpoint
-from groklab.runs.rundir import read_json, write_json
+from groklab.runs.checkpoint import list_checkpoints, load_latest_good
+from groklab.runs.lock import dir_lock
+from groklab.runs.rundir import read_run_json, write_json
 
 
 def default_out(cfg: GTNConfig) -> Path:
@@ -45,29 +47,39 @@ def check(cfg: GTNConfig, data: GTNData) -> None:
 def train(cfg: GTNConfig, out: str | Path | None = None, progress: bool = False,
           evaluate: bool = True, data: GTNData | None = None) -> Path:
     """Meta-train ``cfg`` into a new directory ``out``, then evaluate and report."""
+    from groklab.api import make_out
     data = data or load_data(cfg.data)
     check(cfg, data)
-    out = Path(out) if out is not None else default_out(cfg)
-    if out.exists():
-        raise ConfigError(f"output directory {str(out)!r} already exists; choose another --out "
-                          f"or continue it with --resume {out}")
-    out.mkdir(parents=True)
+    out = make_out(out if out is not None else default_out(cfg))
     try:
-        write_json(out / "config.json", cfg.to_dict())
+        with dir_lock(out, "GTN run directory"):
+            write_json(out / "config.json", cfg.to_dict())
+            return _train_and_finish(cfg, data, out, False, progress, evaluate)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        if not list_checkpoints(out):
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: no half-made run
         raise
-    return _train_and_finish(cfg, data, out, False, progress, evaluate)
 
 
 def resume(run_dir: str | Path, progress: bool = False, evaluate: bool = True,
            data: GTNData | None = None) -> Path:
     """Continue meta-training in ``run_dir`` from its last checkpoint, bit for bit."""
     d = Path(run_dir)
-    if not (d / "config.json").is_file():
-        raise ConfigError(f"{str(d)!r} is not a GTN run directory (no config.json)")
-    cfg = GTNConfig.from_dict(read_json(d / "config.json"))
-    return _train_and_finish(cfg, data or load_data(cfg.data), d, True, progress, evaluate)
+    if not d.is_dir():
+        raise ConfigError(f"--resume {str(d)!r}: no such GTN run directory")
+    with dir_lock(d, "GTN run directory"):
+        cfg = read_gtn_config(d)
+        return _train_and_finish(cfg, data or load_data(cfg.data), d, True, progress, evaluate)
+
+
+def read_gtn_config(d: Path) -> GTNConfig:
+    """The validated GTNConfig of a run directory; missing or damaged is one ConfigError line."""
+    p = d / "config.json"
+    raw = read_run_json(p)
+    try:
+        return GTNConfig.from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{str(p)!r} is damaged: {e}") from None
 
 
 def _train_and_finish(cfg, data, out, resume_, progress, evaluate) -> Path:
@@ -87,26 +99,46 @@ def load_run(run_dir: str | Path, data: GTNData | None = None
              ) -> tuple[GTNConfig, Teacher, GTNData]:
     """The config, the teacher at the last checkpoint, and the data of a GTN run."""
     d = Path(run_dir)
-    if not (d / "config.json").is_file() or not list_checkpoints(d):
-        raise ConfigError(f"{str(d)!r} is not a GTN run directory with a checkpoint")
-    cfg = GTNConfig.from_dict(read_json(d / "config.json"))
+    cfg = read_gtn_config(d)
     data = data or load_data(cfg.data)
     dtype = DTYPES[cfg.meta.dtype]
     data.to(dtype)
     teacher = Teacher(cfg, data).to(dtype)
-    weights, _ = load_checkpoint(d, list_checkpoints(d)[-1])
-    teacher.load_state_dict(weights)
+    step, weights, _ = latest_good(d)
+    try:
+        teacher.load_state_dict(weights)
+    except RuntimeError:
+        raise ConfigError(f"checkpoint step {step} in {str(d)!r} does not fit config.json") from None
     return cfg, teacher, data
+
+
+def latest_good(d: Path) -> tuple[int, dict, dict]:
+    """The newest usable checkpoint of a GTN run (damaged ones skipped with a warning)."""
+    try:
+        step, weights, state, skipped = load_latest_good(d)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    for why in skipped:
+        print(f"groklab: warning: skipped checkpoint {why}", file=sys.stderr)
+    return step, weights, state
 
 
 def evaluate_run(run_dir: str | Path, learners: int | None = None, teacher=None, cfg=None,
                  data=None) -> dict:
     """Run the evaluation protocol, write eval.json, the figures, summary.json and report.html."""
+    d = Path(run_dir)
+    if teacher is None:  # a command of its own: hold the directory
+        if not d.is_dir():
+            raise ConfigError(f"{str(d)!r} is not a GTN run directory")
+        with dir_lock(d, "GTN run directory"):
+            cfg, teacher, data = load_run(d, data)
+            return _evaluate(d, learners, teacher, cfg, data)
+    return _evaluate(d, learners, teacher, cfg, data)
+
+
+def _evaluate(d: Path, learners, teacher, cfg, data) -> dict:
     from groklab.gtn.eval import evaluate
     from groklab.gtn.report import plot_accuracy, plot_samples, write_gtn_report
-    d = Path(run_dir)
-    if teacher is None:
-        cfg, teacher, data = load_run(d, data)
     t0 = time.perf_counter()
     result = evaluate(cfg, teacher, data, learners)
     result["eval_seconds"] = round(time.perf_counter() - t0, 2)
@@ -115,7 +147,7 @@ def evaluate_run(run_dir: str | Path, learners: int | None = None, teacher=None,
                   title=f"{cfg.data.name}, T = {cfg.inner.steps}, {result['learners']} fresh "
                         f"learners ({result['learner']}), mean ± std")
     plot_samples(teacher, data, d / "fig_samples.png")
-    summary = read_json(d / "summary.json") if (d / "summary.json").exists() else {}
+    summary = read_run_json(d / "summary.json") if (d / "summary.json").exists() else {}
     summary["eval"] = {k: v for k, v in result.items() if not k.endswith("_curves")}
     write_json(d / "summary.json", summary)
     write_gtn_report(d)

@@ -1,0 +1,102 @@
+"""GTN run directories get the same care as training runs: bad --out, damaged files, locks,
+non-finite teachers (one line, exit 2, nothing half-made, the last finite checkpoint kept)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from groklab.cli import main
+from groklab.config import ConfigError
+from groklab.gtn import run as gtn_run
+from groklab.runs.checkpoint import list_checkpoints, load_weights, step_dir
+from gtn_tiny import one_thread, tiny_cfg, tiny_data  # noqa: F401  (fixture)
+
+DIGITS_TINY = ["--set", "meta.steps=2", "--set", "inner.steps=2", "--set", "eval.learners=1",
+               "--set", "generator.hidden=8", "--set", "learner.hidden=4", "--set", "eval.lrs=0.1"]
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("groklab: error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("out, needle", [("", "--out '': expected a directory path"),
+                                         ("afile/g", "Not a directory")])
+def test_a_bad_out_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, out, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    assert main(["gtn", "train", "--quiet", "--out", out, *DIGITS_TINY]) == 2
+    assert needle in _one_line(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def _trained(tmp_path):
+    out = tmp_path / "g"
+    gtn_run.train(tiny_cfg(), out, evaluate=False, data=tiny_data())
+    return out
+
+
+def test_a_damaged_config_or_summary_is_one_line(tmp_path, capsys):
+    d = _trained(tmp_path)
+    (d / "config.json").write_text('{"inner": {"steps": ')
+    assert main(["gtn", "eval", str(d)]) == 2
+    assert "config.json" in _one_line(capsys)
+    assert main(["gtn", "train", "--resume", str(d), "--quiet"]) == 2
+    assert "is damaged: not valid JSON" in _one_line(capsys)
+
+
+def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
+    d = _trained(tmp_path)
+    assert list_checkpoints(d) == [3, 6]
+    f = step_dir(d, 6) / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:64])
+    cfg, teacher, data = gtn_run.load_run(d, data=tiny_data())
+    assert "skipped checkpoint step 6: unreadable" in capsys.readouterr().err
+    w3 = load_weights(step_dir(d, 3))
+    assert all(torch.equal(teacher.state_dict()[k], w3[k]) for k in w3)
+
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from groklab.runs.lock import dir_lock
+    with dir_lock(sys.argv[1], "GTN run directory"):
+        print("held", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_a_gtn_run_in_use_is_refused_with_its_holder(tmp_path):
+    d = _trained(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(d)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=f"is in use by pid {holder.pid}"):
+            gtn_run.evaluate_run(d, data=tiny_data())
+        with pytest.raises(ConfigError, match=f"is in use by pid {holder.pid}"):
+            gtn_run.resume(d, evaluate=False, data=tiny_data())
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_a_teacher_that_goes_non_finite_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    from groklab.gtn import meta
+    real = meta.meta_step
+
+    def poisoned(cfg, teacher, opt, data, s):
+        rec = real(cfg, teacher, opt, data, s)
+        if s == 4:  # after outer step 5: the checkpoint at 6 would hold NaN
+            with torch.no_grad():
+                next(teacher.parameters()).fill_(float("nan"))
+        return rec
+
+    monkeypatch.setattr(meta, "meta_step", poisoned)
+    out = tmp_path / "n"
+    gtn_run.train(tiny_cfg(), out, evaluate=False, data=tiny_data())
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "nan" and "not finite after outer step 6" in s["message"]
+    assert s["message"].endswith("Last good checkpoint: step 3") and list_checkpoints(out) == [3]
