@@ -209,3 +209,13 @@ def test_any_sweep_spec_is_exit_0_or_a_clean_exit_2(in_tmp, capsys, axis, axis_v
     before = set(in_tmp.iterdir())
     code = main(["sweep", fname, "--out", str(in_tmp / f"o{len(before)}"), "--workers", "1"])
     _assert_clean(capsys, code, in_tmp, before)
+
+
+@pytest.mark.parametrize("cmd", [["race", "--recipes", "mlp-adamw", "--seeds", "1", "--steps", "2"],
+                                 ["gtn", "train", "--quiet", *_sets(["meta.steps=1"])]])
+@pytest.mark.parametrize("out, needle", [("", "--out '': expected a directory path"),
+                                         ("afile/x", "Not a directory")])
+def test_every_command_that_makes_a_directory_checks_its_out(in_tmp, capsys, cmd, out, needle):
+    (in_tmp / "afile").write_text("mine")
+    _check_one_line(capsys, main([*cmd, "--out", out]), needle)
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["afile"]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from groklab.config import ConfigError, RunConfig, parse_overrides, set_key, validate
+from groklab.runs.lock import dir_lock
 from groklab.runs.rundir import atomic_write_text, read_jsonl, write_json
 
 DEFAULT_RECIPES = ("mlp-adamw", "mlp-grokfast-ema", "mlp-grokfast-ma", "mlp-orthograd",
@@ -102,7 +103,6 @@ def run_race(recipes: Sequence[str] = DEFAULT_RECIPES, task: str | None = "nanda
              log: Callable[[str], None] | None = print) -> dict:
     """Run every recipe for every seed, one after the other, into ``out``; write race.json,
     race.md and race.png there and return the race.json content."""
-    import groklab
     from groklab.presets import PRESETS
     if not recipes:
         raise ConfigError("race: no recipes given; e.g. --recipes mlp-adamw,mlp-orthograd")
@@ -116,12 +116,16 @@ def run_race(recipes: Sequence[str] = DEFAULT_RECIPES, task: str | None = "nanda
         raise ConfigError(f"race thresholds {thresholds}: each must be in (0, 1]")
     configs = {(r, s): race_config(r, task, s, steps, eval_every, thresholds[-1], overrides)
                for r in recipes for s in seeds}  # fail on a bad override before any training
-    out = Path(out) if out is not None else Path("runs") / f"race-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out.exists():
-        raise ConfigError(f"race output directory {str(out)!r} already exists; choose another --out")
-    out.mkdir(parents=True)
+    from groklab.api import make_out
+    out = make_out(out if out is not None else Path("runs") / f"race-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = {"recipes": list(recipes), "task": task, "seeds": list(seeds), "steps": steps,
                 "eval_every": eval_every, "thresholds": thresholds, "overrides": list(overrides)}
+    with dir_lock(out, "race directory"):
+        return _race(out, configs, settings, thresholds, log)
+
+
+def _race(out: Path, configs: dict, settings: dict, thresholds: list[float], log) -> dict:
+    import groklab
     runs: list[RaceRun] = []
     for (recipe, seed), cfg in configs.items():
         d = out / recipe / f"seed{seed}"
