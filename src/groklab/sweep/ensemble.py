@@ -36,6 +36,7 @@ from groklab.runs.rundir import JsonlLogger, read_jsonl, write_json
 from groklab.tasks import build_task
 from groklab.train.loop import Batches, checkpoint_steps, resolve_device, summarize
 from groklab.train.optim import build_optimizer, get_lr
+from groklab.train.stopping import EarlyStop
 
 ENSEMBLE_KEYS = ("optim.lr", "optim.wd", "model.init_scale", "train.seed")
 
@@ -165,7 +166,7 @@ def train_ensemble(cfgs: list[RunConfig], dirs: list[Path], report: bool = True)
     status = ["completed"] * M
     message = [""] * M
     walls = [0.0] * M
-    streak: list[int | None] = [None] * M
+    stoppers = [EarlyStop(t.stop_threshold, t.patience) for _ in range(M)]
     t0 = time.perf_counter()
 
     @torch.no_grad()
@@ -183,13 +184,8 @@ def train_ensemble(cfgs: list[RunConfig], dirs: list[Path], report: bool = True)
                    "val_loss": float(vl[j]), "val_acc": float(va[j]),
                    "lr": float(lr0[r]) * factor, "weight_norm": float(wn[j]), "time": now}
             loggers[i].log(rec)
-            if t.stop_threshold > 0 and status[i] == "completed":
-                streak[i] = (streak[i] if streak[i] is not None else step) \
-                    if rec["val_acc"] >= t.stop_threshold else None
-                if streak[i] is not None and step - streak[i] >= t.patience:
-                    status[i] = "early_stopped"
-                    message[i] = (f"validation accuracy >= {t.stop_threshold} since step "
-                                  f"{streak[i]} (patience {t.patience})")
+            if status[i] == "completed" and stoppers[i].update(step, rec["val_acc"]):
+                status[i], message[i] = "early_stopped", stoppers[i].message
 
     def save(r: int, step: int) -> None:
         i = active[r]
