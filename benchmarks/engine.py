@@ -4,9 +4,11 @@ The plain reference follows the structure of Nanda et al.'s public training code
 (arXiv 2301.05217): einsum attention over all three positions, MLP and unembedding at every
 position, logits read at the last one, float64 cross-entropy, AdamW with a LambdaLR warm-up,
 and — as in that loop — the test loss computed every epoch. A second plain variant skips the
-per-epoch test loss ("train step only"). groklab runs the same recipe with its fast model
-(answer position only, token tables), fused AdamW, flushed denormals and evaluation every
-``--eval-every`` steps.
+per-epoch test loss ("train step only"); a third is that train step given groklab's two flags,
+fused AdamW and flushed denormals, so that its ratio to groklab is the algorithm's alone (answer
+position only, token tables) and its ratio to the second is the flags'. groklab runs the same
+recipe with its fast model, fused AdamW, flushed denormals and evaluation every ``--eval-every``
+steps.
 
 Two parts, all models built from the same initial weights:
 
@@ -82,9 +84,10 @@ def ce_high_precision(logits, labels):
     return -torch.gather(logp, -1, labels[:, None]).mean()
 
 
-def plain_adamw(model, o):
+def plain_adamw(model, o, fused: bool = False):
     """Nanda's optimiser: AdamW with a LambdaLR linear warm-up (lr 0 at the first step)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.wd, betas=(o.beta1, o.beta2))
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.wd, betas=(o.beta1, o.beta2),
+                            fused=fused or None)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(s / o.warmup, 1))
 
 
@@ -158,9 +161,10 @@ def main() -> None:
           f"{a.steps} steps {rel64:.2e} ({'OK' if rel64 < 1e-4 else 'FAIL'}, limit 1e-4)")
 
     fast = build_model(cfg, task)
-    plain_loop, plain_step_model = PlainTransformer(fast), PlainTransformer(fast)
+    plain_loop, plain_step_model, plain_flags = (PlainTransformer(fast) for _ in range(3))
     opt_loop, sch_loop = plain_adamw(plain_loop, cfg.optim)
     opt_step, sch_step = plain_adamw(plain_step_model, cfg.optim)
+    opt_flags, sch_flags = plain_adamw(plain_flags, cfg.optim, fused=True)
     opt_fast = build_optimizer(fast.parameters(), cfg.optim)
     loss_fn = build_loss(cfg.train.loss, cfg.train.loss_dtype)
     o = cfg.optim
@@ -169,19 +173,22 @@ def main() -> None:
         ce_high_precision(plain_loop(xte)[:, -1], yte).item()
         return plain_step(plain_loop, opt_loop, sch_loop, xtr, ytr)
 
-    times = {"plain (Nanda's loop)": [], "plain (train step only)": [], "groklab": []}
+    times = {"plain (Nanda's loop)": [], "plain (train step only)": [],
+             "plain (step, fused, flush)": [], "groklab": []}
     losses = {k: [] for k in times}
     for step in range(a.steps):
         torch.set_flush_denormal(False)
         t0 = time.perf_counter(); losses["plain (Nanda's loop)"].append(nanda_loop_step())
         t1 = time.perf_counter(); losses["plain (train step only)"].append(
             plain_step(plain_step_model, opt_step, sch_step, xtr, ytr))
-        t2 = time.perf_counter()
         torch.set_flush_denormal(True)
+        t2 = time.perf_counter(); losses["plain (step, fused, flush)"].append(
+            plain_step(plain_flags, opt_flags, sch_flags, xtr, ytr))
+        t3 = time.perf_counter()
         val = (xte, yte) if step % a.eval_every == 0 else None
         losses["groklab"].append(groklab_step(fast, opt_fast, cfg, step, xtr, ytr, loss_fn, val))
-        t3 = time.perf_counter()
-        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+        t4 = time.perf_counter()
+        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[k].append(dt)
     torch.set_flush_denormal(False)
 
