@@ -49,19 +49,20 @@ def test_a_second_driver_on_the_same_directory_stops_with_one_line_naming_the_ho
     """Two `groklab sweep same.toml --out cs` at once: the second exits 2 and touches nothing,
     so no point's metrics.jsonl gets duplicated steps."""
     spec, out = _spec(tmp_path), tmp_path / "cs"
-    real, second = groklab.run, []
+    real, second, files = groklab.run, [], []
 
-    def run(cfg, out=None, **kw):
+    def run(cfg, out=None, **kw):  # (an assertion in here would only fail the point)
         if not second:  # while this driver is inside its first point, start another one
-            before = _files(out.parent.parent)
+            files.append(_files(out.parent.parent))
             second.append(subprocess.run(
                 [sys.executable, "-m", "groklab.cli", "sweep", str(spec), "--out", str(out.parent.parent),
                  "--workers", "1"], capture_output=True, text=True, timeout=300))
-            assert _files(out.parent.parent) == before
+            files.append(_files(out.parent.parent))
         return real(cfg, out=out, **kw)
     monkeypatch.setattr(groklab, "run", run)
     assert main(["sweep", str(spec), "--out", str(out), "--workers", "1"]) == 0
     [p] = second
+    assert files[0] == files[1]  # the second driver wrote nothing
     assert p.returncode == 2, p.stderr[-2000:]
     assert p.stderr.startswith("groklab: error: sweep directory ") and p.stderr.count("\n") == 1
     assert f"in use by pid {os.getpid()}" in p.stderr and "sweep" in p.stderr
@@ -92,20 +93,24 @@ def test_bad_options_fail_before_anything_is_made(tmp_path, capsys, args, match)
 
 
 def test_ensemble_option_in_optimize_mode_is_refused(tmp_path, capsys):
-    spec = _spec(tmp_path, 'name = "o"\nmode = "optimize"\npreset = "prieto"\n[axes]\n'
-                           '"optim.lr" = {log = [1e-3, 1e-2]}\n')
+    spec = _spec(tmp_path, 'name = "o"\nmode = "optimize"\npreset = "prieto"\n[base]\n"task.p" = 11\n'
+                           '"model.hidden" = [16]\n"train.steps" = 10\n[axes]\n"optim.lr" = {log = [1e-3, 1e-2]}\n'
+                           '[optimize]\nn_trials = 1\n')
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--ensemble", "on"]) == 2
     assert "--ensemble" in _one_line_error(capsys) and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("name", ["../../x", "a/b", "/abs", "..", ".hidden", "", "a b", "x" * 101, 5])
+# (no absolute name here: were the check missing, this test must not write outside tmp_path)
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "", "a b", "x" * 101, 5])
 def test_a_sweep_name_that_is_not_a_plain_name_is_refused(tmp_path, capsys, monkeypatch, name):
     """The name is the default directory sweeps/<name>: "../../x" would write outside sweeps/."""
-    monkeypatch.chdir(tmp_path)
+    cwd = tmp_path / "a" / "b" / "c"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
     spec = _spec(tmp_path, SPEC.replace('name = "tiny"', f"name = {json.dumps(name)}"))
-    assert main(["sweep", str(spec)]) == 2
+    assert main(["sweep", str(spec), "--workers", "1"]) == 2
     assert "name = " in _one_line_error(capsys)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["spec.toml"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b", "a/b/c", "spec.toml"]
 
 
 def test_a_plain_name_is_the_default_directory(tmp_path, monkeypatch):
@@ -113,6 +118,16 @@ def test_a_plain_name_is_the_default_directory(tmp_path, monkeypatch):
     spec = _spec(tmp_path, SPEC.replace('name = "tiny"', 'name = "wd_lr-2.b"'))
     assert main(["sweep", str(spec), "--workers", "1"]) == 0
     assert (tmp_path / "sweeps" / "wd_lr-2.b" / "sweep.json").is_file()
+
+
+def test_an_empty_or_impossible_out_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = _spec(tmp_path)
+    assert main(["sweep", str(spec), "--out", ""]) == 2  # not the default sweeps/<name>
+    assert "--out '': expected a directory path" in _one_line_error(capsys)
+    assert main(["sweep", str(spec), "--out", "x" * 300]) == 2
+    assert "--out 'xxx" in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
 
 
 def test_out_that_is_a_file_or_another_directory_is_refused_and_left_alone(tmp_path, capsys):

@@ -182,7 +182,14 @@ def _two_drivers(tmp_path, name, db):
                               stderr=subprocess.STDOUT, text=True) for o in outs]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
-    study = optuna.load_study(study_name=name, storage=storage_url(db))
+    storage = optuna.storages.RDBStorage(storage_url(db))
+    try:
+        _check_trials(optuna.load_study(study_name=name, storage=storage), procs, outs, logs)
+    finally:
+        storage.engine.dispose()  # close its connections before the database is dropped
+
+
+def _check_trials(study, procs, outs, logs):
     S = optuna.trial.TrialState
     trials = study.get_trials()
     assert all(t.state == S.COMPLETE for t in trials), [t.state for t in trials]

@@ -113,10 +113,13 @@ def test_shipped_examples_parse():
     ({"preset": {"a": 1}}, "preset"),
     ({"config": 5}, "config"),
     ({"name": "../../x"}, "name"),
+    ({"name": "/abs"}, "name"),
     ({"name": 7}, "name"),
     ({"diagram": {"threshold": True}}, "threshold"),
     ({"axes": {"optim.wd": {"range": [0, 1], "num": 10**9}}}, "num"),
     ({"axes": {"optim.wd": {"range": [0, 1], "num": True}}}, "num"),
+    ({"axes": {"optim.lr": {}}}, "a range is"),
+    ({"axes": {"optim": {}}}, "dotted config key"),
     ({"axes": {"optim.wd": {"range": [0, 1], "num": 1000}, "optim.lr": {"log": [1e-4, 1e-1], "num": 1000}}},
      "at most"),
 ])

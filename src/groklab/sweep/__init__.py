@@ -22,6 +22,9 @@ def run_sweep(spec: Spec | str, out, executor="local", workers: int | None = Non
         path = Path(spec)
         spec = load_spec(path)
         spec_text = path.read_text()
+    if str(out).strip() == "":
+        from groklab.config import ConfigError
+        raise ConfigError("--out '': expected a directory path")
     out = Path(out)
     _check_options(spec, storage, ensemble)
     if isinstance(executor, str):
@@ -36,8 +39,9 @@ def run_sweep(spec: Spec | str, out, executor="local", workers: int | None = Non
     else:
         check_points(spec.points(), spec)
         check_out(out, spec)
-    ex = make_executor(executor, out, workers, address) if isinstance(executor, str) else executor
+    ex = res = None
     try:
+        ex = make_executor(executor, out, workers, address) if isinstance(executor, str) else executor
         with open_sweep_dir(out, spec, spec_text):
             if spec.mode == "optimize":
                 from groklab.sweep.optimize import run_optimize
@@ -45,8 +49,13 @@ def run_sweep(spec: Spec | str, out, executor="local", workers: int | None = Non
             else:
                 res = run_grid(spec, out, ex, ensemble=ensemble)
     except BaseException:
-        ex.close(cancel=True)
+        if ex is not None:
+            ex.close(cancel=True)
         raise
+    finally:
+        if spec.mode == "optimize":  # leave no database connection open behind the sweep
+            from groklab.sweep.optimize import release_study
+            release_study(study if study is not None else res)
     ex.close()
     return res
 

@@ -27,7 +27,7 @@ def cmd_sweep(args) -> int:
     from groklab.sweep import run_sweep
     from groklab.sweep.spec import load_spec
     spec = load_spec(args.spec)
-    out = Path(args.out) if args.out else Path("sweeps") / spec.name
+    out = args.out if args.out is not None else Path("sweeps") / spec.name
     ensemble = {"on": True, "off": False, "auto": None, None: None}[args.ensemble]
     if args.ensemble == "auto":
         spec.ensemble = "auto"

@@ -183,6 +183,15 @@ def open_study(spec: Spec, out: Path, storage: str | None):
         raise ConfigError(f"{where}: cannot open the study ({type(e).__name__}: {msg})") from None
 
 
+def release_study(study) -> None:
+    """Close the database connections a study's storage pools (it opens new ones if used again),
+    so a driver leaves none open behind it."""
+    storage = getattr(study, "_storage", None)
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 

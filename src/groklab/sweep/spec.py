@@ -311,7 +311,7 @@ def _flatten_axes(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and not ({"range", "log", "num"} & set(v)):
+        if isinstance(v, dict) and v and not ({"range", "log", "num"} & set(v)):  # {} is a bad range
             out.update(_flatten_axes(v, f"{key}."))
         else:
             out[key] = v

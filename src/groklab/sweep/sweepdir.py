@@ -42,6 +42,13 @@ def read_meta(out: Path) -> dict[str, Any]:
 
 def check_out(out: Path, spec) -> None:
     """Read-only: raise ConfigError unless ``out`` is new, empty, or this same sweep."""
+    try:
+        _check_out(out, spec)
+    except OSError as e:  # a name too long, a component that is a file, no permission, ...
+        raise ConfigError(f"--out {str(out)[:200]!r}: {e.strerror or e}") from None
+
+
+def _check_out(out: Path, spec) -> None:
     if not out.exists():
         if out.is_symlink():
             raise ConfigError(f"--out {str(out)!r} is a dangling symbolic link; choose another --out")
