@@ -149,7 +149,32 @@ def test_ensemble_grid_trains_together_and_gives_the_same_table_layout(tmp_path)
     [g] = meta["ensemble"]["groups"]
     assert g["trained"] == "together" and g["fallback"] is None and len(g["points"]) == 4
     assert read_json(tmp_path / "s" / "sweep.json")["ensemble"] == {
-        "used": False, "why": "the spec says ensemble = false", "groups": []}
+        "used": False, "why": "the spec says ensemble = false", "groups": [], "single": []}
+
+
+def test_points_an_ensemble_cannot_train_are_listed_with_why(tmp_path, capsys):
+    spec = parse_spec({**TINY, "ensemble": True, "axes": {"optim.lr": [1e-3, 1e-2], "optim.clip": [0.0, 0.5]}})
+    rows = run_sweep(spec, tmp_path / "e", workers=1)
+    assert all(r["status"] == "completed" for r in rows)
+    meta = read_json(tmp_path / "e" / "sweep.json")["ensemble"]
+    [g] = meta["groups"]
+    assert g["trained"] == "together" and sorted(g["points"]) == sorted(r["id"] for r in rows if "clip=0_" in r["id"])
+    assert sorted(x["id"] for x in meta["single"]) == sorted(r["id"] for r in rows if "clip=0.5" in r["id"])
+    assert {x["reason"] for x in meta["single"]} == {"optim.clip > 0"}
+    assert "2 point(s) run singly" in capsys.readouterr().out
+
+
+def test_auto_says_why_it_did_not_use_the_ensemble(tmp_path, monkeypatch):
+    import groklab.sweep.ensemble as ens
+
+    def broken(cfg, m, steps=20):
+        raise RuntimeError("no vmap here")
+    monkeypatch.setattr(ens, "time_ensemble", broken)
+    run_sweep(parse_spec({**TINY, "ensemble": "auto"}), tmp_path / "a", workers=1)
+    meta = read_json(tmp_path / "a" / "sweep.json")["ensemble"]
+    assert meta["used"] is False
+    assert meta["why"] == "auto: timing the ensemble failed (RuntimeError: no vmap here)"
+    assert "timing the ensemble failed" in (tmp_path / "a" / "report.html").read_text()
 
 
 def test_a_failing_ensemble_falls_back_to_single_runs_and_says_so(tmp_path, monkeypatch, capsys):

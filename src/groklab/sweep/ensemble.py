@@ -309,18 +309,28 @@ def run_ensemble_job(job: dict[str, Any], threads: int | None = 1) -> list[dict]
 
 
 def ensemble_faster(cfg: RunConfig, m: int = 8, steps: int = 20) -> bool:
-    """Measure here, now: is one ensemble step of ``m`` models cheaper than ``m`` single steps?
+    """Measure here, now: is one ensemble step of ``m`` models cheaper than ``m`` single steps?"""
+    return ensemble_choice(cfg, m, steps)[0]
+
+
+def ensemble_choice(cfg: RunConfig, m: int = 8, steps: int = 20) -> tuple[bool, str]:
+    """(use the ensemble?, why), measured here and now.
 
     Times ``steps`` full-batch steps of each on this config (a few seconds at most for the
-    small models sweeps use); the local executor groups points only when this says so."""
-    if unsupported(cfg):
-        return False
+    small models sweeps use); the local executor groups points only when this says so. A config
+    the ensemble cannot train, or a timing that fails, says no and says why."""
+    why = unsupported(cfg)
+    if why:
+        return False, f"cannot ensemble: {why}"
     try:
         single = time_single(cfg, steps)
         ens = time_ensemble(cfg, m, steps)
-    except (RuntimeError, ValueError):
-        return False
-    return ens < m * single
+    except (RuntimeError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return False, f"timing the ensemble failed ({type(e).__name__}: {msg})"
+    faster = ens < m * single
+    return faster, (f"{m} models together {ens * 1e3:.3g} ms/step vs {m} × {single * 1e3:.3g} ms "
+                    f"apart: {'faster' if faster else 'not faster'}")
 
 
 def time_single(cfg: RunConfig, steps: int = 20) -> float:

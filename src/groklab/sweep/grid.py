@@ -74,14 +74,26 @@ def run_grid(spec: Spec, out: Path, executor, ensemble: bool | None = None,
     meta.update({"name": spec.name, "mode": "grid", "fingerprint": spec.fingerprint(),
                  "axes": {a.key: a.values for a in spec.axes}, "seeds": spec.seeds,
                  "points": [{"id": p.id, "values": p.values, "seed": p.seed} for p in points],
-                 "ensemble": {"used": use_ens, "why": why, "groups": []}})
+                 "ensemble": {"used": use_ens, "why": why, "groups": [], "single": []}})
     meta.setdefault("ensemble_fallbacks", [])  # every fallback of every invocation
     write_json(out / "sweep.json", meta)
     jobs = make_jobs(todo, out, spec, use_ens, parts=executor.capacity)
+    if use_ens:  # the points that run singly all the same, and why
+        from groklab.config import RunConfig
+        from groklab.sweep.ensemble import unsupported
+        single = [{"id": j["id"], "reason": "a prune rule" if j.get("prune") else
+                   unsupported(RunConfig.from_dict(j["config"])) or "no compatible point to group with"}
+                  for j in jobs if j.get("kind") != "ensemble"]
+        meta["ensemble"]["single"] = single
+        write_json(out / "sweep.json", meta)
     print(f"sweep {spec.name}: {len(points)} points, {len(points) - len(todo)} already finished, "
           f"{len(todo)} to run in {len(jobs)} jobs on {type(executor).__name__} "
           f"({executor.capacity} workers; ensemble {'on' if use_ens else 'off'}: {why})",
           file=log, flush=True)
+    if use_ens and meta["ensemble"]["single"]:
+        print(f"  {len(meta['ensemble']['single'])} point(s) run singly, e.g. "
+              f"{meta['ensemble']['single'][0]['id']}: {meta['ensemble']['single'][0]['reason']}",
+              file=log, flush=True)
     t0, done = time.perf_counter(), [0]
     groups: dict[str, dict] = {}
 
@@ -128,9 +140,9 @@ def _want_ensemble(spec: Spec, flag: bool | None, executor, m: int) -> tuple[boo
         return flag, f"--ensemble {'on' if flag else 'off'}"
     if spec.ensemble != "auto":
         return spec.ensemble == "true", f"the spec says ensemble = {spec.ensemble}"
-    from groklab.sweep.ensemble import ensemble_faster
-    faster = ensemble_faster(spec.base, m=min(m, 64))
-    return faster, f"auto: {min(m, 64)} models measured {'faster' if faster else 'not faster'} together"
+    from groklab.sweep.ensemble import ensemble_choice
+    use, why = ensemble_choice(spec.base, m=min(m, 64))
+    return use, f"auto: {why}"
 
 
 def collect_rows(points: list[Point], out: Path, spec: Spec) -> list[dict]:
