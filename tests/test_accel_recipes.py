@@ -60,6 +60,10 @@ def test_race_recipes_share_task_and_model():
     for name in DEFAULT_RECIPES:
         cfg = get_preset(name)
         assert cfg.task == nanda and cfg.model.arch == "mlp"
+        # the race's rules: a 1,000-step budget, full batch, evaluated every 10 steps, stopping
+        # at the first evaluation with 99 % validation accuracy
+        t = cfg.train
+        assert (t.steps, t.batch_size, t.eval_every, t.stop_threshold, t.patience) == (1000, 0, 10, 0.99, 0), name
         if name not in ("mlp-fast", "mlp-init-scale"):
             assert cfg.model == prieto, name
     fast = get_preset("mlp-fast")

@@ -69,6 +69,9 @@ def test_mse_onehot_is_zero_at_the_target_and_sums_over_classes():
     target = F.one_hot(y, 4).float()
     assert float(mse_onehot(target, y)) == 0.0
     assert float(mse_onehot(target + 0.5, y)) == pytest.approx(4 * 0.25)
+    # computed in the named precision (Omnigrok's recipe: float64), whatever the logits' dtype
+    assert mse_onehot(target, y, "float64").dtype == torch.float64
+    assert mse_onehot(target.double(), y, "float32").dtype == torch.float32
 
 
 def test_build_loss_dispatches_and_rejects_unknown_names():

@@ -263,3 +263,65 @@ def test_build_transforms_follows_the_config():
     out2, state = tx.update(grads, state, params)
     for k in grads:
         torch.testing.assert_close(out2[k], 2.0 * grads[k])
+
+
+def test_defaults_are_the_papers():
+    """Lee et al. 2024: EMA alpha 0.98, lambda 2; MA window 100, lambda 5."""
+    params = tensors(0)
+    for default, explicit, steps in ((grokfast_ema(), grokfast_ema(0.98, 2.0), 3),
+                                     (grokfast_ma(), grokfast_ma(100, 5.0), 101)):
+        s1, s2 = default.init(params), explicit.init(params)
+        for step in range(steps):
+            o1, s1 = default.update(tensors(step + 1), s1, params)
+            o2, s2 = explicit.update(tensors(step + 1), s2, params)
+            assert_same(o1, o2)
+    assert identity().init(params) == () and orthograd().init(params) == ()
+
+
+def test_orthograd_of_plain_gradients_keeps_no_graph_of_the_parameters():
+    """The loop's .grad tensors carry no graph: the output must not hold on to the parameters'."""
+    params = {k: v.requires_grad_() for k, v in tensors(0).items()}
+    out, _ = orthograd().update(tensors(1), (), params)
+    assert not any(v.requires_grad for v in out.values())
+
+
+def test_the_meta_gradient_through_the_transforms_equals_finite_differences():
+    """d loss / d scale through four steps of the whole chain (⊥Grad reads the weights, which
+    depend on the scale through the earlier steps) equals a central difference, in float64. The
+    clip's limit is above the gradients' norm: at the limit the loss would not depend on the scale."""
+    tx = chain(grokfast_ema(0.9, 2.0), grokfast_ma(2, 1.0), orthograd(), clip_by_global_norm(1e3))
+
+    def loss(scale):
+        params = tensors(0)
+        state = tx.init(params)
+        for step in range(4):
+            grads = {k: scale * v + 0.3 * params[k] for k, v in tensors(step + 1).items()}
+            grads, state = tx.update(grads, state, params)
+            params = {k: params[k] - 0.1 * grads[k] for k in params}
+        return sum((p ** 2).sum() for p in params.values())
+
+    s = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    (d,) = torch.autograd.grad(loss(s), s)
+    h = 1e-6
+    fd = (loss(torch.tensor(1.5 + h, dtype=torch.float64)) - loss(torch.tensor(1.5 - h, dtype=torch.float64))) / (2 * h)
+    assert float(d) == pytest.approx(float(fd), rel=1e-6)
+
+
+def test_clip_keeps_a_tiny_gradient_and_the_gradients_dtype():
+    tiny = {k: v * (1e-14 / float(global_norm(tensors(5)))) for k, v in tensors(5).items()}   # norm 1e-14
+    out, _ = clip_by_global_norm(1.0).update(tiny, (), {})
+    for k in tiny:
+        torch.testing.assert_close(out[k], tiny[k], rtol=1e-12, atol=0)
+    g32 = tensors(6, torch.float32)
+    out, _ = clip_by_global_norm(1e-3).update(g32, (), {})
+    assert all(v.dtype == torch.float32 for v in out.values())
+
+
+def test_scale_to_norm_keeps_zero_parameters_and_the_dtype():
+    zeros = {k: torch.zeros_like(v) for k, v in tensors(0).items()}
+    out = scale_to_norm(zeros, 5.0)
+    assert_same(out, zeros)
+    unit = {k: v / float(global_norm(tensors(1))) for k, v in tensors(1).items()}   # norm exactly ~1
+    assert float(global_norm(scale_to_norm(unit, 5.0))) == pytest.approx(5.0)
+    p32 = tensors(2, torch.float32)
+    assert all(v.dtype == torch.float32 for v in scale_to_norm(p32, 3.0).values())
