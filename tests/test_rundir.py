@@ -1,0 +1,66 @@
+"""Run-directory files: JSON that refuses non-numbers, jsonl truncation on resume, directory locks."""
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from groklab.config import ConfigError
+from groklab.runs.lock import DirectoryLocked, dir_lock
+from groklab.runs.rundir import read_jsonl, read_run_json, truncate_jsonl
+
+
+@pytest.mark.parametrize("const", ["NaN", "Infinity", "-Infinity"])
+def test_run_json_with_a_non_finite_constant_is_damaged_and_says_why(tmp_path, const):
+    p = tmp_path / "summary.json"
+    p.write_text('{"final_val_acc": %s}' % const)
+    with pytest.raises(ConfigError, match=f"is damaged: not valid JSON \\({const} is not a JSON number\\)"):
+        read_run_json(p)
+
+
+def test_truncate_keeps_the_records_before_the_step_and_those_without_one(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    recs = [{"step": 0}, {"note": "no step"}, {"step": 5}, {"step": 10}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    truncate_jsonl(p, 1)
+    assert read_jsonl(p) == [{"step": 0}, {"note": "no step"}]
+    truncate_jsonl(tmp_path / "absent.jsonl", 3)          # nothing to truncate: no file made
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_a_locked_directory_names_its_holder(tmp_path):
+    """The refusal names the holder's pid, host, command and start time (from .lock.json)."""
+    code = ("import sys, time\nfrom groklab.runs.lock import dir_lock\n"
+            "with dir_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    with subprocess.Popen([sys.executable, "-c", code, str(tmp_path), "--flag"], stdout=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "held"
+            with pytest.raises(DirectoryLocked) as e:
+                with dir_lock(tmp_path, "run directory"):
+                    pass
+            held = json.loads((tmp_path / ".lock.json").read_text())
+            msg = str(e.value)
+            assert msg.startswith(f"run directory {str(tmp_path)!r} is in use by pid {proc.pid} ")
+            assert f"on {socket.gethostname()} (-c {tmp_path} --flag, since {held['since']})" in msg
+            assert time.strptime(held["since"], "%Y-%m-%d %H:%M:%S")
+        finally:
+            proc.kill()
+    with dir_lock(tmp_path):       # released when the holder dies
+        pass
+
+
+def test_a_lock_without_a_readable_holder_record_says_another_process(tmp_path):
+    code = ("import sys, time, os\nfrom groklab.runs.lock import dir_lock\n"
+            "with dir_lock(sys.argv[1]):\n    os.remove(os.path.join(sys.argv[1], '.lock.json'))\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    with subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "held"
+            with pytest.raises(DirectoryLocked, match="is in use by another process; wait"):
+                with dir_lock(tmp_path):
+                    pass
+        finally:
+            proc.kill()
