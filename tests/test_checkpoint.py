@@ -67,3 +67,28 @@ def test_only_complete_step_directories_are_checkpoints(tmp_path):
     (ck / "notes.txt").write_text("")
     assert list_checkpoints(tmp_path) == [9, 20, 100]                # sorted as numbers
     assert list_checkpoints(tmp_path / "nowhere") == []
+
+
+def test_the_latest_good_checkpoint_skips_non_finite_weights_and_unreadable_files(tmp_path):
+    from groklab.runs.checkpoint import load_latest_good
+    model = nn.Linear(2, 2)
+    for s in (1, 2, 3):
+        save_checkpoint(tmp_path, s, model, {"wall": float(s)})
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    save_checkpoint(tmp_path, 4, model, {"wall": 4.0})                    # NaN in the weights
+    (step_dir(tmp_path, 3) / "state.json").write_text("{not json")        # unreadable
+    save_checkpoint(tmp_path, 2, nn.Linear(2, 2), {"wall": float("inf")})  # inf in the state
+    step, weights, state, skipped = load_latest_good(tmp_path)
+    assert (step, state["wall"]) == (1, 1.0) and set(weights) == {"weight", "bias"}
+    assert skipped[0] == "step 4: holds non-finite numbers" and skipped[2] == "step 2: holds non-finite numbers"
+    assert skipped[1].startswith("step 3: unreadable (JSONDecodeError: Expecting property name")
+
+
+def test_no_usable_checkpoint_says_why_each_was_skipped(tmp_path):
+    from groklab.runs.checkpoint import load_latest_good
+    with pytest.raises(FileNotFoundError, match="no usable checkpoint in .*nowhere'$"):
+        load_latest_good(tmp_path / "nowhere")
+    save_checkpoint(tmp_path, 5, nn.Linear(2, 2), {"x": float("nan")})
+    with pytest.raises(FileNotFoundError, match=r"\(step 5: holds non-finite numbers\)$"):
+        load_latest_good(tmp_path)
