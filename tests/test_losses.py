@@ -78,5 +78,14 @@ def test_build_loss_dispatches_and_rejects_unknown_names():
     z, y = logits_and_labels(2)
     torch.testing.assert_close(build_loss("stablemax", "float64")(z, y), stablemax_cross_entropy(z, y))
     torch.testing.assert_close(build_loss("ce", "float32")(z, y), cross_entropy(z, y, "float32"))
-    with pytest.raises(ValueError, match="train.loss"):
+    with pytest.raises(ValueError, match="unknown train.loss 'hinge'; allowed: ce, stablemax, mse"):
         build_loss("hinge", "float64")
+
+
+def test_default_precisions_are_float64_loss_and_float32_collapse_test():
+    """Nanda's cross_entropy_high_precision computes in float64; the collapse test asks whether
+    float32 (the training precision) has rounded every other class away."""
+    z, y = logits_and_labels(2)
+    assert cross_entropy(z.float(), y).dtype == torch.float64
+    margin = torch.tensor([[0.0, -20.0], [0.0, -1.0]])   # exp(-20) ~ 2e-9 < float32's eps / 2
+    assert collapse_fraction(margin) == 0.5 and collapse_fraction(margin, "float64") == 0.0

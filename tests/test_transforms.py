@@ -325,3 +325,20 @@ def test_scale_to_norm_keeps_zero_parameters_and_the_dtype():
     assert float(global_norm(scale_to_norm(unit, 5.0))) == pytest.approx(5.0)
     p32 = tensors(2, torch.float32)
     assert all(v.dtype == torch.float32 for v in scale_to_norm(p32, 3.0).values())
+
+
+def test_build_transforms_passes_every_grokfast_setting_on():
+    cfg = RunConfig()
+    cfg.accel.grokfast, cfg.accel.alpha, cfg.accel.lamb = "ema", 0.5, 3.0
+    params, g1, g2 = tensors(0), tensors(1), tensors(2)
+    tx = build_transforms(cfg.accel, cfg.optim)
+    out1, state = tx.update(g1, tx.init(params), params)
+    out2, _ = tx.update(g2, state, params)
+    for k in params:                       # mu = g1, then 0.5 g1 + 0.5 g2; g + 3 mu
+        torch.testing.assert_close(out1[k], 4.0 * g1[k])
+        torch.testing.assert_close(out2[k], g2[k] + 3.0 * (0.5 * g1[k] + 0.5 * g2[k]))
+    cfg.accel.grokfast, cfg.accel.window, cfg.accel.lamb = "ma", 1, 3.0
+    tx = build_transforms(cfg.accel, cfg.optim)
+    out, _ = tx.update(g1, tx.init(params), params)
+    for k in params:
+        torch.testing.assert_close(out[k], 4.0 * g1[k])
