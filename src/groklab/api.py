@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from groklab.config import RESUMABLE, ConfigError, RunConfig, parse_overrides, resolve, set_key, validate
-from groklab.runs.checkpoint import load_latest_good
+from groklab.runs.checkpoint import resume_point
 from groklab.runs.lock import dir_lock
 from groklab.runs.rundir import read_config, write_json
 from groklab.train.loop import Run, train
@@ -106,12 +105,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, progress: bo
                                   f"allowed: {', '.join(sorted(RESUMABLE))}")
         validate(cfg)
         prepare(cfg)
-        try:
-            step, weights, state, skipped = load_latest_good(d)
-        except FileNotFoundError as e:
-            raise ConfigError(str(e)) from None
-        for why in skipped:
-            print(f"groklab: warning: skipped checkpoint {why}", file=sys.stderr)
+        step, weights, state = resume_point(d)
         if cfg.train.steps < step:
             raise ConfigError(f"train.steps={cfg.train.steps} is below the {step} steps already done; "
                               f"allowed: >= {step}")

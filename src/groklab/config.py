@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
-from groklab.schema import (Bool, ConfigError, Field, Float, Int, IntList, Section, Str,
+from groklab.schema import (Bool, Config, ConfigError, Field, Float, Int, IntList, Section, Str,
                             all_keys, apply_dict, load_toml, parse_overrides, set_key, validate)
 
 SEED_MAX = 2**32 - 1   # numpy's and torch's common seed range
@@ -100,22 +100,13 @@ class TrainConfig(Section):
     save_every: Int = Field(500, ge=1, le=BIG)     # a resumable checkpoint at least this often
 
 
-class RunConfig(Section):
+class RunConfig(Config):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     accel: AccelConfig = Field(default_factory=AccelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     preset: Str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        cfg = cls()
-        apply_dict(cfg, d)
-        return validate(cfg)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import annotated_types as at
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-__all__ = ["ConfigError", "Section", "Int", "Float", "Bool", "Str", "IntList", "FloatList", "Field",
+__all__ = ["ConfigError", "Config", "Section", "Int", "Float", "Bool", "Str", "IntList", "FloatList", "Field",
            "set_key", "apply_dict", "validate", "all_keys", "load_toml", "parse_overrides"]
 
 
@@ -120,6 +120,19 @@ class Section(BaseModel):
     """A group of settings: unknown keys fail, every assignment is validated."""
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True,
                               protected_namespaces=())
+
+
+class Config(Section):
+    """The root of a config tree: ``to_dict`` for config.json, ``from_dict`` to read one back."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        cfg = cls()
+        apply_dict(cfg, d)
+        return validate(cfg)
 
 
 # --- one-line messages ----------------------------------------------------------------------

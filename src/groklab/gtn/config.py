@@ -7,11 +7,11 @@ overrides, in the same style as :mod:`groklab.config`; unknown keys and bad valu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import model_validator
 
-from groklab.schema import (Bool, ConfigError, Field, Float, FloatList, Int, IntList, Section, Str,
+from groklab.schema import (Bool, Config, ConfigError, Field, Float, FloatList, Int, IntList, Section, Str,
                             apply_dict, load_toml, parse_overrides, set_key, validate)
 
 SEED_MAX = 2**32 - 1
@@ -72,22 +72,13 @@ class EvalConfig(Section):
     seed: Int = Field(1000, ge=0, le=SEED_MAX)
 
 
-class GTNConfig(Section):
+class GTNConfig(Config):
     data: DataConfig = Field(default_factory=DataConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     inner: InnerConfig = Field(default_factory=InnerConfig)
     meta: MetaConfig = Field(default_factory=MetaConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GTNConfig":
-        cfg = cls()
-        apply_dict(cfg, d)
-        return validate(cfg)
 
     @model_validator(mode="after")
     def _consistent(self) -> "GTNConfig":

@@ -25,7 +25,7 @@ from groklab.gtn.generator import build_generator
 from groklab.gtn.learners import Learner, LearnerSpec, init_params, spec_for_step
 from groklab.gtn.unroll import (Unroll, initial_state, meta_backward_checkpointed,
                                 meta_backward_plain, real_loss, sgd_momentum_step)
-from groklab.runs.checkpoint import all_finite, list_checkpoints, save_checkpoint
+from groklab.runs.checkpoint import all_finite, list_checkpoints, resume_point, save_checkpoint
 from groklab.runs.rundir import JsonlLogger, truncate_jsonl
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -126,8 +126,7 @@ def train_gtn(cfg: GTNConfig, data: GTNData, out: str | Path, resume: bool = Fal
     opt = make_optimizer(cfg, teacher)
     start, wall0 = 0, 0.0
     if resume and list_checkpoints(out):
-        from groklab.gtn.run import latest_good
-        start, weights, state = latest_good(out)
+        start, weights, state = resume_point(out)
         teacher.load_state_dict(weights)
         opt.load_state_dict(state["optim"])
         wall0 = state["wall_seconds"]

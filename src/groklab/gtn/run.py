@@ -12,7 +12,6 @@ Layout (as for ``groklab run``)::
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from groklab.config import ConfigError
 from groklab.gtn.config import GTNConfig
 from groklab.gtn.data import GTNData, load_data
 from groklab.gtn.meta import DTYPES, Teacher, train_gtn
-from groklab.runs.checkpoint import list_checkpoints, load_latest_good
+from groklab.runs.checkpoint import list_checkpoints, resume_point
 from groklab.runs.lock import dir_lock
 from groklab.runs.rundir import read_run_json, write_json
 
@@ -104,23 +103,12 @@ def load_run(run_dir: str | Path, data: GTNData | None = None
     dtype = DTYPES[cfg.meta.dtype]
     data.to(dtype)
     teacher = Teacher(cfg, data).to(dtype)
-    step, weights, _ = latest_good(d)
+    step, weights, _ = resume_point(d)
     try:
         teacher.load_state_dict(weights)
     except RuntimeError:
         raise ConfigError(f"checkpoint step {step} in {str(d)!r} does not fit config.json") from None
     return cfg, teacher, data
-
-
-def latest_good(d: Path) -> tuple[int, dict, dict]:
-    """The newest usable checkpoint of a GTN run (damaged ones skipped with a warning)."""
-    try:
-        step, weights, state, skipped = load_latest_good(d)
-    except FileNotFoundError as e:
-        raise ConfigError(str(e)) from None
-    for why in skipped:
-        print(f"groklab: warning: skipped checkpoint {why}", file=sys.stderr)
-    return step, weights, state
 
 
 def evaluate_run(run_dir: str | Path, learners: int | None = None, teacher=None, cfg=None,

@@ -130,3 +130,18 @@ def load_latest_good(root: str | Path) -> tuple[int, dict, dict, list[str]]:
         return step, weights, state, skipped
     why = f" ({'; '.join(skipped)})" if skipped else ""
     raise FileNotFoundError(f"no usable checkpoint in {str(root)!r}{why}")
+
+
+def resume_point(root: str | Path) -> tuple[int, dict, dict]:
+    """``load_latest_good`` for a command: each skipped checkpoint is a warning on stderr, no
+    usable one a one-line ``ConfigError``."""
+    import sys
+
+    from groklab.config import ConfigError
+    try:
+        step, weights, state, skipped = load_latest_good(root)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    for why in skipped:
+        print(f"groklab: warning: skipped checkpoint {why}", file=sys.stderr)
+    return step, weights, state
