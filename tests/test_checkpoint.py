@@ -90,5 +90,6 @@ def test_no_usable_checkpoint_says_why_each_was_skipped(tmp_path):
     with pytest.raises(FileNotFoundError, match="no usable checkpoint in .*nowhere'$"):
         load_latest_good(tmp_path / "nowhere")
     save_checkpoint(tmp_path, 5, nn.Linear(2, 2), {"x": float("nan")})
-    with pytest.raises(FileNotFoundError, match=r"\(step 5: holds non-finite numbers\)$"):
+    save_checkpoint(tmp_path, 6, nn.Linear(2, 2), {"x": float("inf")})
+    with pytest.raises(FileNotFoundError, match=r"\(step 6: holds non-finite numbers; step 5: holds non-finite numbers\)$"):
         load_latest_good(tmp_path)

@@ -85,3 +85,41 @@ def test_set_lr_sets_every_parameter_group():
     opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 5.0}], lr=1.0)
     set_lr(opt, 0.25)
     assert [g["lr"] for g in opt.param_groups] == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_build_optimizer_passes_every_setting_on(name):
+    import torch
+    from groklab.config import RunConfig
+    from groklab.train.optim import build_optimizer
+    o = RunConfig().optim
+    o.name, o.lr, o.wd, o.beta1, o.beta2, o.eps, o.momentum = name, 0.02, 0.3, 0.8, 0.95, 1e-6, 0.7
+    opt = build_optimizer([torch.nn.Parameter(torch.ones(3))], o)
+    g = opt.param_groups[0]
+    assert (g["lr"], g["weight_decay"]) == (0.02, 0.3)
+    if name == "sgd":
+        assert type(opt) is torch.optim.SGD and g["momentum"] == 0.7
+    else:
+        assert type(opt) is {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[name]
+        assert (g["betas"], g["eps"], g["fused"]) == ((0.8, 0.95), 1e-6, True)   # fused on CPU
+
+
+def test_adamw_decays_decoupled_and_adam_and_sgd_coupled():
+    """One step with a zero loss gradient: AdamW (Loshchilov & Hutter) shrinks w by (1 - lr wd)
+    exactly; Adam and SGD see wd·w as the gradient (coupled L2): Adam moves each weight by lr
+    towards 0 (m / sqrt(v) = sign), SGD by lr·wd·w."""
+    import torch
+    from groklab.config import RunConfig
+    from groklab.train.optim import build_optimizer
+    moved = {}
+    for name in ("adamw", "adam", "sgd"):
+        o = RunConfig().optim
+        o.name, o.lr, o.wd, o.eps = name, 0.1, 0.5, 1e-12
+        w = torch.nn.Parameter(torch.tensor([2.0, -4.0], dtype=torch.float64))
+        opt = build_optimizer([w], o)
+        w.grad = torch.zeros_like(w)
+        opt.step()
+        moved[name] = w.detach()
+    torch.testing.assert_close(moved["adamw"], torch.tensor([2.0, -4.0], dtype=torch.float64) * (1 - 0.1 * 0.5))
+    torch.testing.assert_close(moved["adam"], torch.tensor([1.9, -3.9], dtype=torch.float64))
+    torch.testing.assert_close(moved["sgd"], torch.tensor([2.0 - 0.1, -4.0 + 0.2], dtype=torch.float64))

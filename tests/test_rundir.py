@@ -1,15 +1,20 @@
 """Run-directory files: JSON that refuses non-numbers, jsonl truncation on resume, directory locks."""
+import errno
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from groklab.config import ConfigError
 from groklab.runs.lock import DirectoryLocked, dir_lock
-from groklab.runs.rundir import read_jsonl, read_run_json, truncate_jsonl
+from groklab.runs.rundir import is_run_dir, read_json, read_jsonl, read_run_json, truncate_jsonl, write_json
 
 
 @pytest.mark.parametrize("const", ["NaN", "Infinity", "-Infinity"])
@@ -18,6 +23,29 @@ def test_run_json_with_a_non_finite_constant_is_damaged_and_says_why(tmp_path, c
     p.write_text('{"final_val_acc": %s}' % const)
     with pytest.raises(ConfigError, match=f"is damaged: not valid JSON \\({const} is not a JSON number\\)"):
         read_run_json(p)
+
+
+def test_write_json_takes_numpy_and_torch_numbers_and_names_what_it_cannot(tmp_path):
+    write_json(tmp_path / "a.json", {"x": np.float32(1.5), "n": np.int64(3), "t": torch.tensor([1, 2])})
+    assert read_json(tmp_path / "a.json") == {"x": 1.5, "n": 3, "t": [1, 2]}
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        write_json(tmp_path / "b.json", {"o": object()})
+
+
+def test_an_unreadable_run_json_and_what_a_run_directory_is(tmp_path, monkeypatch):
+    p = tmp_path / "summary.json"
+    p.write_text("{}")
+
+    def denied(self):   # what a file without read permission does (these tests may run as root)
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "read_bytes", denied)
+        with pytest.raises(ConfigError, match=f"^{re.escape(repr(str(p)))} cannot be read: Permission denied$"):
+            read_run_json(p)
+    assert not is_run_dir(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert is_run_dir(tmp_path) and not is_run_dir(tmp_path / "nowhere")
 
 
 def test_truncate_keeps_the_records_before_the_step_and_those_without_one(tmp_path):
