@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from groklab.runs.checkpoint import (flatten, list_checkpoints, load_checkpoint, save_checkpoint,
-                                     step_dir, unflatten)
+from groklab.runs.checkpoint import (all_finite, flatten, list_checkpoints, load_checkpoint,
+                                     save_checkpoint, step_dir, unflatten)
 
 
 def round_trip(obj):
@@ -93,3 +93,21 @@ def test_no_usable_checkpoint_says_why_each_was_skipped(tmp_path):
     save_checkpoint(tmp_path, 6, nn.Linear(2, 2), {"x": float("inf")})
     with pytest.raises(FileNotFoundError, match=r"\(step 6: holds non-finite numbers; step 5: holds non-finite numbers\)$"):
         load_latest_good(tmp_path)
+
+
+def test_all_finite_looks_into_every_nesting():
+    nan = torch.tensor([1.0, float("nan")])
+    assert all_finite({"a": [torch.ones(2), (1, 2.5, "x", None)], "n": torch.tensor([3])})
+    for bad in ({"a": [nan]}, [(torch.ones(1), nan)], {"f": float("inf")}, (float("nan"),), {"m": [[nan]]}):
+        assert not all_finite(bad), bad
+    m = nn.Linear(2, 1)
+    with torch.no_grad():
+        m.bias.fill_(float("inf"))
+    assert not all_finite(m) and all_finite(nn.Linear(2, 1))
+
+
+def test_checkpoints_of_large_steps_and_a_root_that_does_not_exist_yet(tmp_path):
+    root = tmp_path / "new" / "run"
+    save_checkpoint(root, 12_345_678, nn.Linear(1, 1), {})
+    save_checkpoint(root, 3, nn.Linear(1, 1), {})
+    assert list_checkpoints(root) == [3, 12_345_678]

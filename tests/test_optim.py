@@ -123,3 +123,10 @@ def test_adamw_decays_decoupled_and_adam_and_sgd_coupled():
     torch.testing.assert_close(moved["adamw"], torch.tensor([2.0, -4.0], dtype=torch.float64) * (1 - 0.1 * 0.5))
     torch.testing.assert_close(moved["adam"], torch.tensor([1.9, -3.9], dtype=torch.float64))
     torch.testing.assert_close(moved["sgd"], torch.tensor([2.0 - 0.1, -4.0 + 0.2], dtype=torch.float64))
+
+
+def test_an_unknown_optimiser_is_named():
+    import torch
+    from groklab.train.optim import build_optimizer
+    with pytest.raises(ValueError, match="^unknown optim.name 'lion'; allowed: adamw, adam, sgd$"):
+        build_optimizer([torch.nn.Parameter(torch.ones(1))], SimpleNamespace(name="lion"))

@@ -14,7 +14,8 @@ import torch
 
 from groklab.config import ConfigError
 from groklab.runs.lock import DirectoryLocked, dir_lock
-from groklab.runs.rundir import is_run_dir, read_json, read_jsonl, read_run_json, truncate_jsonl, write_json
+from groklab.runs.rundir import (JsonlLogger, atomic_write_text, is_run_dir, read_json, read_jsonl,
+                                 read_run_json, truncate_jsonl, write_json)
 
 
 @pytest.mark.parametrize("const", ["NaN", "Infinity", "-Infinity"])
@@ -30,6 +31,22 @@ def test_write_json_takes_numpy_and_torch_numbers_and_names_what_it_cannot(tmp_p
     assert read_json(tmp_path / "a.json") == {"x": 1.5, "n": 3, "t": [1, 2]}
     with pytest.raises(TypeError, match="not JSON serialisable: object"):
         write_json(tmp_path / "b.json", {"o": object()})
+
+
+def test_json_files_are_indented_and_jsonl_takes_numpy_numbers(tmp_path):
+    write_json(tmp_path / "deep" / "er" / "c.json", {"a": [1, 2], "b": {"c": None}})   # parents made
+    assert (tmp_path / "deep/er/c.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": {\n    "c": null\n  }\n}\n'
+    log = JsonlLogger(tmp_path / "m.jsonl")
+    log.log({"step": np.int64(2), "acc": np.float32(0.5)})
+    log.close()
+    assert read_jsonl(tmp_path / "m.jsonl") == [{"step": 2, "acc": 0.5}]
+
+
+def test_a_failed_atomic_write_raises_and_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write_text(tmp_path / "taken", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
 def test_an_unreadable_run_json_and_what_a_run_directory_is(tmp_path, monkeypatch):
