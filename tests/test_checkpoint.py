@@ -50,6 +50,14 @@ def test_save_and_load_a_checkpoint(tmp_path):
     assert set(weights) == {"weight", "bias"} and torch.equal(weights["weight"], model.weight.detach())
     assert type(back["opt"]) is tuple and back["wall"] == 1.5 and torch.equal(back["rng"], state["rng"])
     assert list_checkpoints(tmp_path) == [7]
+    assert json.loads((d / "state.json").read_text())["step"] == 7
+
+
+def test_a_failed_save_leaves_nothing_behind(tmp_path):
+    save_checkpoint(tmp_path, 1, nn.Linear(1, 1), {})
+    with pytest.raises(TypeError, match="cannot checkpoint a set"):
+        save_checkpoint(tmp_path, 2, nn.Linear(1, 1), {"bad": {1}})
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
 
 
 def test_only_complete_step_directories_are_checkpoints(tmp_path):

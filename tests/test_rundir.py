@@ -42,6 +42,13 @@ def test_json_files_are_indented_and_jsonl_takes_numpy_numbers(tmp_path):
     assert read_jsonl(tmp_path / "m.jsonl") == [{"step": 2, "acc": 0.5}]
 
 
+def test_read_jsonl_skips_blank_and_torn_lines_but_reads_on(tmp_path):
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"step": 0}\n\n{"step": 1, "acc\n{"step": 2}\n{"step": 3, "ac')
+    assert read_jsonl(p) == [{"step": 0}, {"step": 2}]
+    assert read_jsonl(tmp_path / "absent.jsonl") == []
+
+
 def test_a_failed_atomic_write_raises_and_leaves_no_temporary_file(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(IsADirectoryError):
