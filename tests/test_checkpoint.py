@@ -1,6 +1,7 @@
 """Checkpoints: nested states survive the safetensors + JSON round trip with their types, and only
 complete checkpoint directories count."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +52,16 @@ def test_save_and_load_a_checkpoint(tmp_path):
     assert type(back["opt"]) is tuple and back["wall"] == 1.5 and torch.equal(back["rng"], state["rng"])
     assert list_checkpoints(tmp_path) == [7]
     assert json.loads((d / "state.json").read_text())["step"] == 7
+
+
+def test_a_checkpoint_is_written_in_a_hidden_sibling_then_renamed(tmp_path, monkeypatch):
+    import os
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append((Path(src), Path(dst))), real(src, dst)))
+    save_checkpoint(tmp_path, 3, nn.Linear(1, 1), {})
+    (src, dst), = [(a, b) for a, b in seen if b.name == "step_00000003"]
+    assert src.parent == dst.parent == tmp_path / "checkpoints" and src.name.startswith(".step_00000003.")
 
 
 def test_a_failed_save_leaves_nothing_behind(tmp_path):

@@ -49,6 +49,18 @@ def test_read_jsonl_skips_blank_and_torn_lines_but_reads_on(tmp_path):
     assert read_jsonl(tmp_path / "absent.jsonl") == []
 
 
+def test_an_atomic_write_goes_through_a_hidden_sibling(tmp_path, monkeypatch):
+    """The temporary file sits in the target's directory (os.replace is atomic only within one
+    filesystem) under a dot name (directory scans skip it while it is being written)."""
+    import os
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append(Path(src)), real(src, dst)))
+    write_json(tmp_path / "summary.json", {"a": 1})
+    assert len(seen) == 1 and seen[0].parent == tmp_path and seen[0].name.startswith(".summary.json.")
+    assert read_json(tmp_path / "summary.json") == {"a": 1}
+
+
 def test_a_failed_atomic_write_raises_and_leaves_no_temporary_file(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(IsADirectoryError):
