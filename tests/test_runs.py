@@ -74,8 +74,12 @@ def test_resume_continues_exactly_as_one_uninterrupted_run(tmp_path):
     assert _metrics(tmp_path / "one") == _metrics(tmp_path / "two")
     s1 = json.loads((tmp_path / "one/summary.json").read_text())
     s2 = json.loads((tmp_path / "two/summary.json").read_text())
-    assert {k: v for k, v in s1.items() if k != "wall_seconds"} == \
-           {k: v for k, v in s2.items() if k != "wall_seconds"}
+    measured = ("wall_seconds", "cost", "cost_at")  # clocks and energy differ; FLOPs must not
+    assert {k: v for k, v in s1.items() if k not in measured} == \
+           {k: v for k, v in s2.items() if k not in measured}
+    assert s1["cost"]["flops"] == s2["cost"]["flops"] > 0
+    assert {t: c and c["flops"] for t, c in s1["cost_at"].items()} == \
+           {t: c and c["flops"] for t, c in s2["cost_at"].items()}
     assert json.loads((tmp_path / "two/config.json").read_text())["train"]["steps"] == 400
 
 

@@ -34,10 +34,12 @@ def prepare(cfg: RunConfig) -> None:
     import torch
 
     from groklab.models import build_model
+    from groklab.runs.cost import check_country
     from groklab.tasks import build_task
     from groklab.train.loop import resolve_device
     try:
         resolve_device(cfg.train.device)
+        check_country(cfg.cost.country)
         task = build_task(cfg.task)
         if cfg.task.label_noise > task.n_train:
             raise ValueError(f"task.label_noise={cfg.task.label_noise} exceeds the {task.n_train} "

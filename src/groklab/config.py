@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import model_validator
+from pydantic import BeforeValidator, model_validator
 
 from groklab.schema import (Bool, Config, ConfigError, Field, Float, Int, IntList, Section, Str,
                             all_keys, apply_dict, load_toml, parse_overrides, set_key, validate)
@@ -21,7 +21,7 @@ SEED_MAX = 2**32 - 1   # numpy's and torch's common seed range
 BIG = 10**9            # step counts and periods: far beyond any run, far below an overflow
 
 __all__ = ["ConfigError", "RunConfig", "TaskConfig", "ModelConfig", "OptimConfig", "AccelConfig",
-           "TrainConfig", "SECTIONS", "RESUMABLE", "all_keys", "apply_dict", "load_toml",
+           "TrainConfig", "CostConfig", "SECTIONS", "RESUMABLE", "all_keys", "apply_dict", "load_toml",
            "parse_overrides", "resolve", "set_key", "to_json", "validate"]
 
 
@@ -100,12 +100,23 @@ class TrainConfig(Section):
     save_every: Int = Field(500, ge=1, le=BIG)     # a resumable checkpoint at least this often
 
 
+def _country(v: Any) -> Any:
+    if not (isinstance(v, str) and (v == "WORLD" or (len(v) == 3 and v.isascii() and v.isalpha() and v.isupper()))):
+        raise ValueError("expected WORLD or an ISO-3 country code such as USA, FRA, IND")
+    return v
+
+
+class CostConfig(Section):
+    country: Annotated[str, BeforeValidator(_country)] = "WORLD"  # grid carbon intensity (runs.cost)
+
+
 class RunConfig(Config):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     accel: AccelConfig = Field(default_factory=AccelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
     preset: Str = ""
 
     @model_validator(mode="after")
@@ -131,7 +142,7 @@ SECTIONS = ("task", "model", "optim", "accel", "train")
 RESUMABLE = frozenset({"train.steps", "train.eval_every", "train.measure_every",
                        "train.stop_threshold", "train.patience", "train.phase_gap",
                        "train.phase_threshold", "train.n_checkpoints", "train.checkpoint_every",
-                       "train.save_every"})
+                       "train.save_every", "cost.country"})
 
 
 def resolve(preset: str | None = None, file: str | Path | None = None,

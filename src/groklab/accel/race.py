@@ -46,7 +46,8 @@ class RaceRun:
     steps_done: int
     wall_seconds: float
     final_val_acc: float | None
-    hits: dict[str, list | None] = field(default_factory=dict)  # "0.99" -> [step, s, cpu s] | None
+    hits: dict[str, list | None] = field(default_factory=dict)  # "0.99" -> [step, s, cpu s, FLOPs, J] | None
+    cost: dict = field(default_factory=dict)  # summary.json's cost of the whole run
 
     @property
     def ms_per_step(self) -> float:
@@ -133,9 +134,10 @@ def _race(out: Path, configs: dict, settings: dict, thresholds: list[float], log
         r = groklab.run(cfg, out=d, progress=False, report=False, sinks=[cpu])
         records = read_jsonl(d / "metrics.jsonl")
         hits = {str(t): first_crossing(records, t) for t in thresholds}
-        hits = {k: None if h is None else [*h, round(cpu.at.get(h[0], math.nan), 4)] for k, h in hits.items()}
+        hits = {k: None if h is None else [*h, round(cpu.at.get(h[0], math.nan), 4),
+                                           *_cost_at(r.summary, k, h[0], records)] for k, h in hits.items()}
         run = RaceRun(recipe, seed, str(d.relative_to(out)), r.summary["status"], r.summary["steps_done"],
-                      r.summary["wall_seconds"], r.summary["final_val_acc"], hits)
+                      r.summary["wall_seconds"], r.summary["final_val_acc"], hits, r.summary.get("cost", {}))
         runs.append(run)
         if log:
             top = run.hits[str(thresholds[-1])]
@@ -149,9 +151,36 @@ def _race(out: Path, configs: dict, settings: dict, thresholds: list[float], log
     return result
 
 
+def _cost_at(summary: dict, thr: str, step: int, records: list[dict]) -> list:
+    """[FLOPs, joules] to ``step``: the run's cost_at, or for a threshold summary.json does not
+    track, its per-step and per-evaluation FLOPs (joules then unknown)."""
+    at = (summary.get("cost_at") or {}).get(thr)
+    if at and at.get("step") == step:
+        return [at.get("flops"), at.get("joules")]
+    c = summary.get("cost") or {}
+    if "flops_per_step" not in c:
+        return [None, None]
+    return [c["flops_per_step"] * step + c["flops_per_eval"] * sum(r["step"] <= step for r in records), None]
+
+
+def total_cost(runs: Sequence[RaceRun]) -> dict:
+    """FLOPs, CPU seconds, wall seconds and joules summed over ``runs`` (joules None if any is
+    missing; the method is "estimated" if any run's is)."""
+    costs = [r.cost for r in runs if r.cost]
+    joules = [c.get("joules") for c in costs]
+    methods = sorted({c.get("method") for c in costs if c.get("method")})
+    known = bool(costs) and all(j is not None for j in joules)
+    return {"runs": len(runs), "flops": sum(c.get("flops") or 0 for c in costs),
+            "cpu_seconds": round(sum(c.get("cpu_seconds") or 0 for c in costs), 3),
+            "wall_seconds": round(sum(r.wall_seconds for r in runs), 3),
+            "joules": round(sum(joules), 3) if known else None,
+            "method": ("estimated" if "estimated" in methods else methods[0]) if known and methods else None,
+            "co2_g": float(f"{sum(c.get('co2_g') or 0 for c in costs):.6g}") if known else None}
+
+
 def _result(settings: dict, runs: list[RaceRun], thresholds: Sequence[float]) -> dict:
     return {"settings": settings, "runs": [asdict(r) | {"ms_per_step": r.ms_per_step} for r in runs],
-            "rows": aggregate(runs, thresholds)}
+            "rows": aggregate(runs, thresholds), "total_cost": total_cost(runs)}
 
 
 def median_spread(values: Sequence[float | None]) -> dict:
@@ -176,6 +205,8 @@ def aggregate(runs: Sequence[RaceRun], thresholds: Sequence[float]) -> list[dict
             row[f"steps@{t}"] = median_spread([h[0] if h else None for h in hits])
             row[f"seconds@{t}"] = median_spread([h[1] if h else None for h in hits])
             row[f"cpu@{t}"] = median_spread([h[2] if h and len(h) > 2 else None for h in hits])
+            row[f"flops@{t}"] = median_spread([h[3] if h and len(h) > 3 else None for h in hits])
+            row[f"joules@{t}"] = median_spread([h[4] if h and len(h) > 4 else None for h in hits])
         rows.append(row)
     return rows
 
@@ -193,10 +224,12 @@ def format_cell(ms: dict, digits: int = 0) -> str:
 
 def format_table(rows: list[dict], thresholds: Sequence[float]) -> str:
     """A Markdown table: median (min–max) over seeds of steps, wall seconds and CPU seconds to
-    each threshold."""
+    each threshold, then GFLOPs and joules to each (runs.cost)."""
     head = ["recipe"]
     for t in thresholds:
         head += [f"steps to {t:.0%}", f"seconds to {t:.0%}", f"CPU s to {t:.0%}"]
+    for t in thresholds:
+        head += [f"GFLOP to {t:.0%}", f"J to {t:.0%}"]
     head += ["ms/step", "final val acc"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -204,9 +237,29 @@ def format_table(rows: list[dict], thresholds: Sequence[float]) -> str:
         for t in thresholds:
             cells += [format_cell(row[f"steps@{t}"]), format_cell(row[f"seconds@{t}"], 1),
                       format_cell(row[f"cpu@{t}"], 1)]
+        for t in thresholds:
+            reached = row[f"steps@{t}"]["reached"]
+            cells += [_cost_cell(_scaled(row.get(f"flops@{t}"), 1e-9), reached),
+                      _cost_cell(row.get(f"joules@{t}"), reached)]
         cells += [f"{row['ms_per_step']:.1f}", f"{row['final_val_acc']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+_NONE = {"median": None, "min": None, "max": None, "reached": 0, "n": 0}
+
+
+def _cost_cell(ms: dict | None, reached: int) -> str:
+    """A FLOPs / joules cell; "–" where seeds reached the threshold but the cost is unknown."""
+    if not ms or (reached and ms["reached"] < reached):
+        return "–"
+    return format_cell(ms, 1)
+
+
+def _scaled(ms: dict | None, k: float) -> dict:
+    if not ms:
+        return _NONE
+    return {**ms, **{f: None if ms[f] is None else ms[f] * k for f in ("median", "min", "max")}}
 
 
 def plot_race(out: Path, runs: Sequence[RaceRun], thresholds: Sequence[float], path: Path) -> None:

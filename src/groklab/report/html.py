@@ -71,6 +71,29 @@ def phases_html(phases: dict) -> str:
     return out
 
 
+def cost_html(cost: dict, cost_at: dict) -> str:
+    """What the run cost (runs.cost) and what it cost to reach each validation threshold."""
+    j = cost.get("joules")
+    energy = f"{fmt(j, ' J')} ({cost.get('method')})" if j is not None else \
+        f"missing: {cost.get('energy_missing')}"
+    rows = [("FLOPs", cost.get("flops")), ("CPU seconds", cost.get("cpu_seconds")),
+            ("wall seconds", cost.get("wall_seconds")), ("energy", energy),
+            ("CO₂e", f"{fmt(cost.get('co2_g'), ' g')} ({cost.get('country')}: {cost.get('carbon_source')})")]
+    if cost.get("gpu_joules") is not None:
+        rows.insert(4, ("GPU energy (NVML)", fmt(cost["gpu_joules"], " J")))
+    head = "<tr><th>validation ≥</th><th>step</th><th>FLOPs</th><th>CPU s</th><th>wall s</th><th>J</th><th>g CO₂e</th></tr>"
+    body = "".join(
+        f"<tr><th>{html.escape(str(t))}</th>" + "".join(
+            f'<td class="num">{html.escape(fmt((c or {}).get(k)))}</td>'
+            for k in ("step", "flops", "cpu_seconds", "wall_seconds", "joules", "co2_g")) + "</tr>"
+        for t, c in cost_at.items())
+    note = (f'<p class="note">FLOPs: {html.escape(str(cost.get("flops_note", "")))}. Energy "rapl" is '
+            f'measured (CPU package counters, shared with whatever else ran); "estimated" is CodeCarbon\'s '
+            f'model; at a threshold an estimate is prorated by CPU seconds.</p>')
+    return "<h2>Cost</h2>" + table(rows) + "<h3>What it cost to generalize</h3>" + \
+        f"<table>{head}{body}</table>" + note
+
+
 def dotted(config, prefix: str = "") -> list[tuple[str, object]]:
     """{"optim": {"lr": 0.001}} -> [("optim.lr", 0.001)]; lists as JSON text."""
     if not isinstance(config, dict):
@@ -106,6 +129,8 @@ def write_run_report(run_dir: str | Path) -> Path:
             v = summary[k]
             rows.append((k, json.dumps(v) if isinstance(v, list) else v))
     parts += ["<h2>Summary</h2>", table(rows)]
+    if isinstance(summary.get("cost"), dict):
+        parts.append(cost_html(summary["cost"], summary.get("cost_at") or {}))
     if isinstance(summary.get("phases"), dict) and summary["phases"]:
         parts.append(phases_html(summary["phases"]))
     figs = sorted(d.glob("fig_*.png"))

@@ -30,6 +30,7 @@ from groklab.measure.events import THRESHOLDS, EventTracker, phase_label
 from groklab.models import build_model
 from groklab.runs.checkpoint import (all_finite, list_checkpoints, load_latest_good, save_checkpoint,
                                      step_dir)
+from groklab.runs.cost import CostMeter, run_flops, train_pass_steps
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
 from groklab.tasks import Task, build_task
 from groklab.train.optim import build_optimizer, get_lr, set_lr
@@ -181,6 +182,7 @@ class Trainer:
     params: dict = field(default_factory=dict)
     wall_before: float = 0.0
     t0: float = field(default_factory=time.perf_counter)
+    cost: CostMeter | None = None  # CPU seconds and energy, kept in checkpoints
 
     @classmethod
     def build(cls, cfg: RunConfig) -> "Trainer":
@@ -212,7 +214,8 @@ class Trainer:
 
     def state(self) -> dict:
         return {"optim": self.opt.state_dict(), "tx": self.tx_state, "batches": self.batches.state(),
-                "rng": torch.get_rng_state(), "wall": self.wall()}
+                "rng": torch.get_rng_state(), "wall": self.wall(),
+                "cost": self.cost.state() if self.cost else None}
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
         """Loss and logits on the next batch: (loss, logits, targets, is_full_batch)."""
@@ -261,8 +264,10 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
 
     ``resume`` continues from ``checkpoint`` (step, weights, state), by default the newest
     usable one in ``run_dir``; metrics after it are dropped and redone."""
+    # the meter opens before the run's clock starts: CodeCarbon's first hardware probe takes ~1 s
+    meter = CostMeter(cfg.cost.country, str(resolve_device(cfg.train.device)))
     tr = Trainer.build(cfg)
-    start = 0
+    start, st = 0, {}
     if resume:
         start, weights, st = checkpoint or load_latest_good(run_dir)[:3]
         tr.restore(weights, st)
@@ -270,8 +275,17 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
             truncate_jsonl(run_dir / name, start)
     write_json(run_dir / "summary.json",
                summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), "running", tr.wall_before))
-    status, message = _loop(tr, run_dir, start, progress, sinks or [], on_eval)
-    summary = summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), status, tr.wall(), message)
+    tr.cost = meter.begin(st.get("cost"))
+    try:
+        status, message = _loop(tr, run_dir, start, progress, [*(sinks or []), tr.cost], on_eval)
+    finally:
+        tr.cost.stop()
+    wall, records = tr.wall(), read_jsonl(run_dir / "metrics.jsonl")
+    summary = summarize(cfg, records, status, wall, message)
+    summary["cost"], summary["cost_at"] = tr.cost.finish(
+        run_flops(cfg, tr.model, tr.loss_fn, tr.data), records,
+        train_pass_steps(cfg, len(tr.data[1]), records, status), summary["steps_done"], wall,
+        summary["generalized_at"])
     write_json(run_dir / "summary.json", summary)
     return Run(dir=run_dir, config=cfg, summary=summary, model=tr.model, task=tr.task)
 

@@ -1,0 +1,135 @@
+"""What a run cost (runs.cost): FLOPs against hand counts, the energy method label, CO₂, cost_at."""
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import groklab
+from groklab.cli import main
+from groklab.config import ConfigError
+from groklab.models.mlp import MLPNet
+from groklab.models.transformer import Transformer
+from groklab.runs import cost as C
+
+TINY = ["model.arch=mlp", "model.hidden=16,16", "task.p=13", "task.frac=0.5", "train.steps=40",
+        "train.eval_every=10", "train.n_checkpoints=0", "optim.lr=1e-2"]
+HAS_CC = importlib.util.find_spec("codecarbon") is not None
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_mlp_step_flops_match_a_hand_count():
+    # one-hot x ++ y is a gather (0 FLOPs); then 6->4 and 4->V matrix products, 2·m·n·k each;
+    # backward computes the input and the weight gradient of each: 2x the forward
+    B, V = 5, 7
+    model = MLPNet(V, [6, 4], n_tokens=V)
+    x, y = torch.randint(0, V, (B, 3)), torch.randint(0, V, (B,))
+    fwd = 2 * B * (6 * 4 + 4 * V)
+    got = C.count_flops(model, F.cross_entropy, (x, y), (x[:3], y[:3]), (x, y))
+    assert got == {"step": 3 * fwd, "eval_val": 3 * fwd // B, "eval_train": fwd}
+
+
+def test_one_layer_transformer_step_flops_match_a_hand_count():
+    B, S, d, H, d_mlp, V = 5, 3, 8, 2, 16, 7
+    model = Transformer(V, V, n_ctx=S, d_model=d, n_heads=H, d_mlp=d_mlp, fast=False)
+    x, y = torch.randint(0, V, (B, S)), torch.randint(0, V, (B,))
+    fwd = (2 * B * S * d * d * 3          # Q, K, V projections
+           + 2 * B * S * S * d * 2        # scores q·k and pattern·v (H heads of d/H)
+           + 2 * B * S * d * d            # W_O
+           + 2 * B * S * d * d_mlp * 2    # W_in, W_out
+           + 2 * B * d * V)               # W_U at the answer position
+    got = C.count_flops(model, F.cross_entropy, (x, y), (x, y))
+    assert got["step"] == 3 * fwd and got["eval_val"] == fwd
+    fast = Transformer(V, V, n_ctx=S, d_model=d, n_heads=H, d_mlp=d_mlp, fast=True)
+    assert C.count_flops(fast, F.cross_entropy, (x, y), (x, y))["step"] < got["step"]
+
+
+def test_train_pass_steps_follow_the_loop():
+    cfg = groklab.resolve("default", overrides=TINY)
+    recs = [{"step": s} for s in (0, 10, 20)]
+    assert C.train_pass_steps(cfg, 84, recs, "completed") == {20}
+    assert C.train_pass_steps(cfg, 84, recs, "early_stopped") == set()
+    cfg.train.batch_size = 32
+    assert C.train_pass_steps(cfg, 84, recs, "completed") == {0, 10, 20}
+
+
+def test_rapl_is_a_measurement_and_wraps(tmp_path, monkeypatch):
+    zone = tmp_path / "intel-rapl:0"
+    (zone / "intel-rapl:0:0").mkdir(parents=True)  # a sub-zone: not counted twice
+    (zone / "energy_uj").write_text("999000000")
+    (zone / "max_energy_range_uj").write_text("1000000000")
+    (zone / "intel-rapl:0:0" / "energy_uj").write_text("5")
+    monkeypatch.setattr(C, "RAPL_ROOT", tmp_path)
+    m = C.CostMeter("WORLD", "cpu").begin()
+    assert m.source.method == "rapl"
+    (zone / "energy_uj").write_text("1000000")  # wrapped: 1 J to the top, 1 J after
+    m.log(0, {"step": 0, "time": 0.1})
+    cost, cost_at = m.finish({"step": 10, "eval_val": 1, "eval_train": 1}, [{"step": 0, "time": 0.1}],
+                             {0}, 0, 0.1, {"0.9": 0, "0.99": None})
+    assert cost["method"] == "rapl" and cost["joules"] == pytest.approx(2.0)
+    assert cost["co2_g"] == pytest.approx(2.0 / 3.6e6 * 475, rel=1e-5)
+    assert cost_at["0.9"]["joules"] == pytest.approx(2.0) and cost_at["0.99"] is None
+
+
+def test_without_rapl_or_codecarbon_joules_say_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "RAPL_ROOT", tmp_path)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "codecarbon" else real(n, *a))
+    m = C.CostMeter("WORLD", "cpu").begin()
+    cost, _ = m.finish({"step": 1, "eval_val": 1, "eval_train": 0}, [], set(), 0, 0.0, {})
+    assert cost["joules"] is None and cost["method"] is None and cost["co2_g"] is None
+    assert "RAPL" in cost["energy_missing"] and "groklab[energy]" in cost["energy_missing"]
+
+
+@pytest.mark.skipif(not HAS_CC, reason="needs the energy extra (codecarbon)")
+def test_a_run_has_cost_and_cost_at_and_an_estimate_is_labelled(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "RAPL_ROOT", tmp_path / "none")
+    r = groklab.run(groklab.resolve("default", overrides=TINY + ["cost.country=FRA"]), out=tmp_path / "r",
+                    report=False)
+    c, at = r.summary["cost"], r.summary["cost_at"]
+    n = len(r.metrics)
+    assert c["flops"] == c["flops_per_step"] * r.summary["steps_done"] + c["flops_per_eval"] * n \
+        + c["flops_per_train_pass"]  # full batch: only the final evaluation passes over train
+    assert c["method"] == "estimated" and c["joules"] > 0 and c["cpu_seconds"] > 0
+    assert c["country"] == "FRA" and c["co2_g"] == pytest.approx(c["joules"] / 3.6e6 * c["carbon_intensity_g_per_kwh"], rel=1e-3)
+    assert set(at) == set(r.summary["generalized_at"])
+    for thr, step in r.summary["generalized_at"].items():
+        assert (at[thr] is None) == (step is None)
+        if step is not None:
+            assert at[thr]["step"] == step and 0 < at[thr]["flops"] <= c["flops"]
+            assert at[thr]["joules"] <= c["joules"] + 1e-9
+
+
+def test_resume_carries_the_cpu_seconds(tmp_path):
+    cfg = groklab.resolve("default", overrides=TINY + ["train.save_every=20"])
+    groklab.run(cfg, out=tmp_path / "r", report=False)
+    r = groklab.resume(tmp_path / "r", overrides=["train.steps=60"], report=False)
+    c = r.summary["cost"]
+    assert c["flops"] >= c["flops_per_step"] * 60 and c["cpu_seconds"] > 0
+
+
+def test_bad_country_is_one_line_exit_2(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="cost.country='usa': expected WORLD or an ISO-3"):
+        groklab.resolve("default", overrides=["cost.country=usa"])
+    assert main(["run", "--quiet", "--out", str(tmp_path / "x"), "--set", "cost.country=U1A"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cost.country" in err
+    if HAS_CC:
+        assert main(["run", "--quiet", "--out", str(tmp_path / "y"), "--set", "cost.country=ZZZ"]) == 2
+        assert "not in CodeCarbon's table" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_format_cost_line():
+    line = C.format_cost({"flops": 2.5e12, "cpu_seconds": 3.2, "joules": 41.0, "method": "estimated",
+                          "co2_g": 0.0054, "country": "WORLD"})
+    assert line == "2.5 TFLOP · 3.2 CPU s · 41 J (estimated) · 0.0054 g CO2e (WORLD)"
+    assert "energy missing: no RAPL" in C.format_cost({"flops": 10, "cpu_seconds": 0, "joules": None,
+                                                       "energy_missing": "no RAPL", "co2_g": None})
