@@ -133,3 +133,32 @@ def test_format_cost_line():
     assert line == "2.5 TFLOP · 3.2 CPU s · 41 J (estimated) · 0.0054 g CO2e (WORLD)"
     assert "energy missing: no RAPL" in C.format_cost({"flops": 10, "cpu_seconds": 0, "joules": None,
                                                        "energy_missing": "no RAPL", "co2_g": None})
+
+
+SWEEP = """
+preset = "prieto"
+name = "costed"
+ensemble = false
+[base]
+"task.p" = 11
+"task.frac" = 0.5
+"model.hidden" = [16]
+"train.steps" = 20
+"train.eval_every" = 10
+"train.n_checkpoints" = 0
+[axes]
+"optim.lr" = [1e-3, 1e-2]
+"""
+
+
+def test_sweep_table_has_each_runs_cost_and_the_sweep_total(tmp_path, capsys):
+    from groklab.runs.rundir import read_json
+    from groklab.sweep.table import read_csv, total_cost
+    (tmp_path / "s.toml").write_text(SWEEP)
+    assert main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "s"), "--workers", "1"]) == 0
+    rows = read_csv(tmp_path / "s" / "results.csv")
+    assert len(rows) == 2 and all(int(r["flops"]) > 0 and float(r["cpu_seconds"]) > 0 for r in rows)
+    total = read_json(tmp_path / "s" / "cost.json")
+    assert total["flops"] == sum(int(r["flops"]) for r in rows) and total["rows_with_cost"] == 2
+    assert "cost of the sweep (2 of 2 runs)" in capsys.readouterr().out
+    assert total_cost([{"flops": "10", "joules": "", "cpu_seconds": "1"}])["joules"] is None

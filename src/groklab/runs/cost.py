@@ -375,7 +375,8 @@ def format_cost(cost: dict | None) -> str:
     j = cost.get("joules")
     energy = f"{j:.3g} J ({cost.get('method')})" if j is not None else \
         f"energy missing: {cost.get('energy_missing', '?')}"
-    co2 = f"{cost['co2_g']:.3g} g CO2e ({cost.get('country')})" if cost.get("co2_g") is not None else "CO2 –"
+    where = f" ({cost['country']})" if cost.get("country") else ""
+    co2 = f"{cost['co2_g']:.3g} g CO2e{where}" if cost.get("co2_g") is not None else "CO2 –"
     return f"{human_flops(cost.get('flops'))} · {cost.get('cpu_seconds', 0):.1f} CPU s · {energy} · {co2}"
 
 

@@ -37,4 +37,18 @@ def cmd_sweep(args) -> int:
     if spec.mode == "grid":
         failed = sum(1 for r in res if r["status"] == "failed")
         print(f"{len(res)} points ({failed} failed) in {time.perf_counter() - t0:.1f} s")
+    _total_cost(Path(out))
     return 0
+
+
+def _total_cost(out: Path) -> None:
+    """The sweep's cost summed over results.csv, printed and written to cost.json."""
+    from groklab.runs.cost import format_cost
+    from groklab.runs.rundir import write_json
+    from groklab.sweep.table import read_csv, total_cost
+    if not (out / "results.csv").is_file():
+        return
+    total = total_cost(read_csv(out / "results.csv"))
+    write_json(out / "cost.json", total)
+    print(f"cost of the sweep ({total['rows_with_cost']} of {total['rows']} runs): "
+          f"{format_cost(total | {'energy_missing': 'not known for every run'})}")
