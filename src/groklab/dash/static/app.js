@@ -23,6 +23,13 @@ const S = {
 const $ = (id) => document.getElementById(id);
 
 // An element with attributes and children; strings become text nodes, so no value is parsed as HTML.
+// summary.json's cost (groklab.runs.cost) in one line; an estimate says so, a missing value is –
+function costLine(c) {
+  const n = (v, d) => (isNum(v) ? Number(v).toPrecision(d) : "–");
+  const energy = isNum(c.joules) ? `${n(c.joules, 3)} J (${String(c.method)})` : "energy –";
+  return `cost ${n(c.flops / 1e9, 3)} GFLOP · ${n(c.cpu_seconds, 3)} CPU s · ${energy} · ${n(c.co2_g, 2)} g CO2e`;
+}
+
 function h(tag, attrs, ...kids) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -228,7 +235,8 @@ function renderRun() {
       h("span", {}, `step ${fmt(D.step)}${isNum(D.steps) ? " / " + D.steps : ""}`),
       h("span", {}, `train ${fmt(D.train_acc)} · val ${fmt(D.val_acc)}`),
       D.phase ? h("span", {}, "phase ", h("b", {}, D.phase)) : null,
-      s.message ? h("span", {}, String(s.message)) : null),
+      s.message ? h("span", {}, String(s.message)) : null,
+      s.cost && typeof s.cost === "object" ? h("span", { class: "cost" }, costLine(s.cost)) : null),
     h("div", { class: "facts" },
       D.report ? link(D.report, "report.html") : h("span", { class: "muted" }, "report.html is written when the run ends"),
       link(D.path + "/metrics.jsonl", "metrics.jsonl"),
