@@ -128,5 +128,5 @@ def test_adamw_decays_decoupled_and_adam_and_sgd_coupled():
 def test_an_unknown_optimiser_is_named():
     import torch
     from groklab.train.optim import build_optimizer
-    with pytest.raises(ValueError, match="^unknown optim.name 'lion'; allowed: adamw, adam, sgd$"):
+    with pytest.raises(ValueError, match="^unknown optim.name 'lion'; allowed: adamw, adam, sgd, muon$"):
         build_optimizer([torch.nn.Parameter(torch.ones(1))], SimpleNamespace(name="lion"))

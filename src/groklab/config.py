@@ -57,7 +57,7 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["adamw", "adam", "sgd"] = "adamw"  # decoupled wd | coupled L2 | momentum, L2
+    name: Literal["adamw", "adam", "sgd", "muon"] = "adamw"  # decoupled wd | coupled L2 | momentum, L2 | Muon
     lr: Float = Field(1e-3, gt=0, le=1e6)
     wd: Float = Field(1.0, ge=0, le=1e4)
     beta1: Float = Field(0.9, ge=0, lt=1)
@@ -68,6 +68,7 @@ class OptimConfig(Section):
     warmup: Int = Field(10, ge=0, le=BIG)          # linear warm-up steps
     min_lr_frac: Float = Field(0.0, ge=0, le=1)    # floor of cosine/linear decay, fraction of lr
     clip: Float = Field(0.0, ge=0, le=1e9)         # global gradient-norm clip; 0 = off
+    aux_lr: Float = Field(0.0, ge=0, le=1e6)       # muon: AdamW's lr on the non-2-D tensors; 0 = lr
 
 
 class AccelConfig(Section):
@@ -76,6 +77,7 @@ class AccelConfig(Section):
     lamb: Float = Field(2.0, ge=0, le=1e4)         # Grokfast amplification
     window: Int = Field(100, ge=1, le=10**5)       # Grokfast-MA window
     orthograd: Bool = False                        # ⊥Grad (Prieto et al. 2025)
+    egd: Bool = False                              # egalitarian GD: 2-D grads -> U Vᵀ (Pasand & Dohmatob 2025)
     weight_norm: Float = Field(0.0, ge=0, le=1e9)  # project total weight norm to this; 0 = off
 
 

@@ -10,6 +10,9 @@ References:
   (1 + lambda): compare learning rates with that in mind.
 * ⊥Grad (Prieto et al. 2025, arXiv 2501.04697): remove the gradient's component along the
   weights, then rescale to the original norm.
+* Egalitarian gradient descent (Pasand & Dohmatob 2025, arXiv 2510.04930): each weight
+  matrix's gradient G = U S Vᵀ becomes (G Gᵀ)^(-1/2) G = U Vᵀ, every singular direction at the
+  same speed.
 * Weight-norm control (Liu et al. 2022, Omnigrok, arXiv 2210.01117): keep the total weight norm
   fixed; see ``scale_to_norm`` / ``project_weight_norm`` (a parameter projection, applied after
   the optimiser step, not a gradient transform).
@@ -143,6 +146,25 @@ def orthograd(eps: float = 1e-30) -> GradientTransformation:
     return GradientTransformation(lambda params: (), update)
 
 
+def egalitarian(rel_eps: float = 1e-6) -> GradientTransformation:
+    """Egalitarian gradient descent (Pasand & Dohmatob 2025, arXiv 2510.04930, eq. 3): every
+    2-D gradient G (a weight matrix's) is replaced by its whitened form
+    (G Gᵀ)^(-1/2) G = U Vᵀ, where G = U S Vᵀ is its reduced SVD: the same singular vectors, every
+    singular value 1. Singular values at or below ``rel_eps`` × the largest are dropped (the
+    Moore–Penrose form of the inverse root for a rank-deficient G); an all-zero G stays 0.
+    Vectors and 3-D tensors pass unchanged. The base optimiser follows (the paper: SGD)."""
+
+    def whiten(g: torch.Tensor) -> torch.Tensor:
+        U, S, Vh = torch.linalg.svd(g, full_matrices=False)  # (m, r), (r,), (r, n)
+        keep = (S > rel_eps * S.max()).to(g.dtype) if S.numel() else S
+        return (U * keep) @ Vh
+
+    def update(grads, state, params):
+        return {k: whiten(g) if g.dim() == 2 else g for k, g in grads.items()}, state
+
+    return GradientTransformation(lambda params: (), update)
+
+
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """Scale all gradients by min(1, max_norm / ||g||_2) over the concatenation of every tensor."""
 
@@ -182,7 +204,7 @@ def project_weight_norm(params: Tensors, target: float) -> None:
 def build_transforms(accel, optim) -> GradientTransformation | None:
     """The transform chain an ``AccelConfig`` (+ ``optim.clip``) asks for, or None if empty.
 
-    Order: Grokfast filter, then ⊥Grad, then clipping (the optimiser follows).
+    Order: Grokfast filter, then ⊥Grad, then EGD, then clipping (the optimiser follows).
     """
     txs = []
     if accel.grokfast == "ema":
@@ -191,6 +213,8 @@ def build_transforms(accel, optim) -> GradientTransformation | None:
         txs.append(grokfast_ma(accel.window, accel.lamb))
     if accel.orthograd:
         txs.append(orthograd())
+    if accel.egd:
+        txs.append(egalitarian())
     if optim.clip > 0:
         txs.append(clip_by_global_norm(optim.clip))
     return chain(*txs) if txs else None

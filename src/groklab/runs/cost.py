@@ -177,13 +177,18 @@ class Estimate:
     def __init__(self, country: str):
         tracker = _TRACKER.get("tracker")
         if tracker is None:
-            for name in ("codecarbon", "codecarbon.core"):
-                logging.getLogger(name).setLevel(logging.ERROR)
             from codecarbon import OfflineEmissionsTracker
-            tracker = OfflineEmissionsTracker(
-                country_iso_code="USA" if country == "WORLD" else country, tracking_mode="process",
-                save_to_file=False, log_level="error", allow_multiple_runs=True)
-            tracker.start()
+            log = logging.getLogger("codecarbon")
+            log.disabled = True  # its set-up notes (INFO/WARNING) come before log_level applies
+            try:
+                # the country only names the tracker's own CO2 figure, which is not used:
+                # co2_g comes from carbon_intensity(cost.country)
+                tracker = OfflineEmissionsTracker(
+                    country_iso_code="USA" if country == "WORLD" else country, tracking_mode="process",
+                    save_to_file=False, log_level="error", allow_multiple_runs=True)
+                tracker.start()
+            finally:
+                log.disabled = False
             _TRACKER["tracker"] = tracker
         self.tracker = tracker
 

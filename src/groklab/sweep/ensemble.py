@@ -45,7 +45,7 @@ def unsupported(cfg: RunConfig) -> str | None:
     """Why ``cfg`` cannot join an ensemble, or None if it can."""
     if cfg.optim.name != "adamw":
         return f"optim.name={cfg.optim.name!r} (the ensemble implements adamw)"
-    if cfg.accel.grokfast != "none" or cfg.accel.orthograd or cfg.accel.weight_norm > 0:
+    if cfg.accel.grokfast != "none" or cfg.accel.orthograd or cfg.accel.egd or cfg.accel.weight_norm > 0:
         return "gradient transforms (accel.*) are not vmapped"
     if cfg.optim.clip > 0:
         return "optim.clip > 0"
