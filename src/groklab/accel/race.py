@@ -125,9 +125,13 @@ def run_race(recipes: Sequence[str] = DEFAULT_RECIPES, task: str | None = "nanda
         return _race(out, configs, settings, thresholds, log)
 
 
-def _race(out: Path, configs: dict, settings: dict, thresholds: list[float], log) -> dict:
+def _race(out: Path, configs: dict, settings: dict, thresholds: list[float], log,
+          plot: Path | None = None, with_runs: bool = False):
+    """Run ``configs`` {(recipe, seed): cfg} into ``out``/<recipe>/seed<k>; write race.json,
+    race.md and ``plot`` (default ``out``/race.png); return race.json (and the runs)."""
     import groklab
     runs: list[RaceRun] = []
+    out.mkdir(parents=True, exist_ok=True)
     for (recipe, seed), cfg in configs.items():
         d = out / recipe / f"seed{seed}"
         cpu = CpuClock()
@@ -147,8 +151,8 @@ def _race(out: Path, configs: dict, settings: dict, thresholds: list[float], log
         result = _result(settings, runs, thresholds)
         write_json(out / "race.json", result)  # after every run: a partial race is still readable
     atomic_write_text(out / "race.md", format_table(result["rows"], thresholds) + "\n")
-    plot_race(out, runs, thresholds, out / "race.png")
-    return result
+    plot_race(out, runs, thresholds, plot or out / "race.png")
+    return (result, runs) if with_runs else result
 
 
 def _cost_at(summary: dict, thr: str, step: int, records: list[dict]) -> list:
@@ -222,7 +226,7 @@ def format_cell(ms: dict, digits: int = 0) -> str:
     return f"{fmt(ms['median'])} ({fmt(ms['min'])}–{fmt(ms['max'])}{part})"
 
 
-def format_table(rows: list[dict], thresholds: Sequence[float]) -> str:
+def format_table(rows: list[dict], thresholds: Sequence[float], claims: dict[str, str] | None = None) -> str:
     """A Markdown table: median (min–max) over seeds of steps, wall seconds and CPU seconds to
     each threshold, then GFLOPs and joules to each (runs.cost)."""
     head = ["recipe"]
@@ -230,7 +234,7 @@ def format_table(rows: list[dict], thresholds: Sequence[float]) -> str:
         head += [f"steps to {t:.0%}", f"seconds to {t:.0%}", f"CPU s to {t:.0%}"]
     for t in thresholds:
         head += [f"GFLOP to {t:.0%}", f"J to {t:.0%}"]
-    head += ["ms/step", "final val acc"]
+    head += ["ms/step", "final val acc"] + (["paper's claim"] if claims else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["recipe"]]
@@ -242,6 +246,8 @@ def format_table(rows: list[dict], thresholds: Sequence[float]) -> str:
             cells += [_cost_cell(_scaled(row.get(f"flops@{t}"), 1e-9), reached),
                       _cost_cell(row.get(f"joules@{t}"), reached)]
         cells += [f"{row['ms_per_step']:.1f}", f"{row['final_val_acc']:.3f}"]
+        if claims:
+            cells.append(claims.get(row["recipe"]) or "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

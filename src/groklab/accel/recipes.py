@@ -191,3 +191,23 @@ def mlp_egd() -> RunConfig:
     cfg.optim.name, cfg.optim.lr, cfg.optim.wd, cfg.optim.momentum = "sgd", 0.7, 1e-4, 0.0
     cfg.accel.egd = True
     return cfg
+
+
+@preset("mlp-adam-l2")
+def mlp_adam_l2() -> RunConfig:
+    """Adam with coupled L2 (the gradient gets wd·θ, as in Grokfast's baseline, Lee et al. 2024,
+    arXiv 2405.20233) on the race MLP and task: lr 3e-3, L2 0.01 (Grokfast-MA's), betas (0.9, 0.98)."""
+    cfg = _race_mlp("mlp-adam-l2")
+    cfg.optim.name, cfg.optim.lr, cfg.optim.wd, cfg.optim.beta2, cfg.optim.eps = "adam", 3e-3, 0.01, 0.98, 1e-8
+    return cfg
+
+
+@preset("mlp-weight-norm")
+def mlp_weight_norm() -> RunConfig:
+    """Weight-norm control alone (Liu et al. 2022, Omnigrok, arXiv 2210.01117, §3): AdamW lr 3e-3
+    without weight decay, the total weight norm projected back to 45 after every step (the
+    target ``mlp-fast`` found; at initialisation the race MLP's norm is about 13)."""
+    cfg = _race_mlp("mlp-weight-norm")
+    cfg.optim.lr, cfg.optim.wd, cfg.optim.beta2, cfg.optim.eps = 3e-3, 0.0, 0.98, 1e-8
+    cfg.accel.weight_norm = 45.0
+    return cfg
