@@ -29,6 +29,7 @@ import copy
 import importlib.util
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ class Nvml:
         return (self.nv.nvmlDeviceGetTotalEnergyConsumption(self.h) - self.start) / 1e3
 
 
-_TRACKER: dict[str, Any] = {}  # one CodeCarbon tracker per process: its hardware probe runs once
+_TRACKER: dict[int, Any] = {}  # one CodeCarbon tracker per process: its hardware probe runs once
 
 
 class Estimate:
@@ -175,7 +176,7 @@ class Estimate:
     method = "estimated"
 
     def __init__(self, country: str):
-        tracker = _TRACKER.get("tracker")
+        tracker = _TRACKER.get(os.getpid())  # a forked child starts its own (threads do not fork)
         if tracker is None:
             from codecarbon import OfflineEmissionsTracker
             log = logging.getLogger("codecarbon")
@@ -189,7 +190,7 @@ class Estimate:
                 tracker.start()
             finally:
                 log.disabled = False
-            _TRACKER["tracker"] = tracker
+            _TRACKER[os.getpid()] = tracker
         self.tracker = tracker
 
     def begin(self) -> None:
