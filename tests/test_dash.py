@@ -463,3 +463,89 @@ def test_the_default_run_records_live_measures_for_the_measures_panel():
     # without them the default run's measures existed only at its 12 log-spaced checkpoints
     import groklab
     assert groklab.resolve("default").train.measure_every == 100
+
+
+# ---- the live forecast (forecast.jsonl, groklab.forecast.live) ----
+
+FC = {"step": 300, "budget": 2000, "p": {"0.9": 0.98, "0.99": 0.95}, "at": {"0.9": 443, "0.99": 868},
+      "low": {"0.9": 309, "0.99": 310}, "high": {"0.9": 560, "0.99": 1130},
+      "reached": {"0.9": False, "0.99": False}, "seconds": 0.01}
+
+
+def test_api_returns_the_last_forecast_line_or_null(server, tmp_path):
+    d = make_run(tmp_path / "fc")
+    ended = {**FC, "step": 320, "p": {"0.9": 0.0, "0.99": 0.0}, "at": {"0.9": None, "0.99": None},
+             "low": {"0.9": None, "0.99": None}, "high": {"0.9": None, "0.99": None}}
+    (d / "forecast.jsonl").write_text(json.dumps(ended) + "\n" + json.dumps(FC) + "\n"
+                                      + '{"step": 340, "budget": 20')  # the writer is mid-line
+    make_run(tmp_path / "none")
+    code, run = get_json(server, "/api/run?path=fc")
+    assert code == 200 and run["forecast"] == FC and run["errors"] == []
+    code, again = get_json(server, f"/api/run?path=fc&m={run['metrics']['token']}")
+    assert again["forecast"] == FC  # every answer has it, not only the first
+    code, run = get_json(server, "/api/run?path=none")
+    assert code == 200 and run["forecast"] is None and run["errors"] == []
+    (d / "forecast.jsonl").write_text(json.dumps(ended) + "\n")  # p = 0: steps are null
+    assert get_json(server, "/api/run?path=fc")[1]["forecast"] == ended
+
+
+def test_a_malicious_or_malformed_forecast_line_is_neutralised(server, tmp_path):
+    d = make_run(tmp_path / "evil")
+    xss = "<script>alert(1)</script>"
+    (d / "forecast.jsonl").write_text(
+        json.dumps(FC) + "\n"
+        '{"step": 400, "budget": "' + xss + '", "seconds": Infinity, "evil": "' + xss + '", '
+        '"p": {"0.9": NaN, "0.99": 1.5, "' + xss + '": 0.5}, "at": {"0.9": "' + xss + '", "0.99": [443]}, '
+        '"low": {"0.9": -Infinity, "0.99": -5}, "high": {"0.9": 1' + "0" * 400 + ', "0.99": true}, '
+        '"reached": {"0.9": "no", "0.99": 0}, "' + xss + '": {"0.9": 1}}\n')
+    code, body = get(server, "/api/run?path=evil")
+    assert code == 200 and b"<script" not in body  # nor any other key or value of that line:
+    fc = strict_json(body)["forecast"]
+    none = {"0.9": None, "0.99": None}
+    assert fc == {"step": 400, "budget": None, "seconds": None, "p": none, "at": none, "low": none,
+                  "high": none, "reached": none}
+    # not an object, no numeric step, nested too deep: the line before is the last forecast
+    for bad in ("[1, 2]", '{"step": "300"}', '{"step": NaN}', "[" * 5000, "garbage"):
+        (d / "forecast.jsonl").write_text(json.dumps(FC) + "\n" + bad + "\n")
+        assert get_json(server, "/api/run?path=evil")[1]["forecast"] == FC, bad[:20]
+    (d / "forecast.jsonl").write_text('{"step": 1' + "0" * 400 + "}\n")  # a step no float holds
+    assert get_json(server, "/api/run?path=evil")[1]["forecast"] is None
+
+
+def test_a_huge_forecast_file_is_read_from_its_tail_only(tmp_path, monkeypatch):
+    from groklab.dash import files
+    d = make_run(tmp_path / "big")
+    p = d / "forecast.jsonl"
+    with open(p, "wb") as fh:  # 1 GiB, sparse: reading it all would take the request down
+        fh.truncate(1 << 30)
+        fh.seek(1 << 30)
+        fh.write(b"\n" + json.dumps(FC).encode() + b"\n")
+    read = []
+    real = files.open_regular
+
+    def counted(root, path):
+        fh = real(root, path)
+        if path.name == "forecast.jsonl":
+            orig = fh.read
+            fh.read = lambda n=-1: read.append(len(b := orig(n))) or b
+        return fh
+
+    monkeypatch.setattr(files, "open_regular", counted)
+    assert scan.run_detail(tmp_path, d)["forecast"] == FC and 0 < sum(read) <= 64 << 10
+    p.write_bytes(b'{"step": 1, "x": "' + b"x" * (1 << 20) + b'"}\n')  # one line longer than the tail
+    run = scan.run_detail(tmp_path, d)
+    assert run["forecast"] is None and run["errors"] == []
+
+
+def test_a_forecast_file_out_of_the_root_or_a_fifo_is_a_message(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "forecast.jsonl").write_text(json.dumps({**FC, "step": 77}) + "\n")
+    a = make_run(root / "link")
+    (a / "forecast.jsonl").symlink_to(outside / "forecast.jsonl")
+    b = make_run(root / "fifo")
+    os.mkfifo(b / "forecast.jsonl")
+    for d, why in ((a, "outside the root"), (b, "not a regular file")):
+        run = scan.run_detail(root, d)
+        assert run["forecast"] is None and any("forecast.jsonl" in e and why in e for e in run["errors"]), run["errors"]

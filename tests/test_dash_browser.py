@@ -418,3 +418,66 @@ def test_file_values_render_as_text_labels_do_not_overlap_and_the_side_bar_keeps
         dash.terminate()
         dash.wait(timeout=20)
         dash.stdout.close()
+
+
+def test_the_accuracy_chart_shows_the_runs_forecast_and_then_that_it_was_reached(tmp_path):
+    """forecast.jsonl (groklab.forecast.live) on the accuracy chart: a dashed line at the
+    predicted step of val >= 0.9 with its 80 % interval shaded and a line of text under the chart;
+    once a new line says 0.9 was reached, the text says so and the line goes."""
+    from groklab.runs.rundir import atomic_write_text, write_json
+    root = tmp_path / "runs"
+    d = root / "fc"
+    d.mkdir(parents=True)
+    write_json(d / "config.json", {"preset": "prieto", "task": {"name": "parity"}, "train": {"steps": 2000}})
+    atomic_write_text(d / "metrics.jsonl", "".join(json.dumps({"step": s, "train_acc": min(1.0, s / 100),
+                                                               "val_acc": 0.3}) + "\n" for s in range(0, 301, 10)))
+    fc = {"step": 300, "budget": 2000, "p": {"0.9": 0.98, "0.99": 0.95}, "at": {"0.9": 443, "0.99": 868},
+          "low": {"0.9": 309, "0.99": 310}, "high": {"0.9": 560, "0.99": 1130},
+          "reached": {"0.9": False, "0.99": False}, "seconds": 0.01}
+    atomic_write_text(d / "forecast.jsonl", json.dumps(fc) + "\n")
+    dash, url = start_dash(root)
+    browser = DevTools(CHROMIUM, tmp_path / "profile")
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sess = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.send("Runtime.enable", session=sess)
+        browser.send("Page.enable", session=sess)
+        browser.send("Page.navigate", {"url": url + "#run=fc"}, session=sess)
+
+        def js(expr: str):
+            r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
+            return r.get("result", {}).get("value")
+
+        text = "document.getElementById('forecast').textContent"
+        want = "forecast: val ≥ 0.9 ≈ step 443 (80 %: 309–560), P = 0.98 (at step 300)"
+        wait_for(lambda: js(text) == want, f"the forecast text {want!r}")
+        assert js("document.getElementById('forecast').hidden") is False
+        wait_for(lambda: js(chart_points("#acc", "fc|val_acc")) == 31, "the run's curve")
+        assert js("[...document.querySelectorAll('#acc .mark.forecast')].map(e => e.textContent)") == ["forecast ≥ 0.9 443"]
+        assert js("document.getElementById('acc')._u.scales.x.max") >= 560  # the step axis reaches the interval
+        # the band is drawn: a pixel between low and high (away from the dashed line) is shaded
+        shaded = js("""(() => { const u = document.getElementById('acc')._u, c = u.ctx;
+            const x = Math.round(u.valToPos(520, 'x', true)), y = Math.round(u.bbox.top + u.bbox.height * 0.3);
+            return [...c.getImageData(x, y, 1, 1).data]; })()""")
+        assert shaded[:3] != [255, 255, 255] and shaded[3] > 0, shaded
+        shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=sess)["data"])
+        ARTIFACTS.mkdir(exist_ok=True)
+        atomic_write_bytes(ARTIFACTS / "dash_forecast.png", shot)
+        reached = {**fc, "step": 450, "p": {"0.9": 1.0, "0.99": 0.9}, "at": {"0.9": 440, "0.99": 870},
+                   "low": {"0.9": 440, "0.99": 500}, "high": {"0.9": 440, "0.99": 1200},
+                   "reached": {"0.9": True, "0.99": False}}
+        with open(d / "forecast.jsonl", "a") as fh:
+            fh.write(json.dumps(reached) + "\n")
+        wait_for(lambda: js(text) == "forecast: val ≥ 0.9 reached at step 440", "the forecast reached")
+        assert js("document.querySelectorAll('#acc .mark.forecast').length") == 0
+        thrown = []
+        while not browser.events.empty():
+            ev = browser.events.get()
+            if ev.get("method") == "Runtime.exceptionThrown":
+                thrown.append(ev["params"]["exceptionDetails"].get("text"))
+        assert not thrown, f"the page's script threw: {thrown}"
+    finally:
+        browser.close()
+        dash.terminate()
+        dash.wait(timeout=20)
+        dash.stdout.close()

@@ -10,7 +10,7 @@ One bad directory is one entry with an error, never a failed listing.
 
 Kinds of directory, by the files that mark them:
   run     ``config.json`` (groklab.runs.rundir): metrics.jsonl, measures.jsonl (live measures),
-          analysis.jsonl (``groklab analyze``), summary.json
+          analysis.jsonl (``groklab analyze``), forecast.jsonl (``train.forecast``), summary.json
   sweep   ``sweep.json``, ``spec.toml`` or ``results.csv``: fig_*.png phase diagrams, trials below
   result  anything else with ``fig_*.png`` or ``report.html`` (GTN samples, analyses)
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -41,6 +42,10 @@ MAX_READ = 32 << 20
 # The JSON-lines files of a run: the answer's key and the query parameter of its token.
 SERIES = (("metrics", "metrics.jsonl", "m"), ("measures", "measures.jsonl", "s"),
           ("analysis", "analysis.jsonl", "a"))
+# A forecast.jsonl line (groklab.forecast.live): the only keys passed on, each value checked.
+FORECAST_LEVELS = ("0.9", "0.99")                   # the thresholds of validation accuracy
+FORECAST_NUMBERS = ("step", "budget", "seconds")    # finite numbers
+FORECAST_STEPS = ("at", "low", "high")              # {level: finite step or None}
 
 
 def discover(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
@@ -65,15 +70,20 @@ def discover(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
     return sorted(runs), sorted(sweeps), sorted(results)
 
 
-def last_record(root: Path, path: Path, tail: int = 8192) -> dict | None:
+def last_record(root: Path, path: Path, tail: int = 8192, errors: list[str] | None = None) -> dict | None:
     """The last complete record (a JSON object with a numeric step) of a JSON-lines file,
-    reading only its tail."""
+    reading only its tail. A file that is there but refused or unreadable is a message in
+    ``errors`` when given."""
     try:
         with files.open_regular(root, path) as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(max(0, size - tail))
             data = fh.read(tail)
-    except OSError:
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if errors is not None:
+            errors.append(f"{path.name} is not read: {short(e)}")
         return None
     for line in reversed(data.split(b"\n")):
         if line.strip():
@@ -145,6 +155,44 @@ def _number(v) -> bool:
 
 def _num(v):
     return v if _number(v) else None
+
+
+def _finite(v) -> float | int | None:
+    """``v`` if it is a number that JSON and the page can hold (no bool, NaN, ±inf, or an
+    integer too large for a float), else None."""
+    try:
+        return v if _number(v) and math.isfinite(v) else None
+    except OverflowError:  # math.isfinite(10**400)
+        return None
+
+
+def forecast_line(rec: Any) -> dict | None:
+    """A forecast.jsonl record as the page may use it, or None when it has no numeric step:
+    ``step``, ``budget``, ``seconds`` (finite numbers or None) and, for each of
+    ``FORECAST_LEVELS``, ``p`` (a probability or None), ``at``/``low``/``high`` (finite steps or
+    None) and ``reached`` (a bool or None). Every other key and every other value (strings,
+    lists, NaN, out-of-range numbers) is dropped, never passed on."""
+    if not isinstance(rec, dict) or _finite(rec.get("step")) is None:
+        return None
+    out: dict[str, Any] = {k: _finite(rec.get(k)) for k in FORECAST_NUMBERS}
+
+    def level(key: str, check) -> dict:
+        got = rec.get(key)
+        got = got if isinstance(got, dict) else {}
+        return {lv: check(got.get(lv)) for lv in FORECAST_LEVELS}
+
+    out["p"] = level("p", lambda v: v if _finite(v) is not None and 0 <= v <= 1 else None)
+    for key in FORECAST_STEPS:
+        out[key] = level(key, lambda v: v if _finite(v) is not None and v >= 0 else None)
+    out["reached"] = level("reached", lambda v: v if isinstance(v, bool) else None)
+    return out
+
+
+def last_forecast(root: Path, d: Path, errors: list[str] | None = None) -> dict | None:
+    """The last complete line of a run's forecast.jsonl (``forecast_line``), or None. Only the
+    file's tail is read (``last_record``); a torn or unparsable last line falls back to the line
+    before it, as a live writer leaves one."""
+    return forecast_line(last_record(root, d / "forecast.jsonl", errors=errors))
 
 
 def _str(v) -> str | None:
@@ -268,8 +316,9 @@ def markers(summary: dict | None) -> list[dict]:
 
 def run_detail(root: Path, d: Path, mtok: str | None = None, stok: str | None = None,
                atok: str | None = None) -> dict:
-    """A run's config, summary, markers, figures and the metrics / measures / analysis records
-    new since the tokens of the previous answer (all of them when the tokens are None)."""
+    """A run's config, summary, markers, figures, its last forecast (``last_forecast``, None
+    without forecast.jsonl) and the metrics / measures / analysis records new since the tokens
+    of the previous answer (all of them when the tokens are None)."""
     root = Path(root).resolve()
     with files.scope():
         return _run_detail(root, d, mtok, stok, atok)
@@ -286,9 +335,10 @@ def _run_detail(root: Path, d: Path, mtok: str | None, stok: str | None, atok: s
             errors.append(err)
         if got["bad"]:
             errors.append(f"{name}: {got['bad']} unreadable line(s) skipped (corrupt file?)")
+    fc = last_forecast(root, d, errors)
     info = run_info(root, d, read=(cfg, summary))
     return {**info, "errors": errors, "config": cfg, "summary": summary,
-            "markers": markers(summary), "figures": figures(root, d), **series}
+            "markers": markers(summary), "figures": figures(root, d), "forecast": fc, **series}
 
 
 def sweep_info(root: Path, d: Path) -> dict[str, Any]:

@@ -3,7 +3,8 @@ four read-only JSON/file routes. No dependency, nothing from a CDN, so it works 
 
     GET /                      the page (static/index.html, app.js, style.css)
     GET /api/list              runs, sweeps and results under the root (scan.listing)
-    GET /api/run?path=P&m=T&s=T&a=T   one run; metrics/measures/analysis records new since tokens T
+    GET /api/run?path=P&m=T&s=T&a=T   one run; metrics/measures/analysis records new since tokens T,
+                               its last forecast.jsonl line (checked, or null)
     GET /api/sweep?path=P      one sweep: figures, results table, spec
     GET /files/P               a figure, report.html, csv/json under the root (nothing else)
 

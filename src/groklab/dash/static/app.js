@@ -8,7 +8,8 @@
 
 const LIST_MS = 2000, RUN_MS = 1000, LABEL_ROW = 15;
 const COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
-const MARK_COLOR = { train: "#1f77b4", val: "#d62728", phase: "#555" };
+const MARK_COLOR = { train: "#1f77b4", val: "#d62728", phase: "#555", forecast: "#9467bd" };
+const FORECAST_LEVEL = "0.9", FORECAST_BAND = "rgba(148, 103, 189, 0.14)";  // the 80 % interval, shaded
 const SOURCES = [["metrics", "m"], ["measures", "s"], ["analysis", "a"]];  // answer key, token parameter
 const S = {
   list: null,          // last /api/list answer
@@ -141,7 +142,8 @@ function tickLabel(v) {
   return a >= 1e5 || a < 1e-3 ? x.toExponential().replace("e+", "e") : String(x);
 }
 
-// series: [{run, key, label, color, dash, dots, points: [[step, value], ...]}]; opt: {logy, ymin, ymax, markers, height}
+// series: [{run, key, label, color, dash, dots, points: [[step, value], ...]}];
+// opt: {logy, ymin, ymax, markers, height, forecast: {step, low, high, label} (forecastMark) or null}
 // The container keeps its uPlot in el._u; new data only calls setData (keeping a zoom the user made).
 function plot(el, series, opt) {
   const logx = S.logx, logy = !!opt.logy;
@@ -149,6 +151,8 @@ function plot(el, series, opt) {
   const yOk = (v) => isNum(v) && (!logy || v > 0);
   const steps = new Set();
   for (const se of series) for (const [s, v] of se.points) if (yOk(v)) steps.add(xOf(s));
+  const fc = opt.forecast || null;
+  if (fc && steps.size) for (const s of [fc.low, fc.step, fc.high]) steps.add(xOf(s));  // the step axis reaches the forecast
   const xs = [...steps].sort((a, b) => a - b), at = new Map(xs.map((x, i) => [x, i]));
   const data = [xs, ...series.map((se) => {
     const ys = new Array(xs.length).fill(null);
@@ -156,7 +160,8 @@ function plot(el, series, opt) {
     return ys;
   })];
   el.dataset.points = JSON.stringify(Object.fromEntries(series.map((se) => [se.run + "|" + se.key, se.points.length])));
-  el._markers = opt.markers || [];
+  el._markers = [...(opt.markers || []), ...(fc ? [{ step: fc.step, label: fc.label, kind: "forecast" }] : [])];
+  el._band = fc;
   const sig = JSON.stringify([logx, logy, opt.ymin, opt.ymax, series.map((se) => [se.label, se.color, !!se.dash, !!se.dots])]);
   const width = Math.max(200, el.clientWidth - 8), height = opt.height || 240;
   if (el._u && el._sig === sig) {
@@ -179,12 +184,46 @@ function plot(el, series, opt) {
     legend: { live: true },
     cursor: { drag: { x: true, y: false }, sync: { key: "groklab" } },
     hooks: {
+      drawClear: [(u) => drawBand(u, el._band)],
       draw: [(u) => drawMarkers(u, el._markers, strip)],
       setSelect: [(u) => { if (u.select.width > 0) el._zoomed = true; }],
     },
   }, data, el);
   u.over.addEventListener("dblclick", () => { el._zoomed = false; });
   el._u = u; el._sig = sig; el._zoomed = false;
+}
+
+// The forecast's 80 % interval [low, high]: a shaded band under the curves (its predicted step is
+// a dashed marker like the others), cut to the plotted steps.
+function drawBand(u, fc) {
+  if (!fc) return;
+  const { left, top, width, height } = u.bbox, xmin = u.scales.x.min, xmax = u.scales.x.max;
+  const xOf = (s) => (S.logx ? Math.max(s, 1) : s);
+  const lo = Math.max(xOf(fc.low), xmin), hi = Math.min(xOf(fc.high), xmax);
+  if (!(lo <= hi)) return;
+  const a = Math.max(left, u.valToPos(lo, "x", true)), b = Math.min(left + width, u.valToPos(hi, "x", true));
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.fillStyle = FORECAST_BAND;
+  ctx.fillRect(a, top, Math.max(b - a, 1), height);
+  ctx.restore();
+}
+
+// The selected run's last forecast (the server's checked forecast.jsonl line) for the accuracy
+// chart: {text} for the line under it, and {step, low, high, label} to draw while validation
+// accuracy has not reached FORECAST_LEVEL and the forecast gives a step; null without a forecast.
+function forecastMark(F) {
+  if (!F || typeof F !== "object") return null;
+  const pick = (k) => (F[k] && typeof F[k] === "object" && isNum(F[k][FORECAST_LEVEL]) ? F[k][FORECAST_LEVEL] : null);
+  const p = pick("p"), at = pick("at"), reached = !!F.reached && F.reached[FORECAST_LEVEL] === true;
+  const int = (v) => String(Math.round(v)), when = isNum(F.step) ? ` (at step ${int(F.step)})` : "";
+  if (reached) return { text: `forecast: val ≥ ${FORECAST_LEVEL} reached${isNum(at) ? " at step " + int(at) : ""}` };
+  if (p === null) return null;
+  if (at === null) return { text: `forecast: val ≥ ${FORECAST_LEVEL} not expected within ${isNum(F.budget) ? int(F.budget) + " steps" : "the budget"}, P = ${p.toFixed(2)}${when}` };
+  let low = pick("low"), high = pick("high");
+  low = low === null ? at : Math.min(low, at); high = high === null ? at : Math.max(high, at);
+  return { step: at, low, high, label: `forecast ≥ ${FORECAST_LEVEL}`,
+    text: `forecast: val ≥ ${FORECAST_LEVEL} ≈ step ${int(at)} (80 %: ${int(low)}–${int(high)}), P = ${p.toFixed(2)}${when}` };
 }
 
 // Dashed vertical lines on the canvas; their labels are elements in a strip above the plot,
@@ -226,7 +265,7 @@ function pts(records, key) { return records.filter((r) => isNum(r[key]) && isNum
 function renderRun() {
   const path = S.view.path, R = S.runs[path], D = R && R.detail;
   const head = $("runhead");
-  if (!D) { head.replaceChildren(h("h2", {}, path), h("p", { class: "muted" }, R && R.error ? R.error : "loading…")); return; }
+  if (!D) { head.replaceChildren(h("h2", {}, path), h("p", { class: "muted" }, R && R.error ? R.error : "loading…")); $("forecast").hidden = true; return; }
   const s = D.summary || {};
   head.replaceChildren(
     h("h2", {}, D.path, " ", h("span", { class: "badge " + D.status }, D.status)),
@@ -257,7 +296,10 @@ function renderRun() {
     loss.push({ run: p, key: "val_loss", label: name + "validation", color: c, points: pts(r.metrics, "val_loss") });
     loss.push({ run: p, key: "train_loss", label: name + "train", color: ct, dash: true, points: pts(r.metrics, "train_loss") });
   }
-  plot($("acc"), acc, { ymin: -0.02, ymax: 1.02, markers: D.markers });
+  const fc = forecastMark(D.forecast);
+  $("forecast").hidden = !fc;
+  $("forecast").textContent = fc ? fc.text : "";
+  plot($("acc"), acc, { ymin: -0.02, ymax: 1.02, markers: D.markers, forecast: fc && isNum(fc.step) ? fc : null });
   plot($("loss"), loss, { logy: true, markers: D.markers });
   renderMeasures(path, R, D);
   renderFigs($("figs"), D.figures, "no fig_*.png in this run (groklab analyze and GTN runs add them; the curves are above)");
