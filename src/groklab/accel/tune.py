@@ -231,6 +231,12 @@ def race_markdown(result: dict, thresholds: Sequence[float], format_table) -> st
             lines += ["", "Tuned settings (best of the trials):", ""]
             lines += [f"* {r}: " + ", ".join(f"{k}={v:.3g}" for k, v in t["best"].items()) +
                       f" ({t['trials']} trials, best score {t['best_value']:.0f})" for r, t in tuned.items()]
+    tcs = [t.get("cost") or {} for per in result["tune"]["per_recipe"].values() for t in per.values()]
+    if tcs:
+        joules = [t.get("joules") for t in tcs]
+        j = f"{sum(joules):.1f} J" if all(v is not None for v in joules) else "joules not known for every trial"
+        lines += ["", f"Cost of the tuning: {sum(t.get('flops') or 0 for t in tcs) / 1e12:.3g} TFLOP, "
+                      f"{sum(t.get('cpu_seconds') or 0 for t in tcs):.1f} CPU s, {j}."]
     c = result.get("total_cost") or {}
     if c:
         lines += ["", f"Total cost of the race runs (tuning excluded): {c.get('runs')} runs, "
