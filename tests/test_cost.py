@@ -162,3 +162,15 @@ def test_sweep_table_has_each_runs_cost_and_the_sweep_total(tmp_path, capsys):
     assert total["flops"] == sum(int(r["flops"]) for r in rows) and total["rows_with_cost"] == 2
     assert "cost of the sweep (2 of 2 runs)" in capsys.readouterr().out
     assert total_cost([{"flops": "10", "joules": "", "cpu_seconds": "1"}])["joules"] is None
+
+
+def test_ensemble_members_have_the_flops_of_single_runs_and_share_the_rest(tmp_path):
+    from groklab.sweep.ensemble import train_ensemble
+    cfgs = [groklab.resolve("prieto", overrides=["task.p=11", "task.frac=0.5", "model.hidden=16",
+                                                 "train.steps=20", "train.n_checkpoints=0", f"optim.lr={lr}"])
+            for lr in (1e-3, 1e-2)]
+    ens = train_ensemble(cfgs, [tmp_path / "a", tmp_path / "b"], report=False)
+    one = groklab.run(cfgs[0], out=tmp_path / "one", report=False).summary["cost"]
+    for s in ens:
+        assert s["cost"]["flops"] == one["flops"] and s["cost"]["shared_by"] == 2
+        assert s["cost"]["cpu_seconds"] > 0 and set(s["cost_at"]) == set(s["generalized_at"])

@@ -328,12 +328,13 @@ class CostMeter:
                 self.gpu_joules = None
 
     def finish(self, flops: dict, records: list[dict], train_passes: set[int], steps_done: int,
-               wall: float, generalized_at: dict) -> tuple[dict, dict]:
-        """(cost, cost_at) of summary.json; see the module docstring."""
+               wall: float, generalized_at: dict, shared_by: int = 1) -> tuple[dict, dict]:
+        """(cost, cost_at) of summary.json; see the module docstring. ``shared_by`` = M splits
+        the CPU seconds and joules evenly among M runs trained together (a vmap ensemble)."""
         self.stop()
         intensity, carbon_src = carbon_intensity(self.country)
-        cpu_total = self.cpu()
-        joules = None if self.joules is None else self.joules + (self.gpu_joules or 0.0)
+        cpu_total = self.cpu() / shared_by
+        joules = None if self.joules is None else (self.joules + (self.gpu_joules or 0.0)) / shared_by
 
         def co2(j):
             return None if j is None or intensity is None else float(f"{j / J_PER_KWH * intensity:.6g}")
@@ -351,7 +352,9 @@ class CostMeter:
         if joules is None:
             cost["energy_missing"] = self.missing
         if self.gpu_joules is not None:
-            cost["gpu_joules"] = round(self.gpu_joules, 3)
+            cost["gpu_joules"] = round(self.gpu_joules / shared_by, 3)
+        if shared_by > 1:
+            cost["shared_by"] = shared_by
         cost |= {"co2_g": co2(joules), "country": self.country,
                  "carbon_intensity_g_per_kwh": intensity, "carbon_source": carbon_src}
         cost_at = {}
@@ -360,6 +363,8 @@ class CostMeter:
                 cost_at[thr] = None
                 continue
             cpu_at, rapl_at = self.at.get(step, (None, None))
+            cpu_at = None if cpu_at is None else cpu_at / shared_by
+            rapl_at = None if rapl_at is None else rapl_at / shared_by
             j_at = None
             if joules is not None:
                 if rapl_at is not None:

@@ -32,6 +32,7 @@ from groklab.accel.losses import build_loss
 from groklab.config import RunConfig
 from groklab.models import build_model
 from groklab.runs.checkpoint import save_checkpoint
+from groklab.runs.cost import CostMeter, run_flops, train_pass_steps
 from groklab.runs.rundir import JsonlLogger, read_jsonl, write_json
 from groklab.tasks import build_task
 from groklab.train.loop import Batches, checkpoint_steps, resolve_device, summarize
@@ -167,10 +168,12 @@ def train_ensemble(cfgs: list[RunConfig], dirs: list[Path], report: bool = True)
     message = [""] * M
     walls = [0.0] * M
     stoppers = [EarlyStop(t.stop_threshold, t.patience) for _ in range(M)]
+    meter = CostMeter(base.cost.country, str(device)).begin()  # the group's; split evenly at the end
     t0 = time.perf_counter()
 
     @torch.no_grad()
     def eval_rows(rows: list[int], step: int, tr_loss, tr_acc, factor: float) -> None:
+        meter.log(step, {})
         sub = {k: v[rows] for k, v in params.items()}
         sub_b = {k: v[rows] for k, v in buffers.items()}
         logits = fwd(sub, sub_b, xva)
@@ -261,12 +264,18 @@ def train_ensemble(cfgs: list[RunConfig], dirs: list[Path], report: bool = True)
                         status[i], message[i] = "nan", f"loss is {float(tr_loss[r])} at step {step}; stopped"
             drop(list(range(len(active))), step)
     finally:
+        meter.stop()
         for lg in loggers:
             lg.close()
     summaries = []
     for i, (c, d) in enumerate(zip(cfgs, dirs)):
-        s = summarize(c, read_jsonl(d / "metrics.jsonl"), status[i], walls[i], message[i])
+        records = read_jsonl(d / "metrics.jsonl")
+        s = summarize(c, records, status[i], walls[i], message[i])
         s["ensemble_size"] = M
+        s["cost"], s["cost_at"] = meter.finish(
+            run_flops(c, models[i], loss_fn, (xtr, ytr, xva, yva)), records,
+            train_pass_steps(c, len(ytr), records, status[i]), s["steps_done"], walls[i],
+            s["generalized_at"], shared_by=M)
         write_json(d / "summary.json", s)
         if report:
             from groklab.report import write_report
