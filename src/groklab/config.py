@@ -100,6 +100,7 @@ class TrainConfig(Section):
     n_checkpoints: Int = Field(12, ge=0, le=1000)  # log-spaced checkpoints kept (plus the last)
     checkpoint_every: Int = Field(0, ge=0, le=BIG)  # also keep one every this many steps; 0 = off
     save_every: Int = Field(500, ge=1, le=BIG)     # a resumable checkpoint at least this often
+    forecast: Bool = True                          # forecast.jsonl at every evaluation (groklab.forecast)
 
 
 def _country(v: Any) -> Any:

@@ -44,7 +44,7 @@ def aggregate(rows: list[dict], x: str, xs: list, y: str, ys: list, threshold: f
     ``n_gen`` (seeds that reached the threshold). Arrays are (len(ys), len(xs))."""
     shape = (len(ys), len(xs))
     phase = np.full(shape, "", dtype=object)
-    agree, n, n_gen = (np.zeros(shape, dtype=int) for _ in range(3))
+    agree, n, n_gen, pruned = (np.zeros(shape, dtype=int) for _ in range(4))
     steps = np.full(shape, np.nan)
     col = f"generalized_at_{threshold}"
     for (iy, yv), (ix, xv) in itertools.product(enumerate(ys), enumerate(xs)):
@@ -55,11 +55,12 @@ def aggregate(rows: list[dict], x: str, xs: list, y: str, ys: list, threshold: f
         labels = [r["phase"] or "failed" for r in cell]
         best = max(PHASES, key=lambda p: (labels.count(p), -PHASES.index(p)))
         phase[iy, ix], agree[iy, ix], n[iy, ix] = best, labels.count(best), len(cell)
+        pruned[iy, ix] = sum(1 for r in cell if str(r.get("status", "")).startswith("pruned"))
         reached = [float(r[col]) for r in cell if r.get(col) not in (None, "")]
         n_gen[iy, ix] = len(reached)
         if reached:
             steps[iy, ix] = math.exp(sum(math.log(max(s, 1.0)) for s in reached) / len(reached))
-    return {"phase": phase, "agree": agree, "n": n, "steps": steps, "n_gen": n_gen}
+    return {"phase": phase, "agree": agree, "n": n, "steps": steps, "n_gen": n_gen, "pruned": pruned}
 
 
 def _ticks(values: list) -> list[str]:
@@ -86,9 +87,13 @@ def plot_phase(agg: dict, x: str, xs: list, y: str, ys: list, path: Path, title:
         if p:
             txt = ABBREV[p] + ("" if agg["agree"][iy, ix] == agg["n"][iy, ix]
                                else f" {agg['agree'][iy, ix]}/{agg['n'][iy, ix]}")
+            txt += "*" if agg.get("pruned") is not None and agg["pruned"][iy, ix] else ""
             ax.text(ix, iy, txt, ha="center", va="center", color="white", fontsize=8)
     used = [p for p in PHASES if (agg["phase"] == p).any()]
-    ax.legend(handles=[Patch(color=COLORS[p], label=p) for p in used], fontsize=7,
+    handles = [Patch(color=COLORS[p], label=p) for p in used]
+    if agg.get("pruned") is not None and agg["pruned"].any():
+        handles.append(Patch(color="white", label="* pruned (the phase so far)"))
+    ax.legend(handles=handles, fontsize=7,
               loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _frame(ax, x, xs, y, ys, title)
     save_figure(fig, path)

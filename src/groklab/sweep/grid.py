@@ -52,12 +52,14 @@ def make_jobs(points: list[Point], out: Path, spec: Spec, use_ensemble: bool,
               parts: int = 1) -> list[dict[str, Any]]:
     """One job per point, or ensembles of points that differ only in what an ensemble can vary."""
     jobs = [{"id": p.id, "dir": str(out / "points" / p.id), "config": p.config.to_dict(),
-             "prune": spec.optimize.get("prune") if spec.mode == "optimize" else None}
+             "prune": spec.optimize.get("prune") if spec.mode == "optimize" else spec.prune,
+             "report": spec.report}
             for p in points]
     if not use_ensemble:
         return jobs
     from groklab.sweep.ensemble import group_jobs
-    return group_jobs(jobs, parts=parts)
+    return [dict(j, report=spec.report) if j.get("kind") == "ensemble" else j
+            for j in group_jobs(jobs, parts=parts)]
 
 
 def run_grid(spec: Spec, out: Path, executor, ensemble: bool | None = None,

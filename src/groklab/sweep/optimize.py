@@ -11,7 +11,8 @@ Spec section::
     sampler_seed = 0
     penalty = 2.0              # a run that never reaches the threshold counts budget × penalty
     stop_on_success = true     # stop a run once it reaches the threshold (train.stop_threshold)
-    prune = {metric = "train_acc", below = 0.9, at_step = 500}   # optional
+    prune = {metric = "train_acc", below = 0.9, at_step = 500}   # optional; or the forecast
+    # pruner {risk = 0.02, target = 0.9} (docs/forecast.md), or a list of both
 
 Axes become the search space: a list is categorical, ``range`` uniform, ``log`` log-uniform
 (integers for integer keys). Each trial runs every seed and reports the mean. "budget" is
@@ -74,7 +75,11 @@ def parse_optimize(d: Any, spec: Spec) -> dict[str, Any]:
         raise ConfigError(f"[optimize] penalty = {o['penalty']!r} must be a finite number >= 1")
     if not isinstance(o["stop_on_success"], bool):
         raise ConfigError(f"[optimize] stop_on_success = {o['stop_on_success']!r} must be true or false")
-    if o["prune"] is not None:
+    if isinstance(o["prune"], list):
+        if not 1 <= len(o["prune"]) <= 2 or len({"risk" in r for r in o["prune"] if isinstance(r, dict)}) != len(o["prune"]):
+            raise ConfigError(f"[optimize] prune = {o['prune']!r}: a list holds one metric rule and one forecast rule")
+        o["prune"] = [_parse_prune(r) for r in o["prune"]]
+    elif o["prune"] is not None:
         o["prune"] = _parse_prune(o["prune"])
     o["threshold"] = float(o["threshold"])
     if o["stop_on_success"] and spec.base.train.stop_threshold == 0:
@@ -84,9 +89,12 @@ def parse_optimize(d: Any, spec: Spec) -> dict[str, Any]:
 
 
 def _parse_prune(p: Any) -> dict[str, Any]:
+    if isinstance(p, dict) and "risk" in p:
+        from groklab.sweep.spec import parse_forecast_prune
+        return parse_forecast_prune(p, "[optimize] prune")
     if not isinstance(p, dict) or "metric" not in p or "at_step" not in p:
         raise ConfigError(f"[optimize] prune = {p!r}: expected {{metric = \"train_acc\", below = 0.9, "
-                          f"at_step = 500}}")
+                          f"at_step = 500}} or the forecast pruner {{risk = 0.02, target = 0.9}}")
     m = p["metric"]
     if not isinstance(m, str) or m not in PRUNE_METRICS:
         why = " (validation loss rises before grokking; never prune on it)" if str(m).startswith("val") else ""

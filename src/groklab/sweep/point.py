@@ -26,7 +26,51 @@ PRUNE_METRICS = {"train_acc": "below", "train_loss": "above"}
 
 
 class Pruned(Exception):
-    """Raised by the prune sink to stop a run that the spec's rule says cannot succeed."""
+    """Raised by a prune sink to stop a run that the spec's rule says cannot succeed;
+    ``forecast`` is the forecast that stopped it (the forecast pruner), else None."""
+
+    def __init__(self, message: str, forecast: dict | None = None):
+        super().__init__(message)
+        self.forecast = forecast
+
+
+class ForecastPruneSink:
+    """Stops a run once the forecast (groklab.forecast) gives P(validation accuracy reaches
+    ``target`` within the budget) below ``risk``. It looks first at ``after`` × the budget, then
+    at least every 5 % of the budget (a forecast costs a few milliseconds)."""
+
+    EVERY = 0.05
+
+    def __init__(self, rule: dict[str, Any], cfg, run_dir: Path | None = None):
+        from groklab.forecast.model import default_model
+        self.risk, self.target, self.cfg = float(rule["risk"]), float(rule["target"]), cfg
+        self.budget = int(cfg.train.steps)
+        self.next = float(rule["after"]) * self.budget
+        self.records: list[dict] | None = None
+        self.run_dir = run_dir
+        self.model = default_model()
+
+    def log(self, step: int, rec: dict) -> None:
+        if self.records is None:  # a resumed run: the history before its checkpoint counts too
+            from groklab.runs.rundir import read_jsonl
+            path = self.run_dir / "metrics.jsonl" if self.run_dir else None
+            self.records = [r for r in read_jsonl(path) if r["step"] < step] if path and path.is_file() else []
+        self.records.append(rec)
+        if step < self.next or step >= self.budget:
+            return
+        self.next = step + self.EVERY * self.budget
+        from groklab.forecast.live import compact
+        from groklab.forecast.predict import forecast
+        fc = forecast(self.records, config=self.cfg, model=self.model, explain=False)
+        p = fc.targets[f"{self.target:g}"].p
+        if p < self.risk:
+            raise Pruned(f"pruned (forecast): P(val ≥ {self.target:g} within {self.budget} steps) = {p:.3f} "
+                         f"< prune.risk {self.risk:g} at step {step}", compact(fc))
+
+
+def make_sink(rule: dict[str, Any], cfg, run_dir: Path | None = None):
+    """The sink a prune rule asks for: the forecast pruner (``risk``) or a metric bound."""
+    return ForecastPruneSink(rule, cfg, run_dir) if "risk" in rule else PruneSink(rule)
 
 
 class PruneSink:
@@ -109,7 +153,7 @@ def run_point(job: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:
     try:
         _train(job, d, state)
     except Pruned as e:
-        _write_pruned(job, d, str(e))
+        _write_pruned(job, d, str(e), e.forecast)
     except Exception as e:  # a crashing point is recorded and the sweep goes on
         d.mkdir(parents=True, exist_ok=True)
         write_json(d / "failed.json", {"error": f"{type(e).__name__}: {e}",
@@ -123,18 +167,19 @@ def _train(job: dict[str, Any], d: Path, state: str) -> None:
     import groklab
     from groklab.config import RunConfig
     from groklab.runs.checkpoint import list_checkpoints
-    sinks = [PruneSink(job["prune"])] if job.get("prune") else None
+    cfg = RunConfig.from_dict(job["config"])
+    rules = job.get("prune") or []
+    sinks = [make_sink(r, cfg, d) for r in (rules if isinstance(rules, list) else [rules])] or None
     report = job.get("report", True)
     if state == "partial" and list_checkpoints(d) and (d / "config.json").is_file():
         groklab.resume(d, progress=False, report=report, sinks=sinks)
         return
     if d.exists():
         shutil.rmtree(d)  # killed before its first checkpoint: start it again
-    cfg = RunConfig.from_dict(job["config"])
     groklab.run(cfg, out=d, progress=False, report=report, sinks=sinks)
 
 
-def _write_pruned(job: dict[str, Any], d: Path, message: str) -> None:
+def _write_pruned(job: dict[str, Any], d: Path, message: str, forecast: dict | None = None) -> None:
     """A pruned run stops inside the loop; write its summary from the metrics it logged."""
     from groklab.config import RunConfig
     from groklab.runs.rundir import read_jsonl
@@ -142,4 +187,7 @@ def _write_pruned(job: dict[str, Any], d: Path, message: str) -> None:
     cfg = RunConfig.from_dict(job["config"])
     records = read_jsonl(d / "metrics.jsonl")
     wall = records[-1]["time"] if records else 0.0
-    write_json(d / "summary.json", summarize(cfg, records, "pruned", wall, message))
+    summary = summarize(cfg, records, "pruned", wall, message)
+    if forecast is not None:
+        summary["pruned_by"], summary["forecast"] = "forecast", forecast
+    write_json(d / "summary.json", summary)

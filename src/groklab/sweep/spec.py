@@ -7,6 +7,8 @@ A spec is a TOML file::
     preset = "prieto"                  # or: config = "base.toml" (relative to the spec)
     seeds = [0, 1]                     # or an int n for seeds 0..n-1
     seed_keys = ["train.seed"]         # which keys a seed sets (default train.seed)
+    report = false                     # skip each point's curves.png/report.html (default true)
+    prune = {risk = 0.02, target = 0.9}  # grid: stop a point the forecast gives < 2 % (docs/forecast.md)
 
     [base]                             # overrides on the preset, nested or dotted
     train.steps = 2000
@@ -42,7 +44,7 @@ from typing import Any
 from groklab.config import ConfigError, RunConfig, apply_dict, load_toml, set_key, validate
 
 TOP_KEYS = {"name", "mode", "preset", "config", "seeds", "seed_keys", "base", "axes", "diagram",
-            "optimize", "ensemble"}
+            "optimize", "ensemble", "report", "prune"}
 MODES = ("grid", "optimize")
 DIAGRAM_KEYS = {"x", "y", "threshold"}
 # the name becomes the default directory sweeps/<name> and the Optuna study name: no separators,
@@ -87,6 +89,8 @@ class Spec:
     diagram: dict[str, Any] = field(default_factory=dict)
     optimize: dict[str, Any] = field(default_factory=dict)
     ensemble: str = "auto"
+    report: bool = True            # each point writes curves.png and report.html
+    prune: dict[str, Any] | None = None   # grid mode: the forecast pruner's rule
     raw: dict[str, Any] = field(default_factory=dict)
 
     def config_for(self, values: dict[str, Any], seed: int) -> RunConfig:
@@ -116,7 +120,7 @@ class Spec:
         """A hash of what determines the results; a sweep directory refuses a different spec."""
         d = {"base": self.base.to_dict(), "axes": [(a.key, a.kind, a.values) for a in self.axes],
              "seeds": self.seeds, "seed_keys": self.seed_keys, "mode": self.mode,
-             "optimize": self.optimize}
+             "optimize": self.optimize, **({"prune": self.prune} if self.prune else {})}
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -286,9 +290,16 @@ def parse_spec(d: dict[str, Any], root: Path | None = None) -> Spec:
     ensemble = d.get("ensemble", "auto")
     if not (ensemble is True or ensemble is False or ensemble == "auto"):  # 1 == True: not "in"
         raise ConfigError(f"ensemble = {ensemble!r}: expected \"auto\", true or false")
+    report = d.get("report", True)
+    if not isinstance(report, bool):
+        raise ConfigError(f"report = {report!r}: expected true or false")
     spec = Spec(name=name, mode=mode, base=base, axes=axes, seeds=seeds, seed_keys=list(seed_keys),
-                ensemble=str(ensemble).lower(), raw=d)
+                ensemble=str(ensemble).lower(), report=report, raw=d)
     spec.diagram = _parse_diagram(d.get("diagram", {}), spec)
+    if "prune" in d:
+        if mode != "grid":
+            raise ConfigError("[prune] is read in grid mode; in optimize mode use [optimize] prune = {...}")
+        spec.prune = parse_forecast_prune(d["prune"], "[prune]", spec.diagram["threshold"])
     if mode == "optimize":
         if "ensemble" in d:
             raise ConfigError("ensemble is only read with mode = \"grid\" (optimize mode runs trials singly)")
@@ -304,6 +315,26 @@ def parse_spec(d: dict[str, Any], root: Path | None = None) -> Spec:
         if n > MAX_POINTS:
             raise ConfigError(f"the grid has {n} points × seeds; at most {MAX_POINTS}")
     return spec
+
+
+PRUNE_TARGETS = (0.9, 0.99)
+
+
+def parse_forecast_prune(p: Any, where: str, target: float = 0.9) -> dict[str, Any]:
+    """The forecast pruner's rule: ``{risk = 0.02, target = 0.9, after = 0.1}`` — stop a point
+    once P(val ≥ target within the budget) < risk, looking from ``after`` × the budget on."""
+    if not isinstance(p, dict) or "risk" not in p or set(p) - {"risk", "target", "after"}:
+        raise ConfigError(f"{where} = {p!r}: expected {{risk = 0.02, target = 0.9, after = 0.1}} "
+                          f"(target and after optional)")
+    risk, after = p["risk"], p.get("after", 0.1)
+    tgt = p.get("target", target if target in PRUNE_TARGETS else 0.9)
+    if not is_number(risk) or not 0 < risk < 1:
+        raise ConfigError(f"{where} risk = {risk!r} must be a probability in (0, 1)")
+    if not is_number(tgt) or float(tgt) not in PRUNE_TARGETS:
+        raise ConfigError(f"{where} target = {tgt!r}: the forecast knows {', '.join(map(str, PRUNE_TARGETS))}")
+    if not is_number(after) or not 0 <= after < 1:
+        raise ConfigError(f"{where} after = {after!r} must be a fraction of the budget in [0, 1)")
+    return {"risk": float(risk), "target": float(tgt), "after": float(after)}
 
 
 def _flatten_axes(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -271,7 +271,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
     if resume:
         start, weights, st = checkpoint or load_latest_good(run_dir)[:3]
         tr.restore(weights, st)
-        for name in ("metrics.jsonl", "measures.jsonl"):
+        for name in ("metrics.jsonl", "measures.jsonl", "forecast.jsonl"):
             truncate_jsonl(run_dir / name, start)
     write_json(run_dir / "summary.json",
                summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), "running", tr.wall_before))
@@ -286,6 +286,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
         run_flops(cfg, tr.model, tr.loss_fn, tr.data), records,
         train_pass_steps(cfg, len(tr.data[1]), records, status), summary["steps_done"], wall,
         summary["generalized_at"])
+    if cfg.train.forecast:
+        from groklab.forecast.live import last_forecast
+        summary["forecast"] = last_forecast(run_dir)
     write_json(run_dir / "summary.json", summary)
     return Run(dir=run_dir, config=cfg, summary=summary, model=tr.model, task=tr.task)
 
@@ -304,15 +307,22 @@ def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
     bar = _progress_bar(t.steps, start, progress, cfg)
     stopper = EarlyStop(t.stop_threshold, t.patience)
     status, message, rolling = "completed", "", None
+    forecaster = None
+    if t.forecast:
+        from groklab.forecast.live import LiveForecast
+        forecaster = LiveForecast(cfg, run_dir, start)
 
     def log(rec: dict) -> None:
         metrics.log(rec)
+        grok = forecaster(rec) if forecaster is not None else None
         for s in sinks:
             s.log(rec["step"], rec)
         if on_eval:
             on_eval(rec)
         if bar is not None:
-            bar.set_postfix(train=f"{rec['train_acc']:.3f}", val=f"{rec['val_acc']:.3f}", refresh=False)
+            extra = {"grok": f"≈ step {grok}"} if grok is not None else {}
+            bar.set_postfix(train=f"{rec['train_acc']:.3f}", val=f"{rec['val_acc']:.3f}", **extra,
+                            refresh=False)
 
     step = start
     tr.model.train()
@@ -361,6 +371,8 @@ def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
             if bar is not None:
                 bar.close()
             metrics.close()
+            if forecaster is not None:
+                forecaster.close()
             if measures:
                 measures.close()
             for s in sinks:

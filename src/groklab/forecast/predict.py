@@ -1,0 +1,191 @@
+"""``groklab.forecast(run)``: will this run grok within its budget, and when?
+
+For each threshold (validation accuracy 0.9 and 0.99) a Forecast holds the probability of
+reaching it within the run's budget (``train.steps``), the predicted step with an 80 % interval,
+and the evidence, one line per signal. A threshold already reached is certain (p = 1, the step it
+was reached); a run that has ended without reaching it has p = 0. Otherwise the model
+(groklab.forecast.model) answers from the history up to the forecast step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from groklab.forecast.dataset import THRESHOLDS
+from groklab.forecast.signals import features, task_size, vector
+
+CONFIDENT = 0.8     # "grok ≈ step N" is shown once P(reach 0.9 within budget) is at least this
+
+
+@dataclass
+class Target:
+    threshold: float
+    p: float                         # P(validation accuracy reaches threshold within the budget)
+    step: int | None                 # predicted (or actual) step; None when it will not happen
+    low: int | None                  # 80 % interval
+    high: int | None
+    reached: bool = False
+
+
+@dataclass
+class Forecast:
+    step: int                        # the forecast uses records up to this step
+    budget: int
+    targets: dict[str, Target]
+    evidence: list[str] = field(default_factory=list)
+    ended: bool = False              # the run has stopped: nothing is left to forecast
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "budget": self.budget, "ended": self.ended,
+                "targets": {k: asdict(v) for k, v in self.targets.items()}, "evidence": self.evidence}
+
+    def grok_step(self, threshold: str = "0.9") -> int | None:
+        """The predicted step of ``threshold`` when the forecast is confident, else None."""
+        t = self.targets.get(threshold)
+        if t is None or t.reached or t.p < CONFIDENT:
+            return None
+        return t.step
+
+
+def _load_run(run) -> tuple[list[dict], Any, dict, Path | None]:
+    from groklab.config import ConfigError, RunConfig
+    from groklab.runs.rundir import read_json, read_jsonl
+    if hasattr(run, "dir") and hasattr(run, "config"):
+        run = run.dir
+    d = Path(run)
+    if not (d / "config.json").is_file() or not (d / "metrics.jsonl").is_file():
+        raise ConfigError(f"{str(d)!r} is not a run directory (it needs config.json and metrics.jsonl)")
+    try:
+        cfg = RunConfig.from_dict(read_json(d / "config.json"))
+    except ValueError as e:
+        raise ConfigError(f"{d / 'config.json'}: {str(e).splitlines()[0]}") from None
+    summary = read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
+    return read_jsonl(d / "metrics.jsonl"), cfg, summary, d
+
+
+def forecast(run_or_records, at: int | None = None, config=None, model=None,
+             summary: dict | None = None, measures: list[dict] | None = None,
+             explain: bool = True) -> Forecast:
+    """Forecast a run: a run directory, a ``groklab.Run``, or a list of metrics records (then
+    ``config`` is required). ``at`` forecasts from the history up to that step (default: all);
+    ``explain=False`` skips the evidence lines (the live forecast's fast path)."""
+    from groklab.config import ConfigError
+    from groklab.forecast.model import default_model
+    run_dir = None
+    if isinstance(run_or_records, list):
+        if config is None:
+            raise ConfigError("forecast(records) needs config=RunConfig(...) as well")
+        records, cfg = run_or_records, config
+        summary = summary or {}
+    else:
+        records, cfg, summary, run_dir = _load_run(run_or_records)
+    if at is not None and (isinstance(at, bool) or not isinstance(at, int) or at < 0):
+        raise ConfigError(f"--at {at!r}: expected a step >= 0")
+    recs = [r for r in records if at is None or r["step"] <= at]
+    if not recs:
+        first = records[0]["step"] if records else None
+        raise ConfigError(f"--at {at}: the run has no evaluation at or before it "
+                          f"(first: {first if first is not None else 'none yet'})")
+    model = model or default_model()
+    t, budget = int(recs[-1]["step"]), int(cfg.train.steps)
+    ended = (summary.get("status") in ("completed", "early_stopped", "nan", "pruned")
+             and t >= int(summary.get("steps_done", 0))) or t >= budget
+    reached = {th: next((r["step"] for r in recs if r["val_acc"] >= th), None) for th in THRESHOLDS}
+    need = not ended and any(v is None and th in model.thresholds for th, v in reached.items())
+    feats = features(recs, cfg, t, budget) if need or explain else None
+    X = model.columns(vector(feats)[None, :]) if feats is not None else None
+    targets = {}
+    for th in THRESHOLDS:
+        if reached[th] is not None:
+            targets[f"{th:g}"] = Target(th, 1.0, reached[th], reached[th], reached[th], True)
+        elif ended or th not in model.thresholds:
+            targets[f"{th:g}"] = Target(th, 0.0, None, None, None)
+        else:
+            m = model.thresholds[th]
+            p, ratio = float(m.p(X)[0]), float(m.ratio(X)[0])
+            med = t * ratio
+            lo, hi = max(t + 1, t * ratio * math.exp(m.q_lo)), t * ratio * math.exp(m.q_hi)
+            targets[f"{th:g}"] = Target(th, round(p, 4), int(round(med)), int(round(lo)), int(round(hi)))
+    if measures is None and run_dir is not None and (run_dir / "measures.jsonl").is_file():
+        from groklab.runs.rundir import read_jsonl
+        measures = [m for m in read_jsonl(run_dir / "measures.jsonl") if m.get("step", 0) <= t]
+    ev = evidence(feats, cfg, recs, measures or [], model, X) if explain else []
+    return Forecast(t, budget, targets, ev, ended)
+
+
+def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], model, X) -> list[str]:
+    """One line per signal, in words, with the numbers the model read."""
+    n_train, classes = task_size(cfg)
+    t = recs[-1]["step"]
+    mem = next((r["step"] for r in recs if r["train_acc"] >= 0.9), None)
+    lines = [
+        f"validation accuracy {f['val_acc']:.3f} (chance {1 / classes:.3f}), best {max(r['val_acc'] for r in recs):.3f}; "
+        f"{_per_decade(f['slope_val_acc'])} over the latest steps",
+        f"train accuracy {f['train_acc']:.3f}" + (f", ≥ 0.9 since step {mem}" if mem is not None else ", not memorised yet"),
+        f"validation loss {math.exp(f['log_val_loss']):.3g}, {100 * (1 - math.exp(-f['val_loss_below_peak'])):.0f} % "
+        f"below its peak; train loss {math.exp(f['log_train_loss']):.3g}",
+    ]
+    if math.isfinite(f["log_wn_ratio"]):
+        lines.append(f"weight norm {recs[-1]['weight_norm']:.4g}: ×{math.exp(f['log_wn_ratio']):.2f} since step "
+                     f"{recs[0]['step']}, {100 * (1 - math.exp(-f['log_wn_below_peak'])):.0f} % below its peak")
+    if math.isfinite(f["osc_dom_freq"]):
+        period = 1 / f["osc_dom_freq"] if f["osc_dom_freq"] > 0 else math.inf
+        lines.append(f"train-loss oscillations (Notsawo et al. 2023): dominant period {period:.0f} steps, "
+                     f"energy 10^{f['osc_log_energy']:.1f}, {100 * f['osc_low_share']:.0f} % at low frequency")
+    if measures:
+        m = measures[-1]
+        parts = [f"{k} {m[k]:.3g}" for k in ("gini_E", "gini_L", "restricted_loss", "excluded_loss")
+                 if isinstance(m.get(k), (int, float))]
+        if parts:
+            lines.append(f"progress measures at step {m['step']} (read, not used by the model): {', '.join(parts)}")
+    o = cfg.optim
+    lines.append(f"config: lr {o.lr:g}, {o.name} wd {o.wd:g}, {n_train} training examples "
+                 f"({100 * cfg.task.frac:.0f} %), {cfg.model.arch}, {_accel(cfg)}, budget {cfg.train.steps} steps")
+    top = _top_contributions(model, X)
+    if top:
+        lines.append("moved P(0.99) most: " + ", ".join(top))
+    return lines
+
+
+def _per_decade(s: float) -> str:
+    if not math.isfinite(s):
+        return "no trend yet"
+    return f"{'rising' if s > 0 else 'falling'} {abs(s):.3f} per decade of steps"
+
+
+def _accel(cfg) -> str:
+    a = cfg.accel
+    parts = [f"Grokfast-{a.grokfast.upper()}" for _ in [0] if a.grokfast != "none"]
+    parts += ["⊥Grad"] * bool(a.orthograd) + [f"weight norm {a.weight_norm:g}"] * bool(a.weight_norm > 0)
+    return " + ".join(parts) or "no accelerator"
+
+
+def _top_contributions(model, X, k: int = 3) -> list[str]:
+    """The features whose SHAP contributions (XGBoost ``pred_contribs``) moved P(0.99) most."""
+    from groklab.forecast.model import _xgb
+    m = model.thresholds.get(0.99)
+    if m is None:
+        return []
+    c = m.clf.predict(_xgb().DMatrix(X, missing=np.nan), pred_contribs=True)[0][:-1]
+    idx = np.argsort(-np.abs(c))[:k]
+    return [f"{model.features[i]} ({'+' if c[i] > 0 else '−'}{abs(c[i]):.2f} log-odds)" for i in idx]
+
+
+def format_forecast(fc: Forecast) -> str:
+    """The text `groklab forecast RUN` prints."""
+    out = [f"forecast at step {fc.step} of {fc.budget}" + (" (the run has ended)" if fc.ended else "")]
+    for k, t in fc.targets.items():
+        if t.reached:
+            out.append(f"  val ≥ {k}: reached at step {t.step}")
+        elif t.step is None:
+            out.append(f"  val ≥ {k}: not reached (p = 0)")
+        else:
+            out.append(f"  val ≥ {k}: P(within {fc.budget} steps) = {t.p:.2f}; predicted step {t.step} "
+                       f"(80 % interval {t.low}-{t.high}){' — beyond the budget' if t.step > fc.budget else ''}")
+    out.append("evidence:")
+    out += [f"  - {line}" for line in fc.evidence]
+    return "\n".join(out)

@@ -1,0 +1,338 @@
+"""The forecast: signals on curves with known answers, censoring, the model files, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from groklab.config import ConfigError, resolve
+from groklab.forecast import model as M
+from groklab.forecast.dataset import build_table, families, time_label, within_budget
+from groklab.forecast.signals import FEATURES, features, oscillation_spectrum
+from groklab.runs.rundir import write_json
+from groklab.train.loop import summarize
+
+BUDGET = 1000
+
+
+def curve(steps, groks: bool, t_grok: float, p: int = 31, seed: int = 0, wobble: float = 0.0):
+    """Synthetic records: memorise by ~step 60; validation follows a sigmoid centred at
+    ``t_grok`` (and creeps up before it) when ``groks``, else stays at chance."""
+    rng = np.random.default_rng(seed)
+    chance = 1 / p
+    out = []
+    for s in steps:
+        tr = 1 / (1 + math.exp(-(s - 40) / 8))
+        if groks:
+            va = chance + (1 - chance) * (0.15 * min(1.0, s / t_grok) + 0.85 / (1 + math.exp(-(s - t_grok) / 25)))
+        else:
+            va = chance + 0.01 * rng.random()
+        tl = math.exp(-s / 100) * (1 + wobble * math.sin(2 * math.pi * s / 100)) + 1e-3
+        out.append({"step": int(s), "train_loss": tl, "train_acc": tr, "val_loss": 3.0 - 2.5 * (va - chance),
+                    "val_acc": min(va, 1.0), "lr": 1e-3, "weight_norm": 10 + 5 * tr - (3 * va if groks else 0),
+                    "time": s * 1e-3})
+    return out
+
+
+def synth_cfg(op="x+y", wd=1.0, budget=BUDGET):
+    return resolve("prieto", overrides=[("task.p", 31), ("task.op", op), ("optim.wd", wd),
+                                        ("train.steps", budget), ("train.eval_every", 10)])
+
+
+def write_run(d, cfg, records, status="completed"):
+    d.mkdir(parents=True)
+    write_json(d / "config.json", cfg.to_dict())
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_json(d / "summary.json", summarize(cfg, records, status, records[-1]["time"]))
+    return d
+
+
+def synth_corpus(root, n_per_op=12, ops=("x+y", "x-y", "x*y")):
+    """Runs of one config per op where the seed decides: half grok (at 300-800), half never."""
+    for op in ops:
+        for i in range(n_per_op):
+            groks = i % 2 == 0
+            recs = curve(range(0, BUDGET + 1, 10), groks, 300 + 50 * (i % 11), seed=i)
+            write_run(root / op.replace("*", "m") / f"r{i}", synth_cfg(op), recs)
+    return root
+
+
+# --- signals ------------------------------------------------------------------------------
+
+def test_features_see_only_the_history_up_to_the_forecast_step():
+    cfg = synth_cfg()
+    recs = curve(range(0, BUDGET + 1, 10), True, 600)
+    f_cut = features(recs[:31], cfg, 300)
+    f_all = features(recs, cfg, 300)
+    assert f_cut == pytest.approx(f_all, nan_ok=True)
+    assert list(f_all) == FEATURES
+
+
+def test_a_sigmoid_jump_is_read_as_a_rising_validation_accuracy():
+    cfg = synth_cfg()
+    recs = curve(range(0, BUDGET + 1, 10), True, 600)
+    before, during, flat = (features(recs, cfg, t) for t in (200, 590, 200))
+    flat = features(curve(range(0, BUDGET + 1, 10), False, 600), cfg, 590)
+    assert during["slope_val_acc"] > 1.0 > before["slope_val_acc"] > 0
+    assert during["val_gain_recent"] > 0.3 and abs(flat["val_gain_recent"]) < 0.02
+    assert during["val_above_chance"] == pytest.approx((recs[59]["val_acc"] - 1 / 31) / (1 - 1 / 31))
+    assert during["mem_ago"] > 0 and during["t_frac"] == pytest.approx(0.59)
+
+
+@pytest.mark.parametrize("period", [50, 100, 250])
+def test_an_oscillation_of_known_frequency_is_found(period):
+    steps = np.arange(0, 5000, 10)
+    y = -steps / 1000 + 0.3 * np.sin(2 * np.pi * steps / period)
+    s = oscillation_spectrum(y, dt=10.0)
+    assert s["osc_dom_freq"] == pytest.approx(1 / period, rel=0.05)
+    assert s["hjorth_mobility"] > 0 and s["osc_log_energy"] > -3
+    smooth = oscillation_spectrum(-steps / 1000.0, dt=10.0)
+    assert smooth["osc_log_energy"] < s["osc_log_energy"] - 3
+
+
+def test_the_loss_oscillation_feature_reads_the_training_loss():
+    cfg = synth_cfg()
+    wobbly = features(curve(range(0, BUDGET + 1, 10), False, 0, wobble=0.3), cfg, 990)
+    calm = features(curve(range(0, BUDGET + 1, 10), False, 0), cfg, 990)
+    assert wobbly["osc_dom_freq"] == pytest.approx(0.01, rel=0.1)
+    assert wobbly["osc_log_energy"] > calm["osc_log_energy"] + 1
+
+
+# --- labels and censoring ------------------------------------------------------------------
+
+def test_a_run_that_never_groks_is_censored_not_a_time(tmp_path):
+    cfg = synth_cfg()
+    never = curve(range(0, BUDGET + 1, 10), False, 0)
+    s = summarize(cfg, never, "completed", 1.0)
+    assert time_label(s, 0.9) == (BUDGET, False)
+    assert within_budget(s, 0.9, BUDGET) is False
+    pruned = summarize(cfg, never[:31], "pruned", 1.0)
+    assert time_label(pruned, 0.9) == (300, False) and within_budget(pruned, 0.9, BUDGET) is None
+    groks = summarize(cfg, curve(range(0, BUDGET + 1, 10), True, 500), "completed", 1.0)
+    T, ev = time_label(groks, 0.9)
+    assert ev and 500 <= T <= 600 and within_budget(groks, 0.9, BUDGET) is True
+    runs = [{"config": cfg, "records": r, "summary": summarize(cfg, r, st, 1.0)}
+            for r, st in ((never, "completed"), (never[:31], "pruned"))]
+    tab = build_table(runs)
+    assert not tab.event[0.9].any()                       # neither has a time
+    assert set(tab.T[0.9][tab.run == 0]) == {BUDGET}      # censored at the budget
+    assert np.isnan(tab.y[0.9][tab.run == 1]).all()       # pruned: outcome unknown, not negative
+    assert (tab.t[tab.run == 1] <= 300).all()             # no forecast point after it stopped
+    lower, upper = M.aft_bounds(tab.T[0.9], tab.event[0.9], tab.t)
+    assert np.isinf(upper).all() and (lower >= 1).all()
+
+
+def test_forecast_points_skip_runs_that_already_reached_the_threshold():
+    cfg = synth_cfg()
+    early = curve(range(0, BUDGET + 1, 10), True, 120)
+    tab = build_table([{"config": cfg, "records": early, "summary": summarize(cfg, early, "completed", 1.0)}])
+    T = tab.T[0.9][0]
+    assert tab.open[0.9].tolist() == [t < T for t in tab.t]
+    assert not tab.open[0.9].all() and tab.open[0.9].any()
+
+
+def test_families_name_the_op_model_and_optimiser():
+    c = synth_cfg("x^2+xy+y^2")
+    assert families(c) == {"op": "poly", "model": "mlp", "optim": "adamw"}
+    c.accel.grokfast, c.optim.name = "ema", "adam"
+    assert families(c)["optim"] == "grokfast"
+    c.accel.grokfast = "none"
+    assert families(c)["optim"] == "adam_l2"
+
+
+# --- the model files -----------------------------------------------------------------------
+
+def test_model_round_trip_and_bit_for_bit_rebuild(tmp_path):
+    from groklab.cli import main
+    from groklab.forecast.corpus import load_runs
+    root = synth_corpus(tmp_path / "corpus", n_per_op=8)
+    runs = load_runs(root)
+    assert len(runs) == 24
+    tab = build_table(runs)
+    m = M.fit(tab, rounds=20)
+    M.save(m, tmp_path / "a")
+    back = M.load(tmp_path / "a")
+    for th in (0.9, 0.99):
+        assert np.array_equal(back.thresholds[th].p(tab.X), m.thresholds[th].p(tab.X))
+        assert np.array_equal(back.thresholds[th].ratio(tab.X), m.thresholds[th].ratio(tab.X))
+    for out in ("b", "c"):
+        assert main(["forecast", "build", str(root), "--out", str(tmp_path / out), "--rounds", "20"]) == 0
+    files = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert files == ["aft_0.9.ubj", "aft_0.99.ubj", "clf_0.9.ubj", "clf_0.99.ubj", "manifest.json"]
+    for f in files:
+        assert (tmp_path / "b" / f).read_bytes() == (tmp_path / "c" / f).read_bytes(), f
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["meta"]["runs"] == 24
+
+
+def test_a_tampered_model_file_is_refused(tmp_path):
+    m = M.fit(build_table([{"config": synth_cfg(), "records": r, "summary": summarize(synth_cfg(), r, "completed", 1)}
+                           for r in (curve(range(0, BUDGET + 1, 10), g, 400, seed=i)
+                                     for i, g in enumerate([True, False] * 4))]), rounds=5)
+    M.save(m, tmp_path / "m")
+    raw = bytearray((tmp_path / "m" / "clf_0.9.ubj").read_bytes())
+    raw[-10] ^= 1
+    (tmp_path / "m" / "clf_0.9.ubj").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="sha256"):
+        M.load(tmp_path / "m")
+    (tmp_path / "m" / "manifest.json").write_text("{")
+    with pytest.raises(ValueError, match="forecast model"):
+        M.load(tmp_path / "m")
+
+
+def test_the_shipped_model_loads_and_answers_in_range():
+    m = M.default_model()
+    assert set(m.thresholds) == {0.9, 0.99} and set(m.features) <= set(FEATURES)
+    cfg = synth_cfg()
+    X = m.columns(np.array([[features(curve(range(0, 301, 10), g, 500), cfg, 300)[k] for k in FEATURES]
+                            for g in (True, False)], dtype=np.float32))
+    p = m.thresholds[0.9].p(X)
+    assert ((0 <= p) & (p <= 1)).all() and (m.thresholds[0.9].ratio(X) >= 1).all()
+
+
+# --- the Forecast and the CLI --------------------------------------------------------------
+
+def test_forecast_of_a_finished_run_and_its_cli(tmp_path, capsys):
+    import groklab
+    from groklab.cli import main
+    cfg = synth_cfg()
+    d = write_run(tmp_path / "run", cfg, curve(range(0, BUDGET + 1, 10), True, 500))
+    fc = groklab.forecast(d)
+    assert fc.ended and fc.targets["0.9"].reached and fc.targets["0.9"].p == 1.0
+    early = groklab.forecast(d, at=200)
+    assert not early.ended and early.step == 200 and not early.targets["0.9"].reached
+    t = early.targets["0.9"]
+    assert 0 <= t.p <= 1 and 200 < t.low <= t.step <= t.high
+    assert any("Notsawo" in line for line in early.evidence)
+    assert main(["forecast", str(d), "--at", "200", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["targets"]["0.9"]["step"] == t.step
+    assert main(["forecast", str(d), "--at", "200"]) == 0
+    assert "P(within 1000 steps)" in capsys.readouterr().out
+    never = write_run(tmp_path / "never", cfg, curve(range(0, BUDGET + 1, 10), False, 0))
+    assert groklab.forecast(never).targets["0.99"].p == 0.0      # ended without it
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["forecast", "/nonexistent/run"], "not a run directory"),
+    (["forecast", "RUN", "--at", "-5"], "--at -5"),
+    (["forecast", "build", "/nonexistent/corpus"], "not a directory"),
+    (["forecast", "build", "RUN", "--rounds", "0"], "--rounds 0"),
+    (["forecast", "corpus", "/nonexistent.toml"], "nonexistent.toml"),
+    (["forecast", "a", "b", "c"], "expected RUN_DIR"),
+])
+def test_bad_forecast_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
+    from groklab.cli import main
+    d = write_run(tmp_path / "run", synth_cfg(), curve(range(0, BUDGET + 1, 10), True, 500))
+    argv = [str(d) if a == "RUN" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+
+
+def test_forecast_at_a_step_before_the_first_record_is_refused(tmp_path):
+    import groklab
+    recs = curve(range(50, BUDGET + 1, 10), True, 500)
+    with pytest.raises(ConfigError, match="--at 20"):
+        groklab.forecast(recs, config=synth_cfg(), at=20)
+    with pytest.raises(ConfigError, match="config"):
+        groklab.forecast(recs)
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+def test_evaluation_credits_curves_where_the_config_cannot_tell(tmp_path):
+    """Every run has the same config per op and the seed decides: the config-only baseline is
+    at chance, the forecast (which sees the early rise) is not."""
+    from groklab.forecast.corpus import load_runs
+    from groklab.forecast.evaluate import evaluate, markdown
+    runs = load_runs(synth_corpus(tmp_path / "corpus", n_per_op=10))
+    res = evaluate(runs, thresholds=(0.9,), axes=("op",), rounds=20)
+    m = res["axes"]["op"]["0.9"]["0.25"]
+    assert m["n"] > 10 and 0 < m["positives"] < m["n"]
+    assert m["forecast"]["auroc"] > 0.9
+    assert m["config only"]["auroc"] < 0.7
+    assert m["forecast"]["brier"] < m["config only"]["brier"]
+    assert m["time"]["n_events"] > 0 and "forecast" in m["time"]
+    assert "| 25% |" in markdown(res)
+
+
+# --- live forecast and the pruner (real training) -------------------------------------------
+
+def small_run(**over):
+    base = {"task.p": 31, "task.frac": 0.6, "model.hidden": [64, 64], "optim.lr": 0.02, "optim.wd": 1.0,
+            "train.steps": 400, "train.eval_every": 10, "train.n_checkpoints": 2}
+    return resolve("prieto", overrides=list({**base, **over}.items()))
+
+
+def test_live_forecast_writes_every_evaluation_and_the_summary(tmp_path):
+    import groklab
+    from groklab.runs.rundir import read_jsonl
+    cfg = small_run()
+    assert cfg.train.forecast is True                       # on by default
+    r = groklab.run(cfg, out=tmp_path / "run", report=False)
+    lines, metrics = read_jsonl(r.dir / "forecast.jsonl"), read_jsonl(r.dir / "metrics.jsonl")
+    assert lines and {ln["step"] for ln in lines} <= {m["step"] for m in metrics}
+    assert [ln["step"] for ln in lines] == sorted(ln["step"] for ln in lines)
+    assert r.summary["forecast"] == lines[-1]
+    assert lines[-1]["seconds"] < 0.05 * r.summary["wall_seconds"] + 0.05
+    for ln in lines:                                        # each line agrees with the offline forecast
+        if ln["reached"]["0.9"]:
+            first = next(m["step"] for m in metrics if m["val_acc"] >= 0.9)
+            assert ln["at"]["0.9"] == first
+    off = groklab.run(small_run(**{"train.forecast": False}), out=tmp_path / "off", report=False)
+    assert not (off.dir / "forecast.jsonl").exists() and "forecast" not in off.summary
+
+
+def test_resume_truncates_the_forecast_and_goes_on(tmp_path):
+    import groklab
+    from groklab.runs.rundir import read_jsonl
+    r = groklab.run(small_run(**{"train.steps": 200}), out=tmp_path / "run", report=False)
+    r2 = groklab.resume(r.dir, overrides=["train.steps=300"], report=False)
+    steps = [ln["step"] for ln in read_jsonl(r2.dir / "forecast.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 300
+
+
+def test_the_forecast_pruner_stops_a_doomed_point_and_spares_one_that_groks(tmp_path):
+    """wd = 0 on 45 % of x+y mod 31 memorises and never generalizes in the budget; wd = 1,
+    lr 0.02 on 60 % groks by step ~500. The pruner stops the first early and lets the second run."""
+    from groklab.sweep import parse_spec, run_sweep
+    from groklab.sweep.table import write_csv  # noqa: F401  (results.csv is written by the sweep)
+    spec = parse_spec({
+        "name": "prune", "preset": "prieto", "seeds": [0], "report": False,
+        "base": {"task.p": 31, "model.hidden": [128, 128], "train.steps": 2000, "train.eval_every": 10,
+                 "train.stop_threshold": 0.9, "train.patience": 0, "train.n_checkpoints": 2,
+                 "optim.lr": 0.02},
+        "axes": {"optim.wd": [0.0, 1.0], "task.frac": [0.45, 0.6]},
+        "prune": {"risk": 0.05, "target": 0.9, "after": 0.1}})
+    rows = {(r["optim.wd"], r["task.frac"]): r for r in run_sweep(spec, tmp_path / "sw", workers=1, ensemble=False)}
+    doomed, groks = rows[(0.0, 0.45)], rows[(1.0, 0.6)]
+    assert doomed["status"] == "pruned (forecast)" and doomed["steps_done"] < 1000
+    assert groks["status"] == "early_stopped" and groks["generalized_at_0.9"] is not None
+    s = json.loads((tmp_path / "sw" / "points" / doomed["id"] / "summary.json").read_text())
+    assert s["pruned_by"] == "forecast" and s["forecast"]["p"]["0.9"] < 0.05
+    assert "prune.risk 0.05" in s["message"]
+
+
+@pytest.mark.parametrize("prune, words", [
+    ({"risk": 0}, "risk = 0"), ({"risk": 1.5}, "risk = 1.5"), ({"risk": 0.02, "target": 0.5}, "target = 0.5"),
+    ({"risk": 0.02, "after": 1}, "after = 1"), ({"risk": 0.02, "when": 3}, "expected {risk"),
+    ("yes", "expected {risk"),
+])
+def test_bad_prune_rules_are_refused(prune, words):
+    from groklab.sweep import parse_spec
+    with pytest.raises(ConfigError, match=words.replace("{", r"\{")):
+        parse_spec({"axes": {"optim.wd": [0.1, 1.0]}, "prune": prune})
+
+
+def test_optimize_mode_takes_the_forecast_pruner_alone_or_beside_a_metric_rule():
+    from groklab.sweep import parse_spec
+    d = {"mode": "optimize", "axes": {"optim.wd": {"log": [0.1, 1.0]}}, "optimize": {"n_trials": 2}}
+    d["optimize"]["prune"] = {"risk": 0.02}
+    assert parse_spec(d).optimize["prune"] == {"risk": 0.02, "target": 0.9, "after": 0.1}
+    d["optimize"]["prune"] = [{"risk": 0.02}, {"metric": "train_acc", "below": 0.9, "at_step": 500}]
+    rules = parse_spec(d).optimize["prune"]
+    assert rules[0]["risk"] == 0.02 and rules[1]["at_step"] == 500
+    d["optimize"]["prune"] = [{"risk": 0.02}, {"risk": 0.1}]
+    with pytest.raises(ConfigError, match="one metric rule and one forecast rule"):
+        parse_spec(d)
