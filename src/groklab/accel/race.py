@@ -69,6 +69,7 @@ def race_config(recipe: str, task: str | None, seed: int, steps: int | None = No
     t = cfg.train
     t.eval_every, t.stop_threshold, t.patience = eval_every, stop_at, 0
     t.n_checkpoints, t.checkpoint_every, t.measure_every = 0, 0, 0
+    t.forecast = False  # monitoring, not the method: off like checkpoints and measures
     for k, v in parse_overrides(list(overrides)):
         set_key(cfg, k, v)
     return validate(cfg)

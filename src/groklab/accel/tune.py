@@ -53,7 +53,7 @@ CLAIMS = {
     ("mlp-muon", "mul97"): "Tveit et al.: mean grokking epoch 153 → 103 vs AdamW (1.5×)",
     ("mlp-egd", "add113"): "Pasand & Dohmatob: plateau removed on modular addition",
     ("mlp-egd", "parity"): "Pasand & Dohmatob: plateau removed on sparse parity",
-    ("mlp-fast", "add113"): "groklab's own: 250 steps, 3.9 s (untuned, idle core)",
+    ("mlp-fast", "add113"): "groklab's own, tuning split: 170 steps (lr 0.03, β2 0.95; 250 at lr 0.01, β2 0.99)",
 }
 
 # recipe -> its key knob beyond lr and wd: (key, factor below, factor above)
@@ -85,6 +85,7 @@ def task_config(recipe: str, task: str, seed: int, steps: int | None = None, eva
         t.steps = steps
     t.eval_every, t.stop_threshold, t.patience = eval_every, stop_at, 0
     t.n_checkpoints, t.checkpoint_every, t.measure_every = 0, 0, 0
+    t.forecast = False  # monitoring, not the method: off like checkpoints and measures
     if split_seed is not None:
         cfg.task.split_seed = split_seed
     for k, v in (params or {}).items():

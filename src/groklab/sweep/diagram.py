@@ -159,7 +159,8 @@ def write_sweep_report(out: Path, spec, rows: list[dict], figures: list[Path], i
     """``report.html`` of the sweep: counts, the diagrams, and the table linking every run."""
     counts = {p: sum(1 for r in rows if "phase" in r and (r["phase"] or "failed") == p) for p in PHASES}
     head = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in [*info.items(), *((f"points: {p}", c) for p, c in counts.items() if c)])
+                   for k, v in [*info.items(), *((f"points: {p}", c) for p, c in counts.items() if c),
+                                _sweep_cost(rows)])
     parts = [f"<h1>groklab sweep — {html.escape(spec.name)}</h1>", f"<table>{head}</table>"]
     parts += [img_tag(f, f.stem) for f in figures]
     cols = [c for c in (rows[0].keys() if rows else []) if c != "error"] + ["error"]
@@ -180,3 +181,12 @@ def write_sweep_report(out: Path, spec, rows: list[dict], figures: list[Path], i
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     atomic_write_text(out / "report.html", page)
     return out / "report.html"
+
+
+def _sweep_cost(rows: list[dict]) -> tuple[str, str]:
+    """The report's cost line: the runs' cost summed (sweep.table.total_cost, as in cost.json)."""
+    from groklab.runs.cost import format_cost
+    from groklab.sweep.table import total_cost
+    t = total_cost(rows)
+    line = format_cost(t | {"energy_missing": "not known for every run"}) if t["rows_with_cost"] else "–"
+    return f"cost of the sweep ({t['rows_with_cost']} of {t['rows']} runs)", line
