@@ -60,8 +60,7 @@ def _fold(table: Table, axis: str, fam: str, ths, rounds) -> dict[str, Any]:
             bm = M.fit(tr, cols, [th], rounds, time=False)
             r["p"][name] = bm.thresholds[th].p(bm.columns(Xt))
         r["p"]["median pruner"] = median_pruner_keep(table, train, test)
-        r["ratio"] = full.thresholds[th].ratio(Xt)
-        r["q"] = (full.thresholds[th].q_lo, full.thresholds[th].q_hi)
+        r["when"] = np.stack(full.thresholds[th].when(Xt, table.t[test], table.budget[test]), axis=1)
         ev = tr.event[th] & tr.open[th]
         r["median_T"] = np.array([np.median(tr.T[th][ev & (tr.point == pt)]) if (ev & (tr.point == pt)).any()
                                   else np.nan for pt in table.point[test]])
@@ -93,9 +92,8 @@ def evaluate(runs: list[dict], thresholds=(0.99, 0.9), axes=AXES, rounds: int = 
             for th in thresholds:
                 for k, v in f[th]["p"].items():
                     preds[th].setdefault(k, []).append(v)
-                preds[th].setdefault("ratio", []).append(f[th]["ratio"])
+                preds[th].setdefault("when", []).append(f[th]["when"])
                 preds[th].setdefault("median_T", []).append(f[th]["median_T"])
-                preds[th].setdefault("q", []).append(np.tile(f[th]["q"], (f["rows"].sum(), 1)))
             res["folds"].append({"axis": axis, "family": fam, "test_rows": int(f["rows"].sum()),
                                  **{f"{th:g}": score_probs(table, f["rows"], th, f[th]["p"], pt=0.25)
                                     for th in thresholds}})
@@ -133,7 +131,7 @@ def score_all(table: Table, idx: np.ndarray, th: float, P: dict, pt: float) -> d
     at = (table.point[idx] == pt) & table.open[th][idx]
     cls = at & np.isfinite(table.y[th][idx])
     y = table.y[th][idx][cls]
-    probs = [k for k in P if k not in ("ratio", "median_T", "q")]
+    probs = [k for k in P if k not in ("when", "median_T")]
     cfg_p = P["config only"][cls]
     boundary = (cfg_p >= BOUNDARY[0]) & (cfg_p <= BOUNDARY[1])
     out: dict[str, Any] = {"n": int(cls.sum()), "positives": int(y.sum()),
@@ -145,8 +143,7 @@ def score_all(table: Table, idx: np.ndarray, th: float, P: dict, pt: float) -> d
                   "brier_boundary": float(np.mean((p[boundary] - y[boundary]) ** 2)) if boundary.any() else math.nan}
     t = table.t[idx][at]
     T, ev = table.T[th][idx][at], table.event[th][idx][at]
-    pred = t * P["ratio"][at]
-    lo, hi = pred * np.exp(P["q"][at][:, 0]), pred * np.exp(P["q"][at][:, 1])
+    pred, lo, hi = P["when"][at].T
     e = ev & (T > t)
     timing = {"n_events": int(e.sum()), "n_censored": int((~ev).sum())}
     if e.any():

@@ -9,8 +9,10 @@ For each threshold θ (0.9 and 0.99 of validation accuracy):
 * **When** — XGBoost's accelerated failure time objective (``survival:aft``, normal errors on
   log time; Barnwal et al. 2022, arXiv 2006.04920) on the ratio ``T_θ / t`` of the time to grok
   to the forecast step: runs that never reached θ enter as right-censored intervals
-  ``[stopped / t, ∞)``, never as a time. The 80 % interval is the predicted median times the
-  10th and 90th percentiles of the out-of-fold ratio actual/predicted on runs that grokked.
+  ``[stopped / t, ∞)``, never as a time. The predicted step is the median of that log-normal
+  truncated to (t, budget]: *when*, given that it happens within the budget (the classifier
+  says how likely that is). The 80 % interval is that median times the 10th and 90th
+  percentiles of the out-of-fold ratio actual/predicted on runs that grokked within the budget.
 
 Why XGBoost: one well-kept library gives both objectives, handles missing features (NaN) natively
 and saves to a documented non-pickle format (UBJSON) that loads without running any code; its
@@ -38,8 +40,9 @@ ROUNDS = 300
 BASE = {"eta": 0.05, "max_depth": 3, "min_child_weight": 2.0, "subsample": 0.8,
         "colsample_bytree": 0.8, "lambda": 1.0, "nthread": 1, "seed": 0, "tree_method": "hist"}
 CLF = {**BASE, "objective": "binary:logistic", "eval_metric": "logloss"}
+SIGMA = 0.3             # the AFT's σ of log time (chosen on the corpus, docs/forecast.md)
 AFT = {**BASE, "objective": "survival:aft", "aft_loss_distribution": "normal",
-       "aft_loss_distribution_scale": 0.6, "eval_metric": "aft-nloglik"}
+       "aft_loss_distribution_scale": SIGMA, "eval_metric": "aft-nloglik"}
 FOLDS = 5
 INTERVAL = (0.1, 0.9)   # the 80 % interval
 
@@ -60,14 +63,34 @@ class ThresholdModel:
     aft: Any                          # xgboost.Booster, median of T/t
     q_lo: float                       # log(actual/predicted) quantiles on out-of-fold events
     q_hi: float
+    sigma: float = SIGMA
 
     def p(self, X: np.ndarray) -> np.ndarray:
         raw = self.clf.inplace_predict(X, missing=np.nan)
         return np.interp(raw, self.calib_x, self.calib_y) if len(self.calib_x) else raw
 
     def ratio(self, X: np.ndarray) -> np.ndarray:
-        """Predicted median T/t (>= 1)."""
+        """Predicted median T/t (>= 1) of the AFT model, not truncated."""
         return np.maximum(self.aft.inplace_predict(X, missing=np.nan), 1.0)
+
+    def when(self, X: np.ndarray, t: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(median, low, high) step, given that θ is reached between ``t`` and ``budget``: the
+        AFT's log-normal truncated to (t, budget], its median, and the 80 % interval from the
+        out-of-fold residuals around that median, kept inside (t, budget]."""
+        t = np.maximum(np.asarray(t, float), 1.0)        # a forecast at step 0 is one at step 1
+        budget = np.maximum(np.asarray(budget, float), t + 1)
+        med = truncated_median(np.log(t * self.ratio(X)), self.sigma, np.log(t), np.log(budget))
+        lo = np.clip(med * math.exp(self.q_lo), t + 1, budget)
+        hi = np.clip(med * math.exp(self.q_hi), t + 1, budget)
+        return med, np.minimum(lo, med), np.maximum(hi, med)
+
+
+def truncated_median(mu: np.ndarray, sigma: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """exp of the median of N(mu, sigma²) truncated to [lo, hi] (all in log steps)."""
+    from scipy.special import ndtr, ndtri
+    a, b = ndtr((lo - mu) / sigma), ndtr((hi - mu) / sigma)
+    q = np.clip(a + 0.5 * (b - a), 1e-12, 1 - 1e-12)
+    return np.exp(np.clip(mu + sigma * ndtri(q), lo, hi))
 
 
 @dataclass
@@ -126,7 +149,7 @@ def isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
     return np.asarray(iso.X_thresholds_, dtype=float), np.asarray(iso.y_thresholds_, dtype=float)
 
 
-def fit_threshold(X, t, run, group, T, event, y, open_, rounds=ROUNDS, time=True) -> ThresholdModel:
+def fit_threshold(X, t, run, group, T, event, y, open_, budget, rounds=ROUNDS, time=True) -> ThresholdModel:
     """Both models of one threshold from rows still open at their forecast point (only the
     classifier when ``time`` is False: the aft fields are then None)."""
     c = open_ & np.isfinite(y)
@@ -147,13 +170,17 @@ def fit_threshold(X, t, run, group, T, event, y, open_, rounds=ROUNDS, time=True
     a = open_ & (T > 0)
     Xa, ta, Ta, ea, wa, ga = X[a], t[a], T[a], event[a], _weights(run[a]), group[a]
     lower, upper = aft_bounds(Ta, ea, ta)
+    ba = budget[a]
+    inside = ea & (Ta <= ba)
     resid = []
     for te in _folds(ga):
         if te.all() or not te.any():
             continue
-        m = fit_aft(Xa[~te], lower[~te], upper[~te], wa[~te], rounds)
-        pred = np.maximum(m.predict(_xgb().DMatrix(Xa[te], missing=np.nan)), 1.0)
-        resid.extend(np.log(lower[te][ea[te]] / pred[ea[te]]).tolist())
+        m = ThresholdModel(None, np.array([]), np.array([]), fit_aft(Xa[~te], lower[~te], upper[~te], wa[~te], rounds),
+                           0.0, 0.0)
+        med = m.when(Xa[te], ta[te], ba[te])[0]
+        k = inside[te]
+        resid.extend(np.log(Ta[te][k] / med[k]).tolist())
     q_lo, q_hi = (np.quantile(resid, INTERVAL) if resid else (math.log(0.5), math.log(2.0)))
     return ThresholdModel(clf, cx, cy, fit_aft(Xa, lower, upper, wa, rounds), float(q_lo), float(q_hi))
 
@@ -166,7 +193,7 @@ def fit(table, names: list[str] = FEATURES, thresholds=None, rounds: int = ROUND
     models = {}
     for th in thresholds or sorted(table.T):
         models[th] = fit_threshold(X, table.t, table.run, table.group, table.T[th], table.event[th],
-                                   table.y[th], table.open[th], rounds, time)
+                                   table.y[th], table.open[th], table.budget, rounds, time)
     return ForecastModel(list(names), models, {"rows": int(len(table.t)),
                                                "runs": int(len(np.unique(table.run)))})
 
@@ -188,7 +215,7 @@ def save(model: ForecastModel, out: str | Path) -> Path:
             atomic_write_bytes(out / name, raw)
             files[kind] = {"file": name, "sha256": hashlib.sha256(raw).hexdigest()}
         entries[f"{th:g}"] = {**files, "calibration": {"x": m.calib_x.tolist(), "y": m.calib_y.tolist()},
-                              "interval_log_ratio": [m.q_lo, m.q_hi]}
+                              "interval_log_ratio": [m.q_lo, m.q_hi], "sigma": m.sigma}
     write_json(out / "manifest.json", {"format": FORMAT, "features": model.features,
                                        "thresholds": entries, "params": {"clf": CLF, "aft": AFT,
                                                                          "rounds": ROUNDS},
@@ -221,7 +248,7 @@ def load(path: str | Path) -> ForecastModel:
             lo, hi = e["interval_log_ratio"]
             models[float(th)] = ThresholdModel(boosters["clf"], np.array(e["calibration"]["x"], float),
                                                np.array(e["calibration"]["y"], float), boosters["aft"],
-                                               float(lo), float(hi))
+                                               float(lo), float(hi), float(e["sigma"]))
     except (OSError, KeyError, TypeError, ValueError, xgb.core.XGBoostError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"forecast model {path}: {msg}") from None

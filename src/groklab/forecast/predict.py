@@ -106,9 +106,8 @@ def forecast(run_or_records, at: int | None = None, config=None, model=None,
             targets[f"{th:g}"] = Target(th, 0.0, None, None, None)
         else:
             m = model.thresholds[th]
-            p, ratio = float(m.p(X)[0]), float(m.ratio(X)[0])
-            med = t * ratio
-            lo, hi = max(t + 1, t * ratio * math.exp(m.q_lo)), t * ratio * math.exp(m.q_hi)
+            p = float(m.p(X)[0])
+            med, lo, hi = (float(v[0]) for v in m.when(X, [t], [budget]))
             targets[f"{th:g}"] = Target(th, round(p, 4), int(round(med)), int(round(lo)), int(round(hi)))
     if measures is None and run_dir is not None and (run_dir / "measures.jsonl").is_file():
         from groklab.runs.rundir import read_jsonl
@@ -184,8 +183,8 @@ def format_forecast(fc: Forecast) -> str:
         elif t.step is None:
             out.append(f"  val ≥ {k}: not reached (p = 0)")
         else:
-            out.append(f"  val ≥ {k}: P(within {fc.budget} steps) = {t.p:.2f}; predicted step {t.step} "
-                       f"(80 % interval {t.low}-{t.high}){' — beyond the budget' if t.step > fc.budget else ''}")
+            out.append(f"  val ≥ {k}: P(within {fc.budget} steps) = {t.p:.2f}; if it does, at step {t.step} "
+                       f"(80 % interval {t.low}-{t.high})")
     out.append("evidence:")
     out += [f"  - {line}" for line in fc.evidence]
     return "\n".join(out)
