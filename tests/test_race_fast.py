@@ -76,3 +76,30 @@ def test_sweep_report_shows_the_sweeps_total_cost(tmp_path):
     assert "energy missing: not known for every run" in page
     page = write_sweep_report(tmp_path, spec, [], [], {}).read_text()
     assert "cost of the sweep (0 of 0 runs)</th><td>–" in page
+
+
+def test_autocast_runs_the_steps_products_in_bf16_and_evaluates_in_float32(tmp_path):
+    import groklab
+    from groklab.runs.rundir import read_jsonl
+    from groklab.sweep.ensemble import unsupported
+    from groklab.train.loop import Trainer, evaluate
+    over = ["task.p=23", "model.hidden=16,16", "train.steps=4", "train.eval_every=2", "train.forecast=false"]
+    cfg = groklab.resolve("mlp-fast-bf16", overrides=over)
+    assert cfg.train.autocast == "bfloat16" and groklab.resolve("mlp-fast").train.autocast == "off"
+    tr = Trainer.build(cfg)
+    loss, logits, _, full = tr.forward()
+    assert full and logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in tr.model.parameters())
+    off = Trainer.build(groklab.resolve("mlp-fast", overrides=over))
+    assert off.forward()[1].dtype == torch.float32
+    assert not torch.equal(logits.float(), off.forward()[1])  # the same weights, rounded products
+    # the metrics' training loss is the float32 model's, not the bf16 step's
+    r = groklab.run(cfg, out=tmp_path / "r", progress=False, report=False)
+    rec = read_jsonl(tmp_path / "r" / "metrics.jsonl")[0]
+    xtr, ytr = Trainer.build(cfg).data[:2]
+    assert rec["train_loss"] == evaluate(Trainer.build(cfg).model, xtr, ytr, tr.loss_fn)[0]
+    assert r.summary["steps_done"] == 4
+    assert unsupported(groklab.resolve("mlp-adamw")) is None
+    assert "train.autocast" in unsupported(groklab.resolve("mlp-adamw", overrides=["train.autocast=bfloat16"]))
+    assert task_config("mlp-fast-bf16", "parity", 0).train.autocast == "bfloat16"
+    assert task_config("mlp-fast", "add113", 0).train.autocast == "off"

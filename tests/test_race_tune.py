@@ -22,7 +22,7 @@ def one_thread():
 
 
 def test_every_recipe_of_the_issue_is_a_preset_and_runs_on_every_task():
-    assert len(TUNED_RECIPES) == 10 and all(r in PRESETS for r in TUNED_RECIPES)
+    assert len(TUNED_RECIPES) == 11 and all(r in PRESETS for r in TUNED_RECIPES)
     for task in RACE_TASKS:
         for r in TUNED_RECIPES:
             cfg = task_config(r, task, seed=3, steps=7)

@@ -89,6 +89,7 @@ class TrainConfig(Section):
     loss: Literal["ce", "mse", "stablemax"] = "ce"
     loss_dtype: Literal["float32", "float64"] = "float64"  # the softmax/loss precision
     dtype: Literal["float32", "float64"] = "float32"       # model precision
+    autocast: Literal["off", "bfloat16"] = "off"  # training forward's matmuls in bf16 (evaluations: dtype)
     seed: Int = Field(0, ge=0, le=SEED_MAX)        # model initialisation
     batch_seed: Int = Field(0, ge=0, le=SEED_MAX)  # minibatch order
     device: Literal["cpu", "cuda", "auto"] = "cpu"

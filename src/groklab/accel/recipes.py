@@ -168,6 +168,17 @@ def mlp_fast() -> RunConfig:
     return cfg
 
 
+@preset("mlp-fast-bf16")
+def mlp_fast_bf16() -> RunConfig:
+    """``mlp-fast`` with the training step's matrix products in bfloat16 (``train.autocast``:
+    torch.autocast; on CPUs with AMX or AVX-512 BF16 about 3x faster than float32 products). The
+    weights, AdamW, ⊥Grad, the norm projection and the float32 loss stay float32, and every
+    evaluation (the 99 % it races to) is the float32 model's."""
+    cfg = _renamed(mlp_fast(), "mlp-fast-bf16")
+    cfg.train.autocast = "bfloat16"
+    return cfg
+
+
 @preset("mlp-muon")
 def mlp_muon() -> RunConfig:
     """Muon (Tveit et al. 2025, arXiv 2504.16041, "Muon Optimizer Accelerates Grokking": Muon on

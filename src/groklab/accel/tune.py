@@ -4,7 +4,7 @@
 
 1. **Tasks** (``RACE_TASKS``) fix the data, the model, the batch and the step budget. A recipe
    (a preset) brings only its *method*: the ``optim`` and ``accel`` sections, ``train.loss``,
-   ``train.loss_dtype`` and ``model.init_scale`` (and its MLP widths on an MLP task:
+   ``train.loss_dtype``, ``train.autocast`` and ``model.init_scale`` (and its MLP widths on an MLP task:
    ``mlp-fast``'s narrower MLP is part of that recipe).
 2. **Tuning**: for each (task, recipe), Optuna's TPE sampler (seeded) runs exactly ``N`` trials
    over the recipe's learning rate and weight decay, log-uniform within ×1/10–×10 of its own
@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from groklab.config import ConfigError, RunConfig, parse_overrides, set_key, validate
 
 TUNED_RECIPES = ("mlp-adamw", "mlp-adam-l2", "mlp-grokfast-ema", "mlp-grokfast-ma", "mlp-orthograd",
-                 "mlp-stablemax", "mlp-weight-norm", "mlp-fast", "mlp-muon", "mlp-egd")
+                 "mlp-stablemax", "mlp-weight-norm", "mlp-fast", "mlp-muon", "mlp-egd", "mlp-fast-bf16")
 TUNE_SEED_BASE = 10_000
 
 # name -> (what, the preset whose task/model/train are the task's, overrides on it)
@@ -58,7 +58,8 @@ CLAIMS = {
 
 # recipe -> its key knob beyond lr and wd: (key, factor below, factor above)
 KNOBS = {"mlp-grokfast-ema": ("accel.lamb", 4.0, 4.0), "mlp-grokfast-ma": ("accel.lamb", 4.0, 4.0),
-         "mlp-weight-norm": ("accel.weight_norm", 2.0, 2.0), "mlp-fast": ("accel.weight_norm", 2.0, 2.0)}
+         "mlp-weight-norm": ("accel.weight_norm", 2.0, 2.0), "mlp-fast": ("accel.weight_norm", 2.0, 2.0),
+         "mlp-fast-bf16": ("accel.weight_norm", 2.0, 2.0)}
 
 
 def task_config(recipe: str, task: str, seed: int, steps: int | None = None, eval_every: int = 10,
@@ -75,6 +76,7 @@ def task_config(recipe: str, task: str, seed: int, steps: int | None = None, eva
         set_key(cfg, k, v)
     cfg.optim, cfg.accel = method.optim.model_copy(), method.accel.model_copy()
     cfg.train.loss, cfg.train.loss_dtype = method.train.loss, method.train.loss_dtype
+    cfg.train.autocast = method.train.autocast
     cfg.model.init_scale = method.model.init_scale
     if cfg.model.arch == "mlp" and method.model.arch == "mlp":
         cfg.model.hidden = list(method.model.hidden)

@@ -54,6 +54,8 @@ def unsupported(cfg: RunConfig) -> str | None:
         return "model.dropout > 0"
     if cfg.train.measure_every > 0:
         return "train.measure_every > 0"
+    if cfg.train.autocast != "off":
+        return f"train.autocast={cfg.train.autocast!r} (the ensemble trains in train.dtype)"
     return None
 
 

@@ -222,7 +222,10 @@ class Trainer:
         xtr, ytr = self.data[:2]
         idx = self.batches.next()
         xb, yb = (xtr, ytr) if idx is None else (xtr[idx], ytr[idx])
-        logits = self.model(xb)
+        # train.autocast: the step's matrix products (and so their backward) in bfloat16; the
+        # weights, the optimiser, the loss (train.loss_dtype) and every evaluation keep dtype
+        with torch.autocast(xb.device.type, torch.bfloat16, enabled=self.cfg.train.autocast != "off"):
+            logits = self.model(xb)
         return self.loss_fn(logits, yb), logits, yb, idx is None
 
     def update(self, loss: torch.Tensor) -> None:
@@ -338,7 +341,9 @@ def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"loss is {loss.item()} at step {step}")
                 if step % t.eval_every == 0:
-                    exact = full and not (tr.model.training and cfg.model.dropout > 0)
+                    # the step's own forward stands in for the training set's evaluation only
+                    # when it is the exact full-batch, full-precision forward
+                    exact = full and not (tr.model.training and cfg.model.dropout > 0) and t.autocast == "off"
                     rec = tr.evaluate(step, lr, (loss.item(), accuracy(logits.detach(), yb)) if exact else None)
                     log(rec)
                     if stopper.update(step, rec["val_acc"]):
