@@ -336,3 +336,22 @@ def test_optimize_mode_takes_the_forecast_pruner_alone_or_beside_a_metric_rule()
     d["optimize"]["prune"] = [{"risk": 0.02}, {"risk": 0.1}]
     with pytest.raises(ConfigError, match="one metric rule and one forecast rule"):
         parse_spec(d)
+
+
+def test_the_corpus_command_runs_its_sweeps_and_continues(tmp_path, capsys):
+    from groklab.cli import main
+    from groklab.forecast.corpus import load_runs
+    sweep = tmp_path / "tiny.toml"
+    sweep.write_text('name = "tiny"\npreset = "prieto"\nseeds = 1\nreport = false\nensemble = false\n'
+                     '[base]\n"task.p" = 11\n"train.steps" = 60\n"model.hidden" = [16]\n"train.n_checkpoints" = 1\n'
+                     '[axes]\n"optim.wd" = [0.1, 1.0]\n')
+    spec = tmp_path / "corpus.toml"
+    spec.write_text('name = "c"\nsweeps = ["tiny.toml"]\n')
+    assert main(["forecast", "corpus", str(spec), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    runs = load_runs(tmp_path / "out")
+    assert len(runs) == 2 and not (tmp_path / "out" / "tiny" / "points" / "0000_wd=0.1_s0" / "report.html").exists()
+    assert main(["forecast", "corpus", str(spec), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    assert "2 already finished" in capsys.readouterr().out
+    spec.write_text('name = "c"\nsweeps = ["tiny.toml", "tiny.toml"]\n')
+    assert main(["forecast", "corpus", str(spec)]) == 2
+    assert "two sweeps are named 'tiny'" in capsys.readouterr().err
