@@ -155,7 +155,8 @@ def test_model_round_trip_and_bit_for_bit_rebuild(tmp_path):
     M.save(m, tmp_path / "a")
     back = M.load(tmp_path / "a")
     for th in (0.9, 0.99):
-        assert np.array_equal(back.thresholds[th].p(tab.X), m.thresholds[th].p(tab.X))
+        assert np.array_equal(back.thresholds[th].p(tab.X, tab.t, tab.budget),
+                              m.thresholds[th].p(tab.X, tab.t, tab.budget))
         assert np.array_equal(back.thresholds[th].ratio(tab.X), m.thresholds[th].ratio(tab.X))
     for out in ("b", "c"):
         assert main(["forecast", "build", str(root), "--out", str(tmp_path / out), "--rounds", "20"]) == 0
@@ -187,7 +188,7 @@ def test_the_shipped_model_loads_and_answers_in_range():
     cfg = synth_cfg()
     X = m.columns(np.array([[features(curve(range(0, 301, 10), g, 500), cfg, 300)[k] for k in FEATURES]
                             for g in (True, False)], dtype=np.float32))
-    p = m.thresholds[0.9].p(X)
+    p = m.thresholds[0.9].p(X, [300, 300], [BUDGET, BUDGET])
     assert ((0 <= p) & (p <= 1)).all() and (m.thresholds[0.9].ratio(X) >= 1).all()
 
 

@@ -6,7 +6,7 @@ forecast points sit in the run's own clock, at 10 % and 25 % of its budget, and 
 had not reached the threshold there.
 
 Probability of reaching the threshold within the budget (AUROC, Brier score): the forecast
-against the same learner (XGBoost + isotonic calibration) on the config alone, on the weight norm
+against the same learner (XGBoost classifier and AFT, blended and calibrated) on the config alone, on the weight norm
 alone, on Notsawo et al.'s loss-oscillation spectrum alone, and Optuna's ``MedianPruner`` rule (a
 run is kept while its best validation accuracy so far is at least the median of the training
 runs' at the same step; its score is that decision, 1 or 0). The **boundary subset** holds the
@@ -55,10 +55,11 @@ def _fold(table: Table, axis: str, fam: str, ths, rounds) -> dict[str, Any]:
     full = M.fit(tr, FEATURES, ths, rounds)
     Xt = table.X[test]
     for th in ths:
-        r = out[th] = {"p": {"forecast": full.thresholds[th].p(Xt)}}
+        tt, bt = table.t[test], table.budget[test]
+        r = out[th] = {"p": {"forecast": full.thresholds[th].p(Xt, tt, bt)}}
         for name, cols in BASELINES.items():
-            bm = M.fit(tr, cols, [th], rounds, time=False)
-            r["p"][name] = bm.thresholds[th].p(bm.columns(Xt))
+            bm = M.fit(tr, cols, [th], rounds)
+            r["p"][name] = bm.thresholds[th].p(bm.columns(Xt), tt, bt)
         r["p"]["median pruner"] = median_pruner_keep(table, train, test)
         r["when"] = np.stack(full.thresholds[th].when(Xt, table.t[test], table.budget[test]), axis=1)
         ev = tr.event[th] & tr.open[th]

@@ -2,9 +2,10 @@
 
 For each threshold θ (0.9 and 0.99 of validation accuracy):
 
-* **P(reach θ within the budget)** — gradient-boosted trees (XGBoost ``binary:logistic``) on the
-  feature vector of groklab.forecast.signals, then isotonic calibration fitted on out-of-fold
-  predictions (5 folds grouped by config, so the seeds of one config never straddle a fold). The
+* **P(reach θ within the budget)** — the mean of two estimates, gradient-boosted trees (XGBoost
+  ``binary:logistic``) on the feature vector of groklab.forecast.signals and the survival model's
+  P(T ≤ budget | T > t) below, then isotonic calibration fitted on out-of-fold predictions
+  (5 folds grouped by config, so the seeds of one config never straddle a fold). The
   calibration is stored as its knots and applied with ``numpy.interp``.
 * **When** — XGBoost's accelerated failure time objective (``survival:aft``, normal errors on
   log time; Barnwal et al. 2022, arXiv 2006.04920) on the ratio ``T_θ / t`` of the time to grok
@@ -65,8 +66,15 @@ class ThresholdModel:
     q_hi: float
     sigma: float = SIGMA
 
-    def p(self, X: np.ndarray) -> np.ndarray:
+    def p(self, X: np.ndarray, t, budget) -> np.ndarray:
+        """Calibrated P(reach θ within ``budget``) at forecast step ``t``: the mean of the
+        classifier's probability and the AFT's P(T ≤ budget | T > t), through the isotonic map."""
         raw = self.clf.inplace_predict(X, missing=np.nan)
+        if self.aft is not None:
+            t = np.maximum(np.asarray(t, float), 1.0)
+            mu = np.log(t * self.ratio(X))
+            from scipy.special import ndtr
+            raw = 0.5 * (raw + ndtr((np.log(np.maximum(np.asarray(budget, float), t)) - mu) / self.sigma))
         return np.interp(raw, self.calib_x, self.calib_y) if len(self.calib_x) else raw
 
     def ratio(self, X: np.ndarray) -> np.ndarray:
@@ -150,39 +158,42 @@ def isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
 
 
 def fit_threshold(X, t, run, group, T, event, y, open_, budget, rounds=ROUNDS, time=True) -> ThresholdModel:
-    """Both models of one threshold from rows still open at their forecast point (only the
-    classifier when ``time`` is False: the aft fields are then None)."""
-    c = open_ & np.isfinite(y)
-    Xc, yc, wc, gc = X[c], y[c], _weights(run[c]), group[c]
-    if len(np.unique(yc)) < 2:
-        raise ValueError(f"the corpus has only {'positive' if yc.size and yc[0] else 'negative'} "
+    """Both models of one threshold from the rows still open at their forecast point.
+
+    Out of fold (5 folds grouped by config over the open rows): the classifier's raw
+    probability, the AFT's P(T ≤ budget | T > t), and the AFT's truncated median. Their mean is
+    calibrated by isotonic regression; the residuals around the median give the interval.
+    With ``time`` False only the classifier is fitted and calibrated (the aft fields are None)."""
+    c = open_ & np.isfinite(y)                       # rows with a known outcome: the classifier's
+    a = open_ & (T > 0)                              # rows the AFT learns from (censored included)
+    if len(np.unique(y[c])) < 2:
+        raise ValueError(f"the corpus has only {'positive' if c.any() and y[c][0] else 'negative'} "
                          f"runs for this threshold; a classifier needs both")
-    oof = np.zeros(len(yc))
-    for te in _folds(gc):
-        if te.all() or not te.any() or len(np.unique(yc[~te])) < 2:
+    wc, wa = np.zeros(len(y)), np.zeros(len(y))
+    wc[c], wa[a] = _weights(run[c]), _weights(run[a])
+    lower, upper = aft_bounds(np.where(a, T, 1.0), event & a, np.maximum(t, 1))
+    raw = np.full(len(y), np.nan)
+    med = np.full(len(y), np.nan)
+    for te in _folds(np.where(open_, group, -1)):
+        te &= open_
+        tc, ta = c & ~te, a & ~te
+        if not te.any() or len(np.unique(y[tc])) < 2:
             continue
-        oof[te] = fit_classifier(Xc[~te], yc[~te], wc[~te], rounds).predict(
-            _xgb().DMatrix(Xc[te], missing=np.nan))
-    cx, cy = isotonic(oof, yc, wc)
-    clf = fit_classifier(Xc, yc, wc, rounds)
+        m = ThresholdModel(fit_classifier(X[tc], y[tc], wc[tc], rounds), np.array([]), np.array([]),
+                           fit_aft(X[ta], lower[ta], upper[ta], wa[ta], rounds) if time else None, 0.0, 0.0)
+        raw[te] = m.p(X[te], t[te], budget[te])
+        if time:
+            med[te] = m.when(X[te], t[te], budget[te])[0]
+    ok = c & np.isfinite(raw)
+    # one config only: no out-of-fold prediction exists, so the mean is left uncalibrated
+    cx, cy = isotonic(raw[ok], y[ok], wc[ok]) if ok.any() else (np.array([]), np.array([]))
+    clf = fit_classifier(X[c], y[c], wc[c], rounds)
     if not time:
         return ThresholdModel(clf, cx, cy, None, math.nan, math.nan)
-    a = open_ & (T > 0)
-    Xa, ta, Ta, ea, wa, ga = X[a], t[a], T[a], event[a], _weights(run[a]), group[a]
-    lower, upper = aft_bounds(Ta, ea, ta)
-    ba = budget[a]
-    inside = ea & (Ta <= ba)
-    resid = []
-    for te in _folds(ga):
-        if te.all() or not te.any():
-            continue
-        m = ThresholdModel(None, np.array([]), np.array([]), fit_aft(Xa[~te], lower[~te], upper[~te], wa[~te], rounds),
-                           0.0, 0.0)
-        med = m.when(Xa[te], ta[te], ba[te])[0]
-        k = inside[te]
-        resid.extend(np.log(Ta[te][k] / med[k]).tolist())
-    q_lo, q_hi = (np.quantile(resid, INTERVAL) if resid else (math.log(0.5), math.log(2.0)))
-    return ThresholdModel(clf, cx, cy, fit_aft(Xa, lower, upper, wa, rounds), float(q_lo), float(q_hi))
+    inside = a & event & (T <= budget) & np.isfinite(med)
+    resid = np.log(T[inside] / med[inside])
+    q_lo, q_hi = np.quantile(resid, INTERVAL) if len(resid) else (math.log(0.5), math.log(2.0))
+    return ThresholdModel(clf, cx, cy, fit_aft(X[a], lower[a], upper[a], wa[a], rounds), float(q_lo), float(q_hi))
 
 
 def fit(table, names: list[str] = FEATURES, thresholds=None, rounds: int = ROUNDS,

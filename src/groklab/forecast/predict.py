@@ -106,7 +106,7 @@ def forecast(run_or_records, at: int | None = None, config=None, model=None,
             targets[f"{th:g}"] = Target(th, 0.0, None, None, None)
         else:
             m = model.thresholds[th]
-            p = float(m.p(X)[0])
+            p = float(m.p(X, [t], [budget])[0])
             med, lo, hi = (float(v[0]) for v in m.when(X, [t], [budget]))
             targets[f"{th:g}"] = Target(th, round(p, 4), int(round(med)), int(round(lo)), int(round(hi)))
     if measures is None and run_dir is not None and (run_dir / "measures.jsonl").is_file():
