@@ -356,3 +356,24 @@ def test_the_corpus_command_runs_its_sweeps_and_continues(tmp_path, capsys):
     spec.write_text('name = "c"\nsweeps = ["tiny.toml", "tiny.toml"]\n')
     assert main(["forecast", "corpus", str(spec)]) == 2
     assert "two sweeps are named 'tiny'" in capsys.readouterr().err
+
+
+def test_runs_outside_the_corpus_are_flagged_and_never_pruned():
+    """A flat validation curve is doomed in the corpus's regime and pruned there; the same curve
+    on a run 3× the corpus's modulus is flagged as outside it, and the pruner lets it run."""
+    from groklab.sweep.point import ForecastPruneSink, Pruned
+    recs = curve(range(0, 2001, 10), False, 0)
+    inside = synth_cfg(budget=2000)
+    far = resolve("prieto", overrides=[("task.p", 97), ("train.steps", 2000)])
+    import groklab
+    assert groklab.forecast(recs, config=inside, at=600).outside == []
+    fc = groklab.forecast(recs, config=far, at=600)
+    assert any("classes" in o for o in fc.outside) and "outside the corpus" in fc.evidence[0]
+    rule = {"risk": 0.5, "target": 0.9, "after": 0.1}
+    with pytest.raises(Pruned):
+        sink = ForecastPruneSink(rule, inside)
+        for r in recs[:61]:
+            sink.log(r["step"], r)
+    sink = ForecastPruneSink(rule, far)
+    for r in recs[:61]:
+        sink.log(r["step"], r)                                 # not stopped

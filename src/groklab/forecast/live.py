@@ -27,7 +27,7 @@ def compact(fc) -> dict:
     return {"step": fc.step, "budget": fc.budget,
             "p": {k: t.p for k, t in ts.items()}, "at": {k: t.step for k, t in ts.items()},
             "low": {k: t.low for k, t in ts.items()}, "high": {k: t.high for k, t in ts.items()},
-            "reached": {k: t.reached for k, t in ts.items()}}
+            "reached": {k: t.reached for k, t in ts.items()}, "outside": bool(fc.outside)}
 
 
 SHARE = 0.01

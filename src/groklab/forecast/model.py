@@ -206,7 +206,21 @@ def fit(table, names: list[str] = FEATURES, thresholds=None, rounds: int = ROUND
         models[th] = fit_threshold(X, table.t, table.run, table.group, table.T[th], table.event[th],
                                    table.y[th], table.open[th], table.budget, rounds, time)
     return ForecastModel(list(names), models, {"rows": int(len(table.t)),
-                                               "runs": int(len(np.unique(table.run)))})
+                                               "runs": int(len(np.unique(table.run))),
+                                               "ranges": ranges(table)})
+
+
+RANGE_KEYS = ("log_n_train", "log_classes", "log_lr", "log_init_scale")
+
+
+def ranges(table) -> dict[str, list[float]]:
+    """The span of the corpus in the settings a forecast extrapolates worst: the task's size,
+    the learning rate, the init scale, and the budget (groklab.forecast.predict.outside)."""
+    from groklab.forecast.signals import FEATURES as ALL
+    out = {k: [float(np.nanmin(table.X[:, ALL.index(k)])), float(np.nanmax(table.X[:, ALL.index(k)]))]
+           for k in RANGE_KEYS}
+    out["budget"] = [float(table.budget.min()), float(table.budget.max())]
+    return out
 
 
 # --- files ------------------------------------------------------------------------------------

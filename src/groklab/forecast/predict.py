@@ -38,10 +38,12 @@ class Forecast:
     targets: dict[str, Target]
     evidence: list[str] = field(default_factory=list)
     ended: bool = False              # the run has stopped: nothing is left to forecast
+    outside: list[str] = field(default_factory=list)   # settings beyond the corpus's range
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "budget": self.budget, "ended": self.ended,
-                "targets": {k: asdict(v) for k, v in self.targets.items()}, "evidence": self.evidence}
+                "targets": {k: asdict(v) for k, v in self.targets.items()}, "evidence": self.evidence,
+                "outside": self.outside}
 
     def grok_step(self, threshold: str = "0.9") -> int | None:
         """The predicted step of ``threshold`` when the forecast is confident, else None."""
@@ -113,7 +115,26 @@ def forecast(run_or_records, at: int | None = None, config=None, model=None,
         from groklab.runs.rundir import read_jsonl
         measures = [m for m in read_jsonl(run_dir / "measures.jsonl") if m.get("step", 0) <= t]
     ev = evidence(feats, cfg, recs, measures or [], model, X) if explain else []
-    return Forecast(t, budget, targets, ev, ended)
+    out = outside(feats if feats is not None else None, cfg, budget, model)
+    if out and explain:
+        ev.insert(0, "outside the corpus the model was trained on (" + "; ".join(out) + "): "
+                     "treat this forecast with caution, the forecast pruner does not stop such runs")
+    return Forecast(t, budget, targets, ev, ended, out)
+
+
+def outside(feats: dict | None, cfg, budget: int, model) -> list[str]:
+    """The settings of this run beyond the span of the model's corpus (manifest ``ranges``)."""
+    from groklab.forecast.signals import config_features
+    rng = model.meta.get("ranges") or {}
+    f = dict(feats or config_features(cfg), budget=float(budget))
+    names = {"log_n_train": "log10 training examples", "log_classes": "log10 classes",
+             "log_lr": "log10 lr", "log_init_scale": "log10 init scale", "budget": "budget"}
+    out = []
+    for k, (lo, hi) in rng.items():
+        v = f.get(k)
+        if v is not None and math.isfinite(v) and not lo - 1e-9 <= v <= hi + 1e-9:
+            out.append(f"{names.get(k, k)} {v:.3g} not in [{lo:.3g}, {hi:.3g}]")
+    return out
 
 
 def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], model, X) -> list[str]:

@@ -37,7 +37,8 @@ class Pruned(Exception):
 class ForecastPruneSink:
     """Stops a run once the forecast (groklab.forecast) gives P(validation accuracy reaches
     ``target`` within the budget) below ``risk``. It looks first at ``after`` × the budget, then
-    at least every 5 % of the budget (a forecast costs a few milliseconds)."""
+    at least every 5 % of the budget (a forecast costs a few milliseconds). A run whose settings
+    lie outside the span of the model's corpus (``Forecast.outside``) is never stopped."""
 
     EVERY = 0.05
 
@@ -63,7 +64,7 @@ class ForecastPruneSink:
         from groklab.forecast.predict import forecast
         fc = forecast(self.records, config=self.cfg, model=self.model, explain=False)
         p = fc.targets[f"{self.target:g}"].p
-        if p < self.risk:
+        if p < self.risk and not fc.outside:  # beyond the corpus the forecast is not trusted to kill
             raise Pruned(f"pruned (forecast): P(val ≥ {self.target:g} within {self.budget} steps) = {p:.3f} "
                          f"< prune.risk {self.risk:g} at step {step}", compact(fc))
 
