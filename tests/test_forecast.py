@@ -377,3 +377,12 @@ def test_runs_outside_the_corpus_are_flagged_and_never_pruned():
     sink = ForecastPruneSink(rule, far)
     for r in recs[:61]:
         sink.log(r["step"], r)                                 # not stopped
+
+
+def test_the_progress_bar_prediction_needs_confidence_and_the_corpus_span():
+    from groklab.forecast.predict import Forecast, Target
+    t = {"0.9": Target(0.9, 0.95, 800, 700, 900)}
+    assert Forecast(500, 2000, t).grok_step() == 800
+    assert Forecast(500, 2000, t, outside=["budget 6e+03 not in [2e+03, 2e+03]"]).grok_step() is None
+    assert Forecast(500, 2000, {"0.9": Target(0.9, 0.5, 800, 700, 900)}).grok_step() is None
+    assert Forecast(500, 2000, {"0.9": Target(0.9, 1.0, 450, 450, 450, True)}).grok_step() is None

@@ -46,9 +46,10 @@ class Forecast:
                 "outside": self.outside}
 
     def grok_step(self, threshold: str = "0.9") -> int | None:
-        """The predicted step of ``threshold`` when the forecast is confident, else None."""
+        """The predicted step of ``threshold`` when the forecast is confident and the run lies
+        inside the corpus's span (``outside`` empty), else None."""
         t = self.targets.get(threshold)
-        if t is None or t.reached or t.p < CONFIDENT:
+        if t is None or t.reached or t.p < CONFIDENT or self.outside:
             return None
         return t.step
 
