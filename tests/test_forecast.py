@@ -386,3 +386,23 @@ def test_the_progress_bar_prediction_needs_confidence_and_the_corpus_span():
     assert Forecast(500, 2000, t, outside=["budget 6e+03 not in [2e+03, 2e+03]"]).grok_step() is None
     assert Forecast(500, 2000, {"0.9": Target(0.9, 0.5, 800, 700, 900)}).grok_step() is None
     assert Forecast(500, 2000, {"0.9": Target(0.9, 1.0, 450, 450, 450, True)}).grok_step() is None
+
+
+def test_the_phase_diagram_counts_the_cells_the_pruner_stopped():
+    from groklab.sweep.diagram import aggregate
+    rows = [{"optim.lr": 0.01, "optim.wd": w, "phase": ph, "status": st, "generalized_at_0.9": g}
+            for w, ph, st, g in ((0.1, "memorization", "pruned (forecast)", None),
+                                 (1.0, "grokking", "early_stopped", 800))]
+    agg = aggregate(rows, "optim.lr", [0.01], "optim.wd", [0.1, 1.0], 0.9)
+    assert agg["pruned"].tolist() == [[1], [0]]
+    assert agg["phase"].tolist() == [["memorization"], ["grokking"]]
+
+
+def test_the_evaluate_command_writes_its_tables_and_figure(tmp_path, capsys):
+    from groklab.cli import main
+    root = synth_corpus(tmp_path / "corpus", n_per_op=6)
+    assert main(["forecast", "evaluate", str(root), "--rounds", "10", "--out", str(tmp_path / "ev")]) == 0
+    md = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert "held out by op" in md and "config only" in md and "median pruner" in md
+    assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["runs"] == 18
+    assert (tmp_path / "ev" / "calibration.png").stat().st_size > 1000

@@ -106,7 +106,7 @@ def _build(corpus: Path, args) -> int:
 
 def _evaluate(corpus: Path, args) -> int:
     from groklab.forecast.evaluate import calibration_figure, evaluate, markdown
-    from groklab.runs.rundir import atomic_write_text, write_json
+    from groklab.runs.rundir import atomic_write_text, finite_or_null, write_json
     rounds = _rounds(args)
     runs = _corpus_runs(corpus)
     out = Path(args.out) if args.out else corpus / "evaluation"
@@ -115,7 +115,8 @@ def _evaluate(corpus: Path, args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(res)
     atomic_write_text(out / "evaluation.md", md + "\n")
-    write_json(out / "evaluation.json", {k: v for k, v in res.items() if k not in ("pooled", "table")})
+    write_json(out / "evaluation.json",   # an undefined AUROC (one class only) is null
+               finite_or_null({k: v for k, v in res.items() if k not in ("pooled", "table")}))
     if res["pooled"]:
         calibration_figure(res, 0.99, 0.25, out / "calibration.png")
     print(md)

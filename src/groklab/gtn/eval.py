@@ -9,13 +9,13 @@ initialisations trained T steps on real training batches of the same size B, SGD
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
 from groklab.gtn.data import GTNData
 from groklab.gtn.learners import LearnerSpec, init_params
 from groklab.gtn.unroll import initial_state, real_loss, sgd_momentum_step
+from groklab.runs.rundir import finite_or_null
 
 BASELINE_MOMENTUM = 0.9
 
@@ -89,21 +89,9 @@ def evaluate(cfg, teacher, data: GTNData, learners: int | None = None, lrs=None)
     best_lr = max(lrs_grid, key=lambda lr: final(real[lr]).mean().item())
     g, r = final(gtn), final(real[best_lr])
     std = lambda v: v.std().item() if len(v) > 1 else 0.0  # noqa: E731
-    return _finite({"learner": spec.describe(), "steps": T, "batch": B, "learners": n,
+    return finite_or_null({"learner": spec.describe(), "steps": T, "batch": B, "learners": n,
             "gtn_mean": g.mean().item(), "gtn_std": std(g),
             "real_mean": r.mean().item(), "real_std": std(r), "best_lr": best_lr,
             "real_by_lr": {str(lr): final(real[lr]).mean().item() for lr in lrs_grid},
             "gtn_curves": gtn, "real_curves": real[best_lr],
             "learned_lr": step_lrs.tolist(), "learned_momentum": step_moms.tolist()})
-
-
-def _finite(o):
-    """NaN and ±inf (a diverged teacher's learned step sizes) become None: groklab never writes
-    a JSON file it would refuse to read back."""
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o

@@ -15,6 +15,7 @@ reader (the dashboard, a resume) never sees half a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -42,6 +43,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def finite_or_null(o: Any) -> Any:
+    """``o`` with NaN and ±inf floats replaced by None, for files that are read back strictly
+    (``read_json`` refuses those constants): a diverged value is written as null."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: finite_or_null(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite_or_null(v) for v in o]
+    return o
 
 
 def _jsonable(o):
