@@ -34,7 +34,8 @@ import numpy as np
 CURVE = ["t_frac", "log_t", "log_budget_left", "train_acc", "val_acc", "val_above_chance",
          "val_best_above_chance", "log_train_loss", "log_val_loss", "val_loss_below_peak",
          "slope_val_acc", "slope_log_val_loss", "slope_log_train_loss", "mem_ago",
-         "val_gain_since_mem", "val_gain_recent"]
+         "val_gain_since_mem", "val_gain_recent", "rise_ago", "slope_val_acc_late",
+         "slope_log_val_loss_late", "train_loss_above_min"]
 NORM = ["log_wn_ratio", "log_wn_below_peak", "slope_log_wn"]
 SPECTRAL = ["osc_log_energy", "osc_dom_freq", "osc_low_share", "hjorth_activity",
             "hjorth_mobility", "hjorth_complexity"]
@@ -45,6 +46,7 @@ FEATURES = CURVE + NORM + SPECTRAL + CONFIG
 GROUPS = {"curves": CURVE, "norm": NORM, "spectral": SPECTRAL, "config": CONFIG}
 WINDOW = 0.3        # slopes over the latest 30 % of the steps
 MEM_THRESHOLD = 0.9
+RISE = 0.05         # validation accuracy this far above chance: it has started to move
 
 
 def history(records: list[dict], t: int | None = None) -> dict[str, np.ndarray]:
@@ -75,6 +77,8 @@ def curve_features(h: dict[str, np.ndarray], classes: int, budget: int) -> dict[
     above = (h["val_acc"] - chance) / (1 - chance)
     ls = np.log10(s + 1)
     recent = s >= (1 - WINDOW) * t
+    late = s >= (1 - WINDOW / 3) * t
+    rise = np.nonzero(above >= RISE)[0]
     mem = np.nonzero(h["train_acc"] >= MEM_THRESHOLD)[0]
     half = np.searchsorted(s, t / 2)
     return {
@@ -90,6 +94,10 @@ def curve_features(h: dict[str, np.ndarray], classes: int, budget: int) -> dict[
         "mem_ago": math.log10(t + 1) - math.log10(s[mem[0]] + 1) if len(mem) else -1.0,
         "val_gain_since_mem": above[-1] - above[mem[0]] if len(mem) else 0.0,
         "val_gain_recent": above[-1] - above[min(half, len(s) - 1)],
+        "rise_ago": math.log10(t + 1) - math.log10(s[rise[0]] + 1) if len(rise) else -1.0,
+        "slope_val_acc_late": slope(ls[late], above[late]),
+        "slope_log_val_loss_late": slope(ls[late], _log(h["val_loss"][late])),
+        "train_loss_above_min": float(_log(h["train_loss"][-1]) - _log(np.nanmin(h["train_loss"]))),
     }
 
 
