@@ -10,7 +10,8 @@ and MNIST:
   (``(acc − 1/classes) / (1 − 1/classes)``), its best so far, validation loss below its peak,
   slopes per decade of steps over the latest 30 % of the steps (``step >= 0.7 t``), when train accuracy
   first reached 0.9 (memorisation) relative to ``t``, and how much validation accuracy has moved
-  since then;
+  since then; when validation accuracy first rose 0.05 above chance; the slopes of validation
+  accuracy and loss over the latest 10 %; the train loss above its minimum so far;
 * **weight norm** — its level against the first record and its peak, and its slope;
 * **loss oscillations** (Notsawo et al. 2023, arXiv 2306.13253, "Predicting grokking long before
   it happens") — the spectrum of the training loss's oscillations: log training loss, detrended by
