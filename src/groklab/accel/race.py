@@ -277,7 +277,9 @@ def plot_race(out: Path, runs: Sequence[RaceRun], thresholds: Sequence[float], p
 
     from groklab.report.plots import save_figure
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(r.recipe for r in runs))}
+    names = list(dict.fromkeys(r.recipe for r in runs))
+    tab20 = plt.get_cmap("tab20")  # more than 10 recipes: 20 colours, so none shares one
+    colours = {name: f"C{i}" if len(names) <= 10 else tab20(i % 20) for i, name in enumerate(names)}
     for r in runs:
         recs = read_jsonl(out / r.dir / "metrics.jsonl")
         label = r.recipe if r.seed == min(x.seed for x in runs if x.recipe == r.recipe) else None
