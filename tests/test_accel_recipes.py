@@ -17,12 +17,7 @@ TINY = ["task.p=23", "task.frac=0.5", "model.hidden=32,32", "train.n_checkpoints
         "train.stop_threshold=0", "train.eval_every=1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", PAPER + DEFAULT_RECIPES)

@@ -17,12 +17,7 @@ TINY = ["model.arch=mlp", "model.hidden=16,16", "task.p=13", "task.frac=0.5", "t
 HAS_CC = importlib.util.find_spec("codecarbon") is not None
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mlp_step_flops_match_a_hand_count():

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from groklab.accel.race import (RaceRun, aggregate, first_crossing, format_cell, format_table,
                                 median_spread, race_config, run_race)
@@ -14,13 +13,7 @@ from groklab.runs.rundir import read_jsonl
 TINY = ["task.p=23", "task.frac=0.5", "model.hidden=32,32"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second thread only waits for the scheduler on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_median_spread_counts_not_reached_as_infinitely_late():

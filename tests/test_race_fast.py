@@ -13,12 +13,7 @@ from groklab.presets import get_preset
 from groklab.sweep.diagram import write_sweep_report
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_gathered_first_layer_is_the_old_gather_and_the_one_hot_matmul_bit_for_bit():

@@ -3,7 +3,6 @@ number of Optuna trials for every recipe on a tuning split, then fresh seeds."""
 import json
 
 import pytest
-import torch
 
 from groklab.accel.tune import RACE_TASKS, TUNED_RECIPES, run_tuned_race, score, search_space, task_config
 from groklab.cli import main
@@ -13,12 +12,7 @@ from groklab.presets import PRESETS, get_preset
 TINY = ["task.p=23", "model.hidden=16,16"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_recipe_of_the_issue_is_a_preset_and_runs_on_every_task():
