@@ -313,6 +313,8 @@ def test_the_forecast_pruner_stops_a_doomed_point_and_spares_one_that_groks(tmp_
     s = json.loads((tmp_path / "sw" / "points" / doomed["id"] / "summary.json").read_text())
     assert s["pruned_by"] == "forecast" and s["forecast"]["p"]["0.9"] < 0.05
     assert "prune.risk 0.05" in s["message"]
+    assert s["status"] == "pruned" and s["cost"]["flops"] > 0     # a stopped run is costed too
+    assert s["steps_done"] == doomed["steps_done"]
 
 
 @pytest.mark.parametrize("prune, words", [

@@ -20,18 +20,19 @@ from typing import Any
 
 from groklab.runs.rundir import read_json, write_json
 from groklab.sweep.sweepdir import unreadable
+from groklab.train.stopping import StopRun
 
 FINAL = ("completed", "early_stopped", "nan", "pruned")
 PRUNE_METRICS = {"train_acc": "below", "train_loss": "above"}
 
 
-class Pruned(Exception):
-    """Raised by a prune sink to stop a run that the spec's rule says cannot succeed;
-    ``forecast`` is the forecast that stopped it (the forecast pruner), else None."""
+class Pruned(StopRun):
+    """Raised by a prune sink to stop a run that the spec's rule says cannot succeed. The
+    training loop ends the run with status "pruned" (its cost and report included); the
+    forecast pruner adds ``pruned_by = "forecast"`` and the forecast that stopped it."""
 
     def __init__(self, message: str, forecast: dict | None = None):
-        super().__init__(message)
-        self.forecast = forecast
+        super().__init__(message, "pruned", {"pruned_by": "forecast", "forecast": forecast} if forecast else {})
 
 
 class ForecastPruneSink:
@@ -153,8 +154,6 @@ def run_point(job: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:
         torch.set_num_threads(threads)  # one core per worker: the pool is the parallelism
     try:
         _train(job, d, state)
-    except Pruned as e:
-        _write_pruned(job, d, str(e), e.forecast)
     except Exception as e:  # a crashing point is recorded and the sweep goes on
         d.mkdir(parents=True, exist_ok=True)
         write_json(d / "failed.json", {"error": f"{type(e).__name__}: {e}",
@@ -179,16 +178,3 @@ def _train(job: dict[str, Any], d: Path, state: str) -> None:
         shutil.rmtree(d)  # killed before its first checkpoint: start it again
     groklab.run(cfg, out=d, progress=False, report=report, sinks=sinks)
 
-
-def _write_pruned(job: dict[str, Any], d: Path, message: str, forecast: dict | None = None) -> None:
-    """A pruned run stops inside the loop; write its summary from the metrics it logged."""
-    from groklab.config import RunConfig
-    from groklab.runs.rundir import read_jsonl
-    from groklab.train.loop import summarize
-    cfg = RunConfig.from_dict(job["config"])
-    records = read_jsonl(d / "metrics.jsonl")
-    wall = records[-1]["time"] if records else 0.0
-    summary = summarize(cfg, records, "pruned", wall, message)
-    if forecast is not None:
-        summary["pruned_by"], summary["forecast"] = "forecast", forecast
-    write_json(d / "summary.json", summary)

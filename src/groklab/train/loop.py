@@ -34,6 +34,7 @@ from groklab.runs.cost import CostMeter, run_flops, train_pass_steps
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
 from groklab.tasks import Task, build_task
 from groklab.train.optim import build_optimizer, get_lr, set_lr
+from groklab.train.stopping import StopRun
 from groklab.train.stopping import EarlyStop
 
 
@@ -279,8 +280,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
     write_json(run_dir / "summary.json",
                summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), "running", tr.wall_before))
     tr.cost = meter.begin(st.get("cost"))
+    extra: dict = {}
     try:
         status, message = _loop(tr, run_dir, start, progress, [*(sinks or []), tr.cost], on_eval)
+    except StopRun as e:
+        status, message, extra = e.status, str(e), e.summary
     finally:
         tr.cost.stop()
     wall, records = tr.wall(), read_jsonl(run_dir / "metrics.jsonl")
@@ -292,6 +296,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
     if cfg.train.forecast:
         from groklab.forecast.live import last_forecast
         summary["forecast"] = last_forecast(run_dir)
+    summary.update(extra)
     write_json(run_dir / "summary.json", summary)
     return Run(dir=run_dir, config=cfg, summary=summary, model=tr.model, task=tr.task)
 

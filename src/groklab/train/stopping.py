@@ -1,5 +1,16 @@
-"""The early-stop rule, one copy for the loop and the ensemble trainer."""
+"""Stopping a run early: the early-stop rule (one copy for the loop and the ensemble trainer),
+and ``StopRun``, which a sink raises to end a run cleanly."""
 from __future__ import annotations
+
+
+class StopRun(Exception):
+    """Raised by a sink to end a run early and cleanly (a sweep's pruner): the training loop
+    summarises the run like any other, with ``status`` and the ``summary`` entries merged into
+    summary.json (its cost, forecast and report included)."""
+
+    def __init__(self, message: str, status: str = "pruned", summary: dict | None = None):
+        super().__init__(message)
+        self.status, self.summary = status, summary or {}
 
 
 class EarlyStop:
