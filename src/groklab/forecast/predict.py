@@ -141,7 +141,6 @@ def outside(feats: dict | None, cfg, budget: int, model) -> list[str]:
 def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], model, X) -> list[str]:
     """One line per signal, in words, with the numbers the model read."""
     n_train, classes = task_size(cfg)
-    t = recs[-1]["step"]
     mem = next((r["step"] for r in recs if r["train_acc"] >= 0.9), None)
     lines = [
         f"validation accuracy {f['val_acc']:.3f} (chance {1 / classes:.3f}), best {max(r['val_acc'] for r in recs):.3f}; "
