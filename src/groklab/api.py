@@ -113,8 +113,9 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, progress: bo
                               f"allowed: >= {step}")
         _check_fits(cfg, weights, d, step)
         write_json(d / "config.json", cfg.to_dict())
+        from groklab.ticket.run import resume_setup  # a ticket run resumes with its mask
         r = train(cfg, d, resume=True, progress=progress, sinks=sinks() if callable(sinks) else sinks,
-                  checkpoint=(step, weights, state))
+                  checkpoint=(step, weights, state), setup=resume_setup(d))
         if report:
             _report(d)
     return r

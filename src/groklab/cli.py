@@ -15,7 +15,8 @@ from pathlib import Path
 from groklab.config import ConfigError
 
 PLUGINS = ("groklab.measure.cli", "groklab.accel.cli", "groklab.sweep.cli",
-           "groklab.gtn.cli", "groklab.dash.cli", "groklab.runs.cli", "groklab.forecast.cli")
+           "groklab.gtn.cli", "groklab.dash.cli", "groklab.runs.cli", "groklab.forecast.cli",
+           "groklab.ticket.cli")
 
 
 def fail(msg: str, code: int = 2) -> int:

@@ -5,6 +5,7 @@
         loss = loss_fn(model(x), y)            # the answer position only (fast path)
         every eval_every: log train and validation loss/accuracy, weight norm
         loss.backward(); grads -> transforms (Grokfast, ⊥Grad, clip) -> optimiser step
+        -> projections (a ticket's mask, weight-norm control)
         checkpoint at log-spaced steps, every save_every steps and the last (finite ones only)
 
 Everything a resume needs (weights, optimiser, transform and RNG state, batch order, wall time)
@@ -184,6 +185,9 @@ class Trainer:
     wall_before: float = 0.0
     t0: float = field(default_factory=time.perf_counter)
     cost: CostMeter | None = None  # CPU seconds and energy, kept in checkpoints
+    # after-step projection of the parameters (in place), e.g. a sparsity mask (groklab.ticket);
+    # set by train()'s ``setup``, applied after every optimiser step
+    project: Callable[[dict], None] | None = None
 
     @classmethod
     def build(cls, cfg: RunConfig) -> "Trainer":
@@ -230,7 +234,8 @@ class Trainer:
         return self.loss_fn(logits, yb), logits, yb, idx is None
 
     def update(self, loss: torch.Tensor) -> None:
-        """Backward, gradient transforms (Grokfast, ⊥Grad, clip), optimiser step, projection."""
+        """Backward, gradient transforms (Grokfast, ⊥Grad, clip), optimiser step, projections
+        (``project``, then weight-norm control, which only rescales and so keeps zeros)."""
         loss.backward()
         params = self.params
         if self.tx is not None:
@@ -240,6 +245,9 @@ class Trainer:
                 params[k].grad = g
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        if self.project is not None:
+            with torch.no_grad():
+                self.project(params)
         if self.cfg.accel.weight_norm > 0:
             project_weight_norm(params, self.cfg.accel.weight_norm)
 
@@ -263,14 +271,19 @@ class Trainer:
 
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True,
           sinks: list[Any] | None = None, on_eval: Callable[[dict], None] | None = None,
-          checkpoint: tuple[int, dict, dict] | None = None) -> Run:
+          checkpoint: tuple[int, dict, dict] | None = None,
+          setup: Callable[[Trainer], None] | None = None) -> Run:
     """Train ``cfg`` into ``run_dir`` (which must exist and hold config.json). See module doc.
 
     ``resume`` continues from ``checkpoint`` (step, weights, state), by default the newest
-    usable one in ``run_dir``; metrics after it are dropped and redone."""
+    usable one in ``run_dir``; metrics after it are dropped and redone. ``setup(trainer)`` runs
+    on the freshly built trainer before any restore: it may set the starting weights and the
+    after-step projection ``trainer.project`` (a checkpoint's weights replace the former)."""
     # the meter opens before the run's clock starts: CodeCarbon's first hardware probe takes ~1 s
     meter = CostMeter(cfg.cost.country, str(resolve_device(cfg.train.device)))
     tr = Trainer.build(cfg)
+    if setup is not None:
+        setup(tr)
     start, st = 0, {}
     if resume:
         start, weights, st = checkpoint or load_latest_good(run_dir)[:3]
