@@ -19,10 +19,13 @@ SHIPPED = "src/groklab/forecast/model"
 
 
 def register(subparsers) -> None:
+    import argparse
     s = subparsers.add_parser("forecast", help="forecast whether and when a run will grok; "
                                                "`forecast corpus|build|evaluate` make and test the model",
-                              description=__doc__.split("\n\n")[1] if __doc__ else None)
-    s.add_argument("target", metavar="RUN_DIR | corpus SPEC | build CORPUS | evaluate CORPUS", nargs="+")
+                              description=__doc__.split("\n\n")[1] if __doc__ else None,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("target", metavar="RUN_DIR|ACTION PATH", nargs="+",
+                   help="a run directory, or corpus SPEC.toml, build CORPUS_DIR, evaluate CORPUS_DIR")
     s.add_argument("--at", type=int, help="forecast from the history up to this step (default: all)")
     s.add_argument("--json", action="store_true", help="print the forecast as JSON")
     s.add_argument("--out", help="corpus: its directory (default corpus/<name>); build: the model "
