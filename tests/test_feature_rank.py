@@ -81,3 +81,25 @@ def test_a_tiny_live_run_writes_one_rank_per_layer_to_measures_jsonl(tmp_path):
         ranks = {k: v for k, v in r.items() if k.startswith("rank_")}
         assert list(ranks) == ["rank_L1", "rank_L2", "rank_L3", "rank_L4"]
         assert all(isinstance(v, int) and 0 <= v <= 32 for v in ranks.values()) and ranks["rank_L4"] <= 10
+
+
+def test_a_linear_probe_separates_separable_features_and_not_noise():
+    from groklab.measure.probe import linear_probe_accuracy
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (600,), generator=g)
+    centres = 10 * torch.randn(4, 8, generator=g)
+    h = centres[y] + torch.randn(600, 8, generator=g)
+    assert linear_probe_accuracy(h[:400], y[:400], h[400:], y[400:], 4, epochs=30) > 0.95
+    noise = torch.randn(600, 8, generator=g)
+    assert linear_probe_accuracy(noise[:400], y[:400], noise[400:], y[400:], 4, epochs=30) < 0.45
+
+
+def test_layer_probes_name_every_layer_of_a_depth_4_mlp():
+    from groklab.measure.probe import layer_probe_accuracies
+    from groklab.tasks import build_task
+    cfg = groklab.resolve("deep-mnist", overrides=["model.hidden=[32,32,32]", "task.n_train=200"])
+    task = build_task(cfg.task)
+    model = MLPNet(10, [32, 32, 32], d_in=784, bias=True, init_scale=8.0).double()
+    accs = layer_probe_accuracies(model, task, max_n=300, epochs=3)
+    assert list(accs) == ["probe_L1", "probe_L2", "probe_L3", "probe_L4"]
+    assert all(0.0 <= a <= 1.0 for a in accs.values()) and accs["probe_L1"] > 0.3  # random features of MNIST
