@@ -5,7 +5,12 @@ import pytest
 import torch
 
 import groklab
-from groklab.measure.rank import feature_rank, feature_ranks, linear_outputs, rank_subsample
+from groklab.measure.rank import (
+    feature_rank,
+    feature_ranks,
+    linear_outputs,
+    rank_subsample,
+)
 from groklab.models.mlp import MLPNet
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear_probe_accuracy", "layer_probe_accuracies"]
+__all__ = ["layer_probe_accuracies", "linear_probe_accuracy"]
 
 
 def linear_probe_accuracy(h_train: torch.Tensor, y_train: torch.Tensor, h_test: torch.Tensor,
@@ -42,7 +42,7 @@ def layer_probe_accuracies(model: torch.nn.Module, task, max_n: int = 1000, **kw
     the task's training inputs and scored on at most ``max_n`` held-out inputs."""
     from groklab.measure.rank import linear_outputs, rank_subsample
     p = next(model.parameters())
-    cast = lambda x: x.to(p.device, p.dtype) if x.is_floating_point() else x.to(p.device)  # noqa: E731
+    cast = lambda x: x.to(p.device, p.dtype) if x.is_floating_point() else x.to(p.device)
     idx = rank_subsample(torch.arange(len(task.x_val)), max_n)
     tr = linear_outputs(model, cast(task.x_train))
     te = linear_outputs(model, cast(task.x_val[idx]))

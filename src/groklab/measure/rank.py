@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["feature_rank", "linear_outputs", "feature_ranks", "rank_subsample"]
+__all__ = ["feature_rank", "feature_ranks", "linear_outputs", "rank_subsample"]
 
 
 def feature_rank(h: torch.Tensor) -> int:
