@@ -37,10 +37,11 @@ class TaskConfig(Section):
     k: Int = Field(3, ge=1, le=1024)              # sparse parity: relevant bits
     n_samples: Int = Field(1000, ge=2, le=10**6)  # sparse parity: examples (train + validation)
     n_train: Int = Field(1000, ge=1, le=4999)     # mnist: training images (of the bundled 5,000)
+    pairs: Literal["all", "a<=b"] = "all"         # modular: every (a, b), or only a <= b (PAIR 2023)
 
 
 class ModelConfig(Section):
-    arch: Literal["transformer", "mlp"] = "transformer"
+    arch: Literal["transformer", "mlp", "pair"] = "transformer"  # pair: PAIR's tied MLP (d_model, d_mlp)
     n_layers: Int = Field(1, ge=1, le=32)
     d_model: Int = Field(128, ge=1, le=8192)
     n_heads: Int = Field(4, ge=1, le=256)
@@ -134,6 +135,8 @@ class RunConfig(Config):
         if t.name == "parity" and t.n_bits * t.n_samples > 5 * 10**7:
             raise ValueError(f"task.n_bits × task.n_samples = {t.n_bits * t.n_samples:,} bits; "
                              f"at most 50,000,000 allowed")
+        if t.pairs != "all" and t.name != "modular":
+            raise ValueError(f"task.pairs={t.pairs!r} applies to task.name='modular' only")
         if t.name in ("mnist", "parity") and m.arch != "mlp":
             raise ValueError(f"task.name={t.name!r} needs model.arch='mlp'")
         return self

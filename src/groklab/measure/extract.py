@@ -6,18 +6,21 @@
 * MLPNet: embedding = the learned W_E (p, d), or for one-hot inputs the first layer's columns of
   operand x and of operand y side by side, (p, 2h) (one-hot input times a matrix *is* an embedding);
   neurons = the last hidden layer; neuron-logit map = the output layer's weight (p, h).
+* PairMLP (PAIR 2023): embedding = the tied W_E (p, d); neurons = ``hook_post``; neuron-logit map
+  = W_E W_outᵀ (p, h), the only path from a neuron to the logits.
 """
 from __future__ import annotations
 
 import torch
 
 from groklab.measure.fourier import Frame
-from groklab.models import MLPNet, Transformer
+from groklab.models import MLPNet, PairMLP, Transformer
 
 
 def _check(model) -> None:
-    if not isinstance(model, (Transformer, MLPNet)):
-        raise ValueError(f"progress measures support Transformer and MLPNet models, not {type(model).__name__}")
+    if not isinstance(model, (Transformer, MLPNet, PairMLP)):
+        raise ValueError(f"progress measures support Transformer, MLPNet and PairMLP models, "
+                         f"not {type(model).__name__}")
     if isinstance(model, MLPNet) and (not model.n_tokens or not len(model.hooks_post)):
         raise ValueError("progress measures need an MLPNet on a token task with at least one hidden layer")
 
@@ -27,7 +30,7 @@ def embedding(model, frame: Frame) -> torch.Tensor:
     """Token embeddings of the frame's coordinates: (n, d) float64."""
     _check(model)
     t = frame.tokens.to(next(model.parameters()).device)
-    if isinstance(model, Transformer) or model.embed == "learned":
+    if isinstance(model, (Transformer, PairMLP)) or model.embed == "learned":
         return model.W_E[t].double().cpu()
     W = model.layers[0].weight                                   # (h, 2p)
     return torch.cat([W[:, t].T, W[:, model.n_tokens + t].T], 1).double().cpu()
@@ -41,6 +44,8 @@ def neuron_logit_map(model, frame: Frame) -> torch.Tensor:
     if isinstance(model, Transformer):
         WL = model.blocks[-1].mlp.W_out @ model.W_U              # (d_mlp, V)
         return WL[:, t].T.double().cpu()
+    if isinstance(model, PairMLP):
+        return (model.W_E[t] @ model.W_out.T).double().cpu()    # (n, h)
     return model.layers[-1].weight[t].double().cpu()             # (p, h) -> (n, h)
 
 
@@ -48,6 +53,8 @@ def neuron_hook(model) -> str:
     _check(model)
     if isinstance(model, Transformer):
         return f"blocks.{len(model.blocks) - 1}.mlp.hook_post"
+    if isinstance(model, PairMLP):
+        return "hook_post"
     return f"hooks_post.{len(model.hooks_post) - 1}"
 
 

@@ -1,8 +1,10 @@
-"""Models: Nanda's and Power's transformers, MLPs; named hook points for analyses."""
+"""Models: Nanda's and Power's transformers, MLPs, PAIR's tied-embedding MLP; named hook points
+for analyses."""
 from __future__ import annotations
 
 from groklab.models.hooks import HookedModule, HookPoint
 from groklab.models.mlp import MLPNet
+from groklab.models.pair import PairMLP
 from groklab.models.transformer import Transformer
 
 
@@ -17,6 +19,11 @@ def build_model(cfg, task, fast: bool | None = None):
                            n_layers=m.n_layers, d_model=m.d_model, n_heads=m.n_heads, d_mlp=m.d_mlp,
                            act=m.act, norm=m.norm, dropout=m.dropout, causal=m.causal, init=m.init,
                            init_scale=m.init_scale, fast=fast, seed=seed)
+    if m.arch == "pair":
+        if task.kind != "tokens":
+            raise ValueError(f"model.arch='pair' needs a token task, not {task.name!r}")
+        return PairMLP(n_tokens=task.n_classes, d_embed=m.d_model, d_hidden=m.d_mlp, act=m.act,
+                       init_scale=m.init_scale, seed=seed)
     if task.kind == "tokens":
         return MLPNet(n_out=task.n_classes, hidden=m.hidden, n_tokens=task.n_classes, embed=m.embed,
                       d_embed=m.d_model, act=m.act, bias=m.bias, dropout=m.dropout,
@@ -25,4 +32,4 @@ def build_model(cfg, task, fast: bool | None = None):
                   dropout=m.dropout, init_scale=m.init_scale, seed=seed)
 
 
-__all__ = ["HookPoint", "HookedModule", "Transformer", "MLPNet", "build_model"]
+__all__ = ["HookPoint", "HookedModule", "MLPNet", "PairMLP", "Transformer", "build_model"]

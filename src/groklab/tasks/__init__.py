@@ -10,7 +10,7 @@ from groklab.tasks.permutations import PERM_OPS, permutation_task
 def build_task(cfg) -> Task:
     """Build the Task a ``TaskConfig`` describes. Raises ValueError on a bad op or modulus."""
     if cfg.name == "modular":
-        return modular_task(cfg.op, cfg.p, cfg.frac, cfg.split_seed, cfg.label_noise)
+        return modular_task(cfg.op, cfg.p, cfg.frac, cfg.split_seed, cfg.label_noise, cfg.pairs)
     if cfg.name == "permutation":
         return permutation_task(cfg.op, cfg.n, cfg.frac, cfg.split_seed, cfg.label_noise)
     if cfg.name == "parity":

@@ -69,7 +69,22 @@ def operation_table(op: str, p: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     return x, y, OPS[op](x, y, p)
 
 
-def modular_task(op: str, p: int, frac: float, seed: int, label_noise: int = 0) -> Task:
+def modular_task(op: str, p: int, frac: float, seed: int, label_noise: int = 0,
+                 pairs: str = "all") -> Task:
+    """``pairs="a<=b"`` keeps only the pairs with x <= y (p(p+1)/2 of them, row-major): each
+    unordered pair once, as in PAIR's explorable (Pearce et al. 2023; 2,278 pairs for p = 67)."""
+    if pairs not in ("all", "a<=b"):
+        raise ValueError(f"unknown task.pairs {pairs!r}; allowed: all, a<=b")
     x, y, c = operation_table(op, p)
-    return token_task(f"{op} mod {p}", x, y, c, n_classes=p, frac=frac, seed=seed,
-                      label_noise=label_noise, meta={"family": "modular", "op": op, "p": p})
+    name = f"{op} mod {p}"
+    if pairs == "a<=b":
+        # rows of the a <= b pairs from their indices, not a boolean mask: the shapes then do not
+        # depend on data, so the task also builds on the meta device (resume's shape check)
+        i, j = torch.triu_indices(p, p)
+        if op in NONZERO_Y:
+            i, j = i[1:], j[1:]                    # (0, 0) left out; rows are a·(p-1) + b-1
+        rows = i * (p - 1) + j - 1 if op in NONZERO_Y else i * p + j
+        x, y, c = (t.index_select(0, rows) for t in (x, y, c))
+        name = f"{name} (a<=b)"
+    return token_task(name, x, y, c, n_classes=p, frac=frac, seed=seed, label_noise=label_noise,
+                      meta={"family": "modular", "op": op, "p": p, "pairs": pairs})
