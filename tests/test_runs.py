@@ -182,3 +182,12 @@ def test_presets_list_every_setting_and_their_paper(capsys):
     for name in ("default", "nanda", "power", "power-adam", "grokfast-baseline", "prieto", "omnigrok-mnist", "deep-mnist"):
         assert f"\n{name}\n" in f"\n{out}"
     assert "arXiv 2301.05217" in out and "optim.wd = " in out and "train.eval_every = " in out
+
+
+def test_a_division_run_resumes(tmp_path):
+    """x/y's task is built from a mask of the nonzero divisors: resume rebuilds it for real."""
+    over = ["task.op=x/y", "task.p=7", "train.steps=5", "model.d_model=8", "model.n_heads=1",
+            "model.d_mlp=8", "train.eval_every=5", "train.forecast=false"]
+    groklab.run(groklab.resolve("default", overrides=over), out=tmp_path / "r", report=False)
+    r = groklab.resume(tmp_path / "r", overrides=["train.steps=10"], report=False)
+    assert r.summary["steps_done"] == 10

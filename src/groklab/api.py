@@ -127,8 +127,9 @@ def _check_fits(cfg: RunConfig, weights: dict, d: Path, step: int) -> None:
 
     from groklab.models import build_model
     from groklab.tasks import build_task
+    task = build_task(cfg.task)  # on the CPU: a task's tables (x/y's mask) need real values
     with torch.device("meta"):
-        want = {k: tuple(v.shape) for k, v in build_model(cfg, build_task(cfg.task)).state_dict().items()}
+        want = {k: tuple(v.shape) for k, v in build_model(cfg, task).state_dict().items()}
     have = {k: tuple(v.shape) for k, v in weights.items()}
     if want != have:
         bad = sorted(set(want.items()) ^ set(have.items()))[0][0]
