@@ -188,6 +188,16 @@ def finished_run_and_sweep(root: Path) -> None:
     save_figure(fig, root / "sweep-lr" / "fig_phase_diagram.png")
 
 
+
+def assert_no_script_errors(browser) -> None:
+    """No exception was thrown by the page's script (Runtime.exceptionThrown events)."""
+    thrown = []
+    while not browser.events.empty():
+        ev = browser.events.get()
+        if ev.get("method") == "Runtime.exceptionThrown":
+            thrown.append(ev["params"]["exceptionDetails"].get("text"))
+    assert not thrown, f"the page's script threw: {thrown}"
+
 def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
     root = tmp_path / "runs"
     root.mkdir()
@@ -250,12 +260,7 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
         assert js("document.querySelectorAll('#sweeptable tr').length") == 2
         shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=sess)["data"])
         atomic_write_bytes(ARTIFACTS / "dash_sweep.png", shot)
-        thrown = []
-        while not browser.events.empty():
-            ev = browser.events.get()
-            if ev.get("method") == "Runtime.exceptionThrown":
-                thrown.append(ev["params"]["exceptionDetails"].get("text"))
-        assert not thrown, f"the page's script threw: {thrown}"
+        assert_no_script_errors(browser)
     finally:
         gate.release.set()
         trainer.join(timeout=WAIT)
@@ -470,12 +475,7 @@ def test_the_accuracy_chart_shows_the_runs_forecast_and_then_that_it_was_reached
             fh.write(json.dumps(reached) + "\n")
         wait_for(lambda: js(text) == "forecast: val ≥ 0.9 reached at step 440", "the forecast reached")
         assert js("document.querySelectorAll('#acc .mark.forecast').length") == 0
-        thrown = []
-        while not browser.events.empty():
-            ev = browser.events.get()
-            if ev.get("method") == "Runtime.exceptionThrown":
-                thrown.append(ev["params"]["exceptionDetails"].get("text"))
-        assert not thrown, f"the page's script threw: {thrown}"
+        assert_no_script_errors(browser)
     finally:
         browser.close()
         dash.terminate()
