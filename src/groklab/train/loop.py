@@ -35,8 +35,7 @@ from groklab.runs.cost import CostMeter, run_flops, train_pass_steps
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
 from groklab.tasks import Task, build_task
 from groklab.train.optim import build_optimizer, get_lr, set_lr
-from groklab.train.stopping import StopRun
-from groklab.train.stopping import EarlyStop
+from groklab.train.stopping import EarlyStop, StopRun
 
 
 class NonFiniteLoss(RuntimeError):
@@ -229,8 +228,11 @@ class Trainer:
         xb, yb = (xtr, ytr) if idx is None else (xtr[idx], ytr[idx])
         # train.autocast: the step's matrix products (and so their backward) in bfloat16; the
         # weights, the optimiser, the loss (train.loss_dtype) and every evaluation keep dtype
-        with torch.autocast(xb.device.type, torch.bfloat16, enabled=self.cfg.train.autocast != "off"):
+        if self.cfg.train.autocast == "off":      # the common case: no context on the hot path
             logits = self.model(xb)
+        else:
+            with torch.autocast(xb.device.type, torch.bfloat16):
+                logits = self.model(xb)
         return self.loss_fn(logits, yb), logits, yb, idx is None
 
     def update(self, loss: torch.Tensor) -> None:
