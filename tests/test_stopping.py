@@ -25,7 +25,7 @@ def test_a_run_stops_only_after_an_unbroken_streak(tmp_path, monkeypatch):
     """Validation accuracy is scripted (1, 1, 0, 1, 1, 1, ...): a streak from step 1 is broken at
     step 3, so with patience 2 the run stops at step 6, not at step 3."""
     script = iter([0.0, 1.0, 1.0, 0.0] + [1.0] * 100)
-    monkeypatch.setattr(loop, "evaluate", lambda model, x, y, loss_fn: (0.5, next(script)))
+    monkeypatch.setattr(loop, "evaluate_all", lambda model, x, y, loss_fn: (0.5, next(script), {}))
     cfg = groklab.resolve("default", overrides=[
         "task.p=13", "task.frac=0.5", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32",
         "train.steps=50", "train.eval_every=1", "train.stop_threshold=0.9", "train.patience=2",

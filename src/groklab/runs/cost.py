@@ -61,9 +61,11 @@ def count_flops(model: torch.nn.Module, loss_fn, batch: tuple, val: tuple,
     meta = copy.deepcopy(model).to("meta")
     was = model.training
 
+    objective = getattr(meta, "objective", None) or loss_fn  # a model's own loss reads its copy
+
     def step():
         x, y = (t.to("meta") for t in batch)
-        loss_fn(meta(x), y).backward()
+        objective(meta(x), y).backward()
 
     def forward(data):
         return lambda: meta(data[0].to("meta"))

@@ -103,22 +103,53 @@ class Batches:
         self.perm, self.pos = s["perm"], s["pos"]
 
 
+# ---- models that bring their own objective ---------------------------------------------------
+# A model may define any of these methods; the loop then uses them instead of its defaults
+# (models without them train exactly as before):
+#   objective(out, y) -> scalar   the training loss (a GP's negative ELBO, TARNet's factual MSE);
+#                                 also the logged train/val loss
+#   correct(out, y) -> bool (N,)  which examples count as right (default: argmax == y)
+#   metrics(out, y) -> dict       extra numbers logged as train_<name> / val_<name>
+
+def correct(model, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example correctness: the model's own ``correct`` rule, else argmax == y."""
+    rule = getattr(model, "correct", None)
+    return rule(out, y) if rule is not None else out.argmax(-1) == y
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor, model=None) -> float:
+    return float(correct(model, logits, y).float().mean())
+
+
 @torch.no_grad()
 def evaluate(model, x, y, loss_fn, chunk: int = 16384) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on (x, y), in eval mode, in chunks."""
+    return evaluate_all(model, x, y, loss_fn, chunk)[:2]
+
+
+@torch.no_grad()
+def evaluate_all(model, x, y, loss_fn, chunk: int = 16384) -> tuple[float, float, dict]:
+    """(mean loss, accuracy, the model's extra ``metrics``) on (x, y) in eval mode; a model
+    with extra metrics is evaluated in one piece (they need not be means over examples)."""
     was = model.training
     model.eval()
-    total_loss, correct = 0.0, 0
+    extra = getattr(model, "metrics", None)
+    chunk = len(y) if extra is not None else chunk
+    total_loss, right, more = 0.0, 0, {}
     for i in range(0, len(y), chunk):
-        logits = model(x[i:i + chunk])
-        total_loss += float(loss_fn(logits, y[i:i + chunk])) * len(logits)
-        correct += int((logits.argmax(-1) == y[i:i + chunk]).sum())
+        out = model(x[i:i + chunk])
+        total_loss += float(loss_fn(out, y[i:i + chunk])) * len(out)
+        right += int(correct(model, out, y[i:i + chunk]).sum())
+        if extra is not None:
+            more = {k: float(v) for k, v in extra(out, y).items()}
     model.train(was)
-    return total_loss / len(y), correct / len(y)
+    return total_loss / len(y), right / len(y), more
 
 
-def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return float((logits.argmax(-1) == y).float().mean())
+def model_loss(model, cfg: RunConfig) -> Callable:
+    """The training objective: the model's own ``objective`` when it has one, else train.loss."""
+    own = getattr(model, "objective", None)
+    return own if own is not None else build_loss(cfg.train.loss, cfg.train.loss_dtype)
 
 
 @torch.no_grad()
@@ -202,7 +233,7 @@ class Trainer:
         params = dict(model.named_parameters())
         tx = build_transforms(cfg.accel, cfg.optim)
         return cls(cfg, task, (xtr, ytr, xva, yva), model, build_optimizer(params.values(), cfg.optim),
-                   tx, tx.init(params) if tx else None, build_loss(cfg.train.loss, cfg.train.loss_dtype),
+                   tx, tx.init(params) if tx else None, model_loss(model, cfg),
                    Batches(len(ytr), cfg.train.batch_size, cfg.train.batch_seed, device), params)
 
     def restore(self, weights: dict, st: dict) -> None:
@@ -257,11 +288,17 @@ class Trainer:
         """One metrics record; the training loss/accuracy come from ``train`` when the step's
         full-batch forward already computed them, else from a pass over the training set."""
         xtr, ytr, xva, yva = self.data
-        tr_loss, tr_acc = train if train is not None else evaluate(self.model, xtr, ytr, self.loss_fn)
-        val_loss, val_acc = evaluate(self.model, xva, yva, self.loss_fn)
+        tr_more: dict = {}
+        if train is not None:
+            tr_loss, tr_acc = train
+        else:
+            tr_loss, tr_acc, tr_more = evaluate_all(self.model, xtr, ytr, self.loss_fn)
+        val_loss, val_acc, val_more = evaluate_all(self.model, xva, yva, self.loss_fn)
         return {"step": step, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": val_loss,
                 "val_acc": val_acc, "lr": lr, "weight_norm": weight_norm(self.model),
-                "time": round(self.wall(), 4)}
+                "time": round(self.wall(), 4),
+                **{f"train_{k}": v for k, v in tr_more.items()},
+                **{f"val_{k}": v for k, v in val_more.items()}}
 
     def save(self, run_dir: Path, step: int) -> None:
         """Checkpoint ``step``, refusing to call non-finite weights or optimiser state "good"."""
@@ -363,8 +400,10 @@ def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
                 if step % t.eval_every == 0:
                     # the step's own forward stands in for the training set's evaluation only
                     # when it is the exact full-batch, full-precision forward
-                    exact = full and not (tr.model.training and cfg.model.dropout > 0) and t.autocast == "off"
-                    rec = tr.evaluate(step, lr, (loss.item(), accuracy(logits.detach(), yb)) if exact else None)
+                    exact = (full and not (tr.model.training and cfg.model.dropout > 0)
+                             and t.autocast == "off" and not hasattr(tr.model, "metrics"))
+                    rec = tr.evaluate(step, lr, (loss.item(), accuracy(logits.detach(), yb, tr.model))
+                                      if exact else None)
                     log(rec)
                     if stopper.update(step, rec["val_acc"]):
                         status, message = "early_stopped", stopper.message
