@@ -1,11 +1,13 @@
 """The dashboard's HTTP server: the standard library's ThreadingHTTPServer, a static page and
-four read-only JSON/file routes. No dependency, nothing from a CDN, so it works offline.
+five read-only JSON/file routes. No dependency, nothing from a CDN, so it works offline.
 
     GET /                      the page (static/index.html, app.js, style.css)
     GET /api/list              runs, sweeps and results under the root (scan.listing)
     GET /api/run?path=P&m=T&s=T&a=T   one run; metrics/measures/analysis records new since tokens T,
                                its last forecast.jsonl line (checked, or null)
     GET /api/sweep?path=P      one sweep: figures, results table, spec
+    GET /api/neurons?path=P&step=S   a modular run's checkpoint steps and, for step S (default
+                               the last), its neurons' waves and spectra (dash.inside)
     GET /files/P               a figure, report.html, csv/json under the root (nothing else)
 
 Every request is answered, errors included, as JSON ``{"error": message}``; a broken run
@@ -31,7 +33,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from groklab.config import ConfigError
-from groklab.dash import files, scan
+from groklab.dash import files, inside, scan
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"index.html", "app.js", "style.css", "uPlot.iife.min.js", "uPlot.min.css"}
@@ -84,6 +86,14 @@ class DashHandler(BaseHTTPRequestHandler):
                 if d is None:
                     return
                 return self._json(scan.run_detail(self.server.root, d, q.get("m"), q.get("s"), q.get("a")))
+            if route == "/api/neurons":
+                d = self._dir(q.get("path", ""), "config.json")
+                if d is None:
+                    return
+                try:
+                    return self._json(inside.neurons_detail(self.server.root, d, q.get("step")))
+                except inside.ViewError as e:
+                    return self._json({"error": str(e)}, e.status)
             if route == "/api/sweep":
                 d = self._dir(q.get("path", ""))
                 if d is None:
