@@ -27,7 +27,9 @@ class DataConfig(Section):
 
 
 class GeneratorConfig(Section):
-    kind: Literal["auto", "mlp", "conv"] = "mlp"  # conv: images only (the released MNIST generator)
+    # conv: images only (the released MNIST generator); pixels: no network, T·B learned inputs
+    # (the dataset-distillation baseline, needs inner.curriculum=full)
+    kind: Literal["auto", "mlp", "conv", "pixels"] = "mlp"
     z_dim: Int = Field(128, ge=1, le=65536)
     hidden: Int = Field(256, ge=1, le=65536)   # width of the fully connected layers (MNIST: 1024)
     channels: IntList(1, 4096, 2) = [64, 32]   # conv: channels of the two stages
@@ -42,6 +44,11 @@ class LearnerConfig(Section):
     weight_norm: Bool = True
     norm: Literal["none", "meanbn"] = "meanbn"  # mean-only BatchNorm of the released code
     random_width: Bool = False                 # scale every width by a random factor in [0.5, 2]
+
+
+class LabelsConfig(Section):
+    learned: Bool = False                      # learned soft targets, one per curriculum slot
+    scale: Float = Field(5.0, ge=0, le=100)    # initial logits = scale · onehot(class)
 
 
 class InnerConfig(Section):
@@ -61,6 +68,7 @@ class MetaConfig(Section):
     clip: Float = Field(1.0, ge=0, le=1e9)     # meta-gradient global-norm clip; 0 = off
     real_batch: Int = Field(512, ge=1, le=10**6)  # real training examples per meta-loss
     seed: Int = Field(0, ge=0, le=SEED_MAX)
+    learners: Int = Field(1, ge=1, le=256)     # fresh learners per outer step (meta-batch)
     log_every: Int = Field(10, ge=1, le=10**7)
     checkpoint_every: Int = Field(50, ge=1, le=10**7)
     dtype: Literal["float32", "float64"] = "float32"
@@ -76,6 +84,7 @@ class GTNConfig(Config):
     data: DataConfig = Field(default_factory=DataConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
     inner: InnerConfig = Field(default_factory=InnerConfig)
     meta: MetaConfig = Field(default_factory=MetaConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -86,10 +95,16 @@ class GTNConfig(Config):
             raise ValueError(f"generator.channels={self.generator.channels!r}: expected two stages, e.g. 64,32")
         if self.data.name == "mnist_idx" and not self.data.idx_dir:
             raise ValueError("data.name='mnist_idx' needs data.idx_dir=<directory with the idx files>")
+        if self.generator.kind == "pixels" and self.inner.curriculum != "full":
+            raise ValueError(f"generator.kind='pixels' learns one input per curriculum slot: it needs "
+                             f"inner.curriculum='full', not {self.inner.curriculum!r}")
+        if self.labels.learned and self.inner.curriculum == "none":
+            raise ValueError("labels.learned=true learns one label per curriculum slot: it needs a "
+                             "learned inner.curriculum (full, shuffled_batch or all_shuffled), not 'none'")
         return self
 
 
-SECTIONS = ("data", "generator", "learner", "inner", "meta", "eval")
+SECTIONS = ("data", "generator", "learner", "labels", "inner", "meta", "eval")
 
 
 # Named starting points (``--recipe``): the settings behind the figures of docs/gtn.md.

@@ -46,13 +46,14 @@ def teach(learner, params0, batches, lrs, moms, data: GTNData) -> list[float]:
 
 @torch.no_grad()
 def generated_batches(teacher, g: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The T batches the teacher feeds one learner (a fresh plan for the random curricula)."""
+    """The T batches (x, target) the teacher feeds one learner (a fresh plan for the random
+    curricula); the target is the labels (B,) or, with learned labels, soft targets (B, C)."""
     plan = teacher.curriculum.plan(g)
     dtype = teacher.log_lr.dtype
     out = []
     for t in range(teacher.log_lr.shape[0]):
         z, y = teacher.curriculum.inputs(t, plan)
-        out.append((teacher.generator(z.to(dtype), y), y))
+        out.append((teacher.generator(z.to(dtype), y), teacher.curriculum.target(t, plan, y)))
     return out
 
 

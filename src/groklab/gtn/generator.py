@@ -127,9 +127,24 @@ class ConvGenerator(nn.Module):
         return self.out_scale * torch.tanh(x) if self.out_scale else x
 
 
+class Pixels(nn.Module):
+    """No generator: the curriculum's learned inputs (N, prod(shape)) *are* the examples — the
+    learned-pixels baseline (dataset distillation, Wang et al. 2018, arXiv 1811.10959, trained
+    through the same unroll). No parameters; x (N, *shape)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return z.view(-1, *self.shape)
+
+
 def build_generator(cfg, data) -> nn.Module:
     """The generator a ``GeneratorConfig`` names for ``data`` (a GTNData)."""
     kind = cfg.kind if cfg.kind != "auto" else ("conv" if data.is_image else "mlp")
+    if kind == "pixels":
+        return Pixels(data.shape)
     if kind == "conv":
         if not data.is_image:
             raise ValueError(f"generator.kind='conv' needs image data, not data.name={data.name!r}")

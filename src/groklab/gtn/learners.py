@@ -112,9 +112,10 @@ def sample_spec(rng: random.Random, kinds=("mlp", "cnn"), weight_norm: bool = Tr
     return LearnerSpec(kind, tuple(rng.choice(choices) for _ in range(depth)), weight_norm, norm)
 
 
-def spec_for_step(cfg, step: int, seed: int) -> LearnerSpec:
-    """The learner of one outer step under a ``LearnerConfig``: fixed, width-scaled or sampled."""
-    rng = random.Random(seed * 1_000_003 + step)
+def spec_for_step(cfg, step: int, seed: int, k: int = 0) -> LearnerSpec:
+    """The learner ``k`` of one outer step's meta-batch under a ``LearnerConfig``: fixed,
+    width-scaled or sampled."""
+    rng = random.Random(seed * 1_000_003 + step if k == 0 else f"{seed}:{step}:{k}")
     if cfg.kind == "random":
         return sample_spec(rng, weight_norm=cfg.weight_norm, norm=cfg.norm)
     widths = tuple(cfg.hidden if cfg.kind == "mlp" else cfg.channels)

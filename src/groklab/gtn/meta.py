@@ -1,8 +1,8 @@
 """Meta-training of a Generative Teaching Network (Such et al. 2020, arXiv 1912.07768, Alg. 1).
 
-Every outer step: draw a fresh learner (new initialisation; optionally a new width or
-architecture), unroll T inner steps on generated batches, take the meta-loss on real training
-batches, backpropagate into the ``Teacher`` (generator, curriculum, per-step log learning rate
+Every outer step: draw ``meta.learners`` fresh learners (new initialisations; optionally new
+widths or architectures), unroll T inner steps on generated batches for each, take the
+meta-loss on real training batches (averaged over the learners), backpropagate into the ``Teacher`` (generator, curriculum, per-step log learning rate
 and log momentum), clip the meta-gradient's global norm, and step Adam whose learning rate
 follows a cosine from ``meta.lr`` down to ``meta.min_lr_frac · meta.lr``.
 
@@ -32,7 +32,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class Teacher(nn.Module):
-    """The meta-parameters: generator G, curriculum inputs, log_lr (T,), log_mom (T,)."""
+    """The meta-parameters: generator G, curriculum inputs (and learned label logits), log_lr
+    (T,), log_mom (T,). With ``generator.kind=pixels`` G has no parameters and the curriculum
+    inputs are the T·B learned examples."""
 
     def __init__(self, cfg: GTNConfig, data: GTNData):
         super().__init__()
@@ -40,14 +42,19 @@ class Teacher(nn.Module):
             torch.manual_seed(cfg.meta.seed)
             self.generator = build_generator(cfg.generator, data)
         T = cfg.inner.steps
-        self.curriculum = Curriculum(cfg.inner.curriculum, T, cfg.inner.batch, cfg.generator.z_dim,
-                                     data.n_classes, seed=cfg.meta.seed + 1)
+        # learned pixels: the curriculum's "noise" is the examples themselves, (T, B, d) ~ N(0, 1)
+        z_dim = data.d_in if cfg.generator.kind == "pixels" else cfg.generator.z_dim
+        self.curriculum = Curriculum(cfg.inner.curriculum, T, cfg.inner.batch, z_dim,
+                                     data.n_classes, seed=cfg.meta.seed + 1,
+                                     learned_labels=cfg.labels.learned, label_scale=cfg.labels.scale)
         self.log_lr = nn.Parameter(torch.full((T,), math.log(cfg.inner.lr)))
         self.log_mom = nn.Parameter(torch.full((T,), math.log(cfg.inner.momentum)))
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int, k: int = 0) -> torch.Generator:
+    """The random stream of learner ``k`` of outer step ``step`` (k = 0: the single-learner one)."""
+    base = seed * 1_000_003 + step
+    return torch.Generator().manual_seed(base if k == 0 else (base * 1_009 + k) % 2**63)
 
 
 def cosine_lr(cfg: GTNConfig, step: int) -> float:
@@ -72,11 +79,13 @@ def get_learner(spec: LearnerSpec, data: GTNData, dtype: torch.dtype) -> Learner
     return _LEARNERS[key]
 
 
-def make_unroll(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int) -> Unroll:
-    """The unroll of outer step ``step``: its learner, initialisation, plan and real batches."""
+def make_unroll(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int, k: int = 0,
+                weight: float = 1.0) -> Unroll:
+    """The unroll of learner ``k`` of outer step ``step``: its learner, initialisation, plan and
+    real batches; its meta-loss is scaled by ``weight``."""
     dtype = DTYPES[cfg.meta.dtype]
-    g = step_generator(cfg.meta.seed, step)
-    spec = spec_for_step(cfg.learner, step, cfg.meta.seed)
+    g = step_generator(cfg.meta.seed, step, k)
+    spec = spec_for_step(cfg.learner, step, cfg.meta.seed, k)
     learner = get_learner(spec, data, dtype)
     params0 = init_params(learner, g, dtype)
     plan = teacher.curriculum.plan(g)
@@ -85,18 +94,32 @@ def make_unroll(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int) -> U
     idx = [torch.randint(0, n, (min(cfg.meta.real_batch, n),), generator=g) for _ in ls]
     return Unroll(learner, params0, teacher.generator, teacher.curriculum, teacher.log_lr,
                   teacher.log_mom, plan, ls, [data.x_train[i] for i in idx],
-                  [data.y_train[i] for i in idx], stats={"learner": spec.describe()})
+                  [data.y_train[i] for i in idx], stats={"learner": spec.describe()}, weight=weight)
+
+
+def meta_backward(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int) -> tuple[float, list[Unroll]]:
+    """Accumulate the meta-gradient of outer step ``step`` into the teacher's ``.grad``: the
+    mean over its ``meta.learners`` learners (each loss scaled by 1/K, so one backward pass per
+    learner and the memory of one). Returns the mean meta-loss and the unrolls (their stats)."""
+    K = cfg.meta.learners
+    loss, unrolls = 0.0, []
+    for k in range(K):
+        u = make_unroll(cfg, teacher, data, step, k, weight=1.0 / K if K > 1 else 1.0)
+        if cfg.inner.checkpoint:
+            loss += meta_backward_checkpointed(u, cfg.inner.checkpoint)
+        else:
+            loss += meta_backward_plain(u)
+        unrolls.append(u)
+    return loss, unrolls
 
 
 def meta_step(cfg: GTNConfig, teacher: Teacher, opt: torch.optim.Optimizer, data: GTNData,
               step: int) -> dict:
-    """One outer step; returns its record (meta-loss, final real loss/acc, grad norm, lr)."""
-    u = make_unroll(cfg, teacher, data, step)
+    """One outer step; returns its record (meta-loss, final real loss/acc averaged over the
+    meta-batch of learners, grad norm, lr)."""
     opt.zero_grad(set_to_none=True)
-    if cfg.inner.checkpoint:
-        loss = meta_backward_checkpointed(u, cfg.inner.checkpoint)
-    else:
-        loss = meta_backward_plain(u)
+    loss, us = meta_backward(cfg, teacher, data, step)
+    mean = lambda key: (sum(u.stats[key] for u in us) / len(us)) if key in us[0].stats else None  # noqa: E731
     params = [p for p in teacher.parameters() if p.grad is not None]
     gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.meta.clip if cfg.meta.clip else float("inf"))
     lr = cosine_lr(cfg, step)
@@ -104,9 +127,9 @@ def meta_step(cfg: GTNConfig, teacher: Teacher, opt: torch.optim.Optimizer, data
         group["lr"] = lr
     if torch.isfinite(gnorm):       # a non-finite meta-gradient skips the step instead of poisoning G
         opt.step()
-    return {"step": step + 1, "meta_loss": loss, "real_loss": u.stats.get("final_loss"),
-            "real_acc": u.stats.get("final_acc"), "inner_loss": u.stats.get("inner_loss"),
-            "grad_norm": gnorm.item(), "meta_lr": lr, "learner": u.stats["learner"],
+    return {"step": step + 1, "meta_loss": loss, "real_loss": mean("final_loss"),
+            "real_acc": mean("final_acc"), "inner_loss": mean("inner_loss"),
+            "grad_norm": gnorm.item(), "meta_lr": lr, "learner": ",".join(u.stats["learner"] for u in us),
             "lr_first": teacher.log_lr[0].exp().item(), "lr_last": teacher.log_lr[-1].exp().item()}
 
 

@@ -53,6 +53,7 @@ def plot_samples(teacher, data, path: str | Path, max_cols: int = 8) -> None:
                              squeeze=False)
     for j, t in enumerate(cols):
         x, y = batches[t]
+        y = y.argmax(1) if y.is_floating_point() else y     # learned soft labels: their top class
         for c in range(rows):
             ax = axes[c][j]
             hit = (y == c).nonzero()

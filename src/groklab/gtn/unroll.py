@@ -33,7 +33,8 @@ State = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[torch.Tenso
 def sgd_momentum_step(learner: Learner, state: State, x: torch.Tensor, y: torch.Tensor, t: int,
                       lr: torch.Tensor, mom: torch.Tensor, create_graph: bool
                       ) -> tuple[State, torch.Tensor]:
-    """One inner step on a batch x (B, *shape), y (B,). Returns the new state and the loss.
+    """One inner step on a batch x (B, *shape) with targets y: labels (B,) or class
+    probabilities (B, C) (learned soft labels). Returns the new state and the loss.
     Without ``create_graph`` the new state is detached (plain training, the recording pass)."""
     params, moms, running = state
     logits, means = functional_call(learner, params, (x,))
@@ -86,14 +87,16 @@ class Unroll:
     real_x: list[torch.Tensor]
     real_y: list[torch.Tensor]
     stats: dict = field(default_factory=dict)
+    weight: float = 1.0             # this learner's share of the meta-loss (1 / meta.learners)
 
     @property
     def steps(self) -> int:
         return self.log_lr.shape[0]
 
     def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generated batch x (B, *shape) and its training target: labels (B,) or soft (B, C)."""
         z, y = self.curriculum.inputs(t, self.plan)
-        return self.generator(z.to(self.log_lr.dtype), y), y
+        return self.generator(z.to(self.log_lr.dtype), y), self.curriculum.target(t, self.plan, y)
 
     def step(self, t: int, state: State, create_graph: bool) -> tuple[State, torch.Tensor]:
         x, y = self.batch(t)
@@ -109,6 +112,8 @@ class Unroll:
                 if s == self.steps:
                     self.stats.update(final_loss=loss.item(), final_acc=acc.item())
                 loss = loss / len(self.loss_steps)
+                if self.weight != 1.0:
+                    loss = loss * self.weight
                 out = loss if out is None else out + loss
         return out
 

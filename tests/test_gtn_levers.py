@@ -1,0 +1,181 @@
+"""The levers beyond the plain GTN: learned soft labels, a meta-batch of learners per outer step,
+and the learned-pixels baseline (no generator, T·B learned inputs)."""
+import shutil
+
+import pytest
+import torch
+
+from groklab.cli import main
+from groklab.config import ConfigError
+from groklab.gtn import run as gtn_run
+from groklab.gtn.meta import Teacher, make_unroll, meta_backward
+from groklab.gtn.unroll import meta_backward_checkpointed, meta_backward_plain, meta_loss_plain
+from groklab.runs.checkpoint import list_checkpoints, load_checkpoint
+from groklab.runs.rundir import read_json, read_jsonl
+
+from gtn_tiny import one_thread, tiny_cfg, tiny_data  # noqa: F401
+
+
+def _setup(*overrides):
+    cfg = tiny_cfg(*overrides)
+    data = tiny_data().to(torch.float64)
+    return cfg, data, Teacher(cfg, data).to(torch.float64)
+
+
+def _grads(teacher):
+    return {k: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+            for k, p in teacher.named_parameters()}
+
+
+# ---- learned labels -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("curriculum", ["full", "shuffled_batch", "all_shuffled"])
+def test_learned_labels_start_at_the_scaled_onehot_and_receive_the_meta_gradient(curriculum):
+    cfg, data, teacher = _setup("labels.learned=true", "labels.scale=4", f"inner.curriculum={curriculum}")
+    u = make_unroll(cfg, teacher, data, 1)
+    x, target = u.batch(0)
+    _, y = teacher.curriculum.inputs(0, u.plan)
+    assert target.shape == (6, 3) and y.dtype == torch.int64     # the generator still gets classes
+    torch.testing.assert_close(target, (4.0 * torch.nn.functional.one_hot(y, 3).double()).softmax(1))
+    meta_backward_plain(u)
+    g = teacher.curriculum.label_logits.grad
+    assert g is not None and g.abs().sum() > 1e-6
+    # the label gradient is the derivative of the meta-loss (finite differences along a direction)
+    d = torch.randn(g.shape, generator=torch.Generator().manual_seed(0), dtype=g.dtype)
+    eps = 1e-6
+
+    def loss_at(sign):
+        with torch.no_grad():
+            teacher.curriculum.label_logits.add_(sign * eps * d)
+        val = meta_loss_plain(make_unroll(cfg, teacher, data, 1)).item()
+        with torch.no_grad():
+            teacher.curriculum.label_logits.sub_(sign * eps * d)
+        return val
+
+    assert (g * d).sum().item() == pytest.approx((loss_at(1) - loss_at(-1)) / (2 * eps), rel=1e-5, abs=1e-9)
+
+
+def test_meta_training_moves_the_learned_targets(tmp_path):
+    cfg = tiny_cfg("labels.learned=true")
+    out = gtn_run.train(cfg, tmp_path / "r", evaluate=False, data=tiny_data())
+    _, teacher, _ = gtn_run.load_run(out, data=tiny_data())
+    fresh = Teacher(cfg, tiny_data().to(torch.float64)).to(torch.float64)
+    moved = (teacher.curriculum.label_logits - fresh.curriculum.label_logits).abs().max()
+    assert moved > 1e-3
+    # and what a learner is trained on is now the moved soft targets
+    from groklab.gtn.eval import generated_batches
+    _, t0 = generated_batches(teacher, torch.Generator().manual_seed(0))[0]
+    torch.testing.assert_close(t0, teacher.curriculum.label_logits[0].detach().softmax(1))
+
+
+# Meta-loss and gradients of one unroll as computed before learned labels, the meta-batch and
+# the pixel baseline existed (commit 5a11918, float64, one thread): the switch off changes nothing.
+GOLDEN = {"full": (1.4763323691878085, 27.270959817925007,
+                   [-0.06404006666146816, -0.1666747746865522, -0.018814858293245976]),
+          "all_shuffled": (1.5233543763768251, 24.842505774733148,
+                           [-0.003730531494901148, -0.05635233065058909, 0.009729102757896188])}
+
+
+@pytest.mark.parametrize("curriculum", GOLDEN)
+def test_switches_off_change_nothing_bit_for_bit(curriculum):
+    cfg, data, teacher = _setup(f"inner.curriculum={curriculum}", "learner.norm=meanbn",
+                                "labels.learned=false", "meta.learners=1")
+    assert teacher.curriculum.label_logits is None
+    assert not any("label_logits" in k for k in teacher.state_dict())
+    u = make_unroll(cfg, teacher, data, 2)
+    _, y = teacher.curriculum.inputs(0, u.plan)
+    assert teacher.curriculum.target(0, u.plan, y) is y
+    loss, _ = meta_backward(cfg, teacher, data, 2)
+    g = torch.cat([p.grad.flatten() for p in teacher.parameters()])
+    want_loss, want_abs, want_lr = GOLDEN[curriculum]
+    assert loss == want_loss
+    assert g.abs().sum().item() == want_abs
+    assert teacher.log_lr.grad.tolist() == want_lr
+
+
+def test_learned_labels_need_a_learned_curriculum():
+    with pytest.raises(ConfigError, match="labels.learned=true learns one label per curriculum slot"):
+        tiny_cfg("labels.learned=true", "inner.curriculum=none")
+
+
+# ---- meta-batch of learners -----------------------------------------------------------------
+
+@pytest.mark.parametrize("block", [0, 2])
+def test_meta_batch_gradient_is_the_mean_of_the_single_learner_gradients(block):
+    K = 3
+    cfg, data, teacher = _setup(f"meta.learners={K}", "learner.random_width=true",
+                                f"inner.checkpoint={block}", "labels.learned=true")
+    loss, us = meta_backward(cfg, teacher, data, 4)
+    batch = _grads(teacher)
+    assert len({u.stats["learner"] for u in us}) > 1           # different learners were drawn
+    single, losses = [], []
+    for k in range(K):
+        teacher.zero_grad(set_to_none=True)
+        u = make_unroll(cfg, teacher, data, 4, k)
+        losses.append(meta_backward_checkpointed(u, block) if block else meta_backward_plain(u))
+        single.append(_grads(teacher))
+    assert loss == pytest.approx(sum(losses) / K, rel=1e-12)
+    for name in batch:
+        mean = sum(s[name] for s in single) / K
+        torch.testing.assert_close(batch[name], mean, rtol=1e-12, atol=1e-15)
+    assert not torch.allclose(single[0]["log_lr"], single[1]["log_lr"])
+    # learner 0 of a meta-batch is the single learner of meta.learners=1
+    cfg1, _, _ = _setup("meta.learners=1", "learner.random_width=true", f"inner.checkpoint={block}",
+                        "labels.learned=true")
+    teacher.zero_grad(set_to_none=True)
+    meta_backward(cfg1, teacher, data, 4)
+    for name, g in _grads(teacher).items():
+        assert torch.equal(g, single[0][name]), name
+
+
+# ---- learned pixels -------------------------------------------------------------------------
+
+def test_pixels_learn_exactly_T_B_d_inputs_and_no_generator():
+    cfg, data, teacher = _setup("generator.kind=pixels")
+    T, B, d = cfg.inner.steps, cfg.inner.batch, data.d_in
+    assert list(teacher.generator.parameters()) == []
+    shapes = {k: tuple(p.shape) for k, p in teacher.named_parameters()}
+    assert shapes == {"curriculum.z": (T, B, d), "log_lr": (T,), "log_mom": (T,)}
+    u = make_unroll(cfg, teacher, data, 0)
+    x, y = u.batch(1)
+    assert torch.equal(x, teacher.curriculum.z[1].view(B, *data.shape))   # the inputs are the examples
+    meta_backward_plain(u)
+    assert teacher.curriculum.z.grad.abs().sum() > 0
+
+
+def test_pixels_train_and_resume_bit_for_bit(tmp_path):
+    cfg = tiny_cfg("generator.kind=pixels", "labels.learned=true", "meta.learners=2", "inner.checkpoint=2")
+    a = gtn_run.train(cfg, tmp_path / "a", evaluate=False, data=tiny_data())
+    b = gtn_run.train(cfg, tmp_path / "b", evaluate=False, data=tiny_data())
+    shutil.rmtree(b / "checkpoints" / "step_00000006")
+    gtn_run.resume(b, evaluate=False, data=tiny_data())
+    wa, _ = load_checkpoint(a, 6)
+    wb, _ = load_checkpoint(b, 6)
+    assert set(wa) == {"curriculum.z", "curriculum.label_logits", "curriculum.labels", "log_lr",
+                       "log_mom"}
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
+    assert strip(read_jsonl(a / "metrics.jsonl")) == strip(read_jsonl(b / "metrics.jsonl"))
+    assert list_checkpoints(b) == [3, 6]
+
+
+def test_pixels_lower_the_meta_loss(tmp_path):
+    cfg = tiny_cfg("generator.kind=pixels", "meta.steps=40", "meta.checkpoint_every=40", "meta.lr=0.05")
+    out = gtn_run.train(cfg, tmp_path / "p", data=tiny_data())
+    rec = read_jsonl(out / "metrics.jsonl")
+    mean = lambda rs: sum(r["meta_loss"] for r in rs) / len(rs)  # noqa: E731
+    assert mean(rec[-10:]) < 0.8 * mean(rec[:10])
+    assert read_json(out / "summary.json")["eval"]["learners"] == 2
+
+
+@pytest.mark.parametrize("curriculum", ["none", "all_shuffled", "shuffled_batch"])
+def test_pixels_refuse_a_curriculum_other_than_full(tmp_path, capsys, curriculum):
+    with pytest.raises(ConfigError, match="generator.kind='pixels' learns one input per curriculum slot"):
+        tiny_cfg("generator.kind=pixels", f"inner.curriculum={curriculum}")
+    out = tmp_path / "x"
+    code = main(["gtn", "train", "--quiet", "--out", str(out), "--set", "generator.kind=pixels",
+                 "--set", f"inner.curriculum={curriculum}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "needs inner.curriculum='full'" in err
+    assert not out.exists()
