@@ -116,6 +116,8 @@ RECIPES: dict[str, list[str]] = {
     "mnist5k-conv": ["data.name=mnist5k", "inner.steps=32", "inner.checkpoint=8", "inner.lr=0.02",
                      "generator.kind=conv", "generator.hidden=1024", "learner.hidden=128",
                      "meta.real_batch=256"],
+    "mnist1d": ["data.name=mnist1d", "inner.steps=16", "learner.weight_norm=false",
+                "generator.out_scale=0"],
     "mnist1d-nas": ["data.name=mnist1d", "learner.kind=random", "inner.steps=16",
                     "learner.weight_norm=false", "generator.out_scale=0", "eval.lrs=0.01,0.03,0.1,0.3"],
     "modular": ["data.name=modular", "data.p=23", "data.frac=0.5", "learner.hidden=128",
