@@ -27,16 +27,23 @@ from groklab.runs.rundir import atomic_write_text, read_config, read_jsonl, read
 
 
 def load_run(run_dir: Path):
-    """(cfg, task, frame, model) of a run directory; ConfigError if it cannot be analysed."""
+    """(cfg, task, frame, model) of a run directory; ConfigError if it cannot be analysed.
+    ``frame`` is None for an MLP on a vector task (MNIST, parity): it gets the layer analysis."""
     from groklab.models import build_model
     from groklab.tasks import build_task
     cfg = read_config(run_dir)
     try:
         task = build_task(cfg.task)
-        frame = frame_for(task)
         model = build_model(cfg, task)
-        from groklab.measure.extract import neuron_hook
-        neuron_hook(model)
+        if task.kind == "vectors":
+            frame = None
+            if not hasattr(model, "hooks_pre"):
+                raise ValueError(f"model.arch={cfg.model.arch!r} has no Linear layers to analyse "
+                                 f"(analyze reads MLPs on vector tasks and modular/permutation runs)")
+        else:
+            frame = frame_for(task)
+            from groklab.measure.extract import neuron_hook
+            neuron_hook(model)
     except ValueError as e:
         raise ConfigError(f"cannot analyse {str(run_dir)!r}: {e}") from None
     if cfg.train.dtype == "float64":
@@ -44,19 +51,22 @@ def load_run(run_dir: Path):
     return cfg, task, frame, model
 
 
-def analyze(run_dir: str | Path, stride: int = 1, progress: bool = False, figures: bool = True) -> dict:
+def analyze(run_dir: str | Path, stride: int = 1, progress: bool = False, figures: bool = True,
+            probes: bool = False) -> dict:
     """Analyse the run in ``run_dir`` (see module doc); returns ``analysis.json``'s content.
 
     ``stride``: measure every stride-th checkpoint (the last one always). The run directory is
-    locked meanwhile (a run still training holds it); damaged checkpoints are skipped."""
+    locked meanwhile (a run still training holds it); damaged checkpoints are skipped. MLP runs
+    on vector tasks get ``measure.layers`` instead (feature rank per layer, surges; ``probes``
+    adds a linear probe per layer and checkpoint)."""
     d = Path(run_dir)
     if not d.is_dir():
         raise ConfigError(f"{str(d)!r} is not a run directory")
     with dir_lock(d, "run directory"):
-        return _analyze(d, stride, progress, figures)
+        return _analyze(d, stride, progress, figures, probes)
 
 
-def _analyze(d: Path, stride: int, progress: bool, figures: bool) -> dict:
+def _analyze(d: Path, stride: int, progress: bool, figures: bool, probes: bool = False) -> dict:
     cfg, task, frame, model = load_run(d)
     steps = list_checkpoints(d)
     if not steps:
@@ -82,6 +92,8 @@ def _analyze(d: Path, stride: int, progress: bool, figures: bool) -> dict:
     steps = [s for s in sorted(set(steps[::stride]) | {steps[-1]}) if load(s)]
     if not steps:
         raise ConfigError(f"{str(d)!r}: no checkpoint could be read")
+    if frame is None:
+        return _analyze_layers(d, task, model, steps, load, probes, progress, figures)
     load(steps[-1])
     _, acts = grid_run(model, frame)
     clusters, best = circuit.neuron_clusters(acts, frame.n)
@@ -118,6 +130,35 @@ def _analyze(d: Path, stride: int, progress: bool, figures: bool) -> dict:
     if figures:
         from groklab.measure.figures import draw_all
         draw_all(d, metrics, records, info, acts)
+        from groklab.report import write_report
+        write_report(d)
+    return info
+
+
+def _analyze_layers(d: Path, task, model, steps: list[int], load, probes: bool, progress: bool,
+                    figures: bool) -> dict:
+    """Feature ranks (and probes) at each checkpoint, the validation surges; same files as above."""
+    from groklab.measure.layers import measure_layers, plot_layers, surges
+    records = []
+    bar = _bar(len(steps), progress)
+    for s in steps:
+        load(s)
+        records.append({"step": s, **measure_layers(model, task, probes)})
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    atomic_write_text(d / "analysis.jsonl", "".join(_line(r) for r in records))
+    metrics = read_jsonl(d / "metrics.jsonl")
+    info = {"kind": "layers", "checkpoints": steps, "surges": surges(metrics), "probes": probes,
+            "layers": [k[5:] for k in records[-1] if k.startswith("rank_")]}
+    write_json(d / "analysis.json", info)
+    if (d / "summary.json").is_file():
+        summary = read_run_json(d / "summary.json")
+        summary["surges"] = info["surges"]
+        write_json(d / "summary.json", summary)
+    if figures:
+        plot_layers(metrics, records, info, d / "fig_layers.png")
         from groklab.report import write_report
         write_report(d)
     return info
