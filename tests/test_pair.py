@@ -143,3 +143,25 @@ def test_the_ensemble_refuses_the_preset_by_name_and_trains_it_without_live_meas
     alone = groklab.run(cfgs[1], out=tmp_path / "c").summary
     assert ens[1]["final_train_loss"] == pytest.approx(alone["final_train_loss"], rel=1e-6)
     assert isinstance(build_model(cfgs[0], build_task(cfgs[0].task)), PairMLP)
+
+
+def test_the_ticket_mlp_is_the_tickets_papers_untied_network():
+    """Minegishi et al. 2024: W_E 67×500, shared 500→48, 48→500, an own W_U 500×67, no biases;
+    logits go through W_U (not W_Eᵀ), and the neuron-logit map the measures read follows it."""
+    from groklab.measure.extract import neuron_logit_map
+    from groklab.measure.fourier import frame_for
+    cfg = groklab.resolve("ticket-mlp")
+    task = build_task(cfg.task)
+    model = build_model(cfg, task).double()
+    shapes = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    assert shapes == {"W_E": (67, 500), "W_in": (500, 48), "W_out": (48, 500), "W_U": (500, 67)}
+    assert sum(v.numel() for v in model.parameters()) == 2 * 67 * 500 + 2 * 500 * 48 == 115_000
+    assert (task.n_train, cfg.optim.wd, cfg.optim.beta2, cfg.train.steps) == (911, 1.0, 0.98, 30_000)
+    x = task.x_train[:5]
+    pre = model.W_E[x[:, 0]] @ model.W_in + model.W_E[x[:, 1]] @ model.W_in
+    want = F.relu(pre) @ model.W_out @ model.W_U
+    assert torch.allclose(model(x), want, atol=1e-12)
+    frame = frame_for(task)
+    WL = neuron_logit_map(model, frame)
+    assert torch.allclose(WL, (model.W_out @ model.W_U)[:, frame.tokens].T, atol=1e-12)
+    assert abs(float(model.W_U.detach().std()) - 67 ** -0.5) < 0.01  # std 1/√p, as W_E

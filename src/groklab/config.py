@@ -52,6 +52,7 @@ class ModelConfig(Section):
     causal: Bool = True
     init: Literal["nanda", "torch"] = "nanda"      # transformer initialisation
     init_scale: Float = Field(1.0, gt=0, le=1e4)   # every parameter × this after init (Omnigrok)
+    tied: Bool = True                              # pair: logits through W_E (PAIR) or an own W_U (tickets paper)
     hidden: IntList(1, 65536, 32) = [200, 200]     # mlp hidden widths
     embed: Literal["onehot", "learned"] = "onehot"  # mlp input
     bias: Bool = False                             # mlp biases

@@ -6,8 +6,8 @@
 * MLPNet: embedding = the learned W_E (p, d), or for one-hot inputs the first layer's columns of
   operand x and of operand y side by side, (p, 2h) (one-hot input times a matrix *is* an embedding);
   neurons = the last hidden layer; neuron-logit map = the output layer's weight (p, h).
-* PairMLP (PAIR 2023): embedding = the tied W_E (p, d); neurons = ``hook_post``; neuron-logit map
-  = W_E W_outᵀ (p, h), the only path from a neuron to the logits.
+* PairMLP (PAIR 2023): embedding = W_E (p, d); neurons = ``hook_post``; neuron-logit map
+  = (W_out U)ᵀ (p, h) with U = W_Eᵀ when tied (else W_U), the only path from a neuron to the logits.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def neuron_logit_map(model, frame: Frame) -> torch.Tensor:
         WL = model.blocks[-1].mlp.W_out @ model.W_U              # (d_mlp, V)
         return WL[:, t].T.double().cpu()
     if isinstance(model, PairMLP):
-        return (model.W_E[t] @ model.W_out.T).double().cpu()    # (n, h)
+        return (model.W_out @ model.unembed)[:, t].T.double().cpu()  # (n, h)
     return model.layers[-1].weight[t].double().cpu()             # (p, h) -> (n, h)
 
 

@@ -23,7 +23,7 @@ def build_model(cfg, task, fast: bool | None = None):
         if task.kind != "tokens":
             raise ValueError(f"model.arch='pair' needs a token task, not {task.name!r}")
         return PairMLP(n_tokens=task.n_classes, d_embed=m.d_model, d_hidden=m.d_mlp, act=m.act,
-                       init_scale=m.init_scale, seed=seed)
+                       init_scale=m.init_scale, seed=seed, tied=m.tied)
     if task.kind == "tokens":
         return MLPNet(n_out=task.n_classes, hidden=m.hidden, n_tokens=task.n_classes, embed=m.embed,
                       d_embed=m.d_model, act=m.act, bias=m.bias, dropout=m.dropout,

@@ -10,6 +10,12 @@ p = 67, d = 500, h = 24).
 Init as their Haiku code: ``W_E`` VarianceScaling(2) (truncated normal, std √(2/p) after the
 truncation correction); ``W_in``, ``W_out`` Haiku's Linear default, a normal of std 1/√fan_in
 truncated at ±2 std (no correction, so their std is ≈0.88/√fan_in).
+
+``tied=False`` is the MLP of the grokking-tickets paper (Minegishi, Iwasawa, Matsuo 2024, arXiv
+2310.19470; code gouki510/Grokking-Tickets): the same network with its own unembedding ``W_U``
+(d, p), p·d more parameters, and their init for the embeddings: ``W_E`` and ``W_U`` normal with
+std 1/√p (read from their code); ``W_in``, ``W_out`` normal with std 1/√fan_in (our choice: the
+projections' init was not read from their code).
 """
 from __future__ import annotations
 
@@ -36,11 +42,14 @@ class PairMLP(HookedModule):
     """Input: tokens (B, 3) ``[a, b, =]`` (``=`` ignored). Output: logits (B, p)."""
 
     def __init__(self, n_tokens: int, d_embed: int = 500, d_hidden: int = 24, act: str = "relu",
-                 init_scale: float = 1.0, seed: int = 0):
+                 init_scale: float = 1.0, seed: int = 0, tied: bool = True):
         super().__init__()
-        self.W_E = nn.Parameter(torch.empty(n_tokens, d_embed))     # input and output embedding
+        self.tied = tied
+        self.W_E = nn.Parameter(torch.empty(n_tokens, d_embed))     # input (and, tied, output) embedding
         self.W_in = nn.Parameter(torch.empty(d_embed, d_hidden))    # shared by both operands
         self.W_out = nn.Parameter(torch.empty(d_hidden, d_embed))
+        if not tied:
+            self.W_U = nn.Parameter(torch.empty(d_embed, n_tokens))
         self.act = {"relu": F.relu, "gelu": F.gelu}[act]
         self.hook_pre = HookPoint()     # (B, h)  W_in·e_a + W_in·e_b
         self.hook_post = HookPoint()    # (B, h)  the neurons
@@ -53,9 +62,14 @@ class PairMLP(HookedModule):
     def reset_parameters(self, init_scale: float, seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
         p, d = self.W_E.shape
-        self.W_E.copy_(truncated_normal(self.W_E.shape, math.sqrt(2 / p) / _TRUNC_STD, g))
-        self.W_in.copy_(truncated_normal(self.W_in.shape, 1 / math.sqrt(d), g))
-        self.W_out.copy_(truncated_normal(self.W_out.shape, 1 / math.sqrt(self.W_out.shape[0]), g))
+        h = self.W_out.shape[0]
+        if self.tied:
+            self.W_E.copy_(truncated_normal(self.W_E.shape, math.sqrt(2 / p) / _TRUNC_STD, g))
+            self.W_in.copy_(truncated_normal(self.W_in.shape, 1 / math.sqrt(d), g))
+            self.W_out.copy_(truncated_normal(self.W_out.shape, 1 / math.sqrt(h), g))
+        else:
+            for w, fan in ((self.W_E, p), (self.W_U, p), (self.W_in, d), (self.W_out, h)):
+                w.copy_(torch.randn(w.shape, generator=g, dtype=torch.float64).float() / math.sqrt(fan))
         for w in self.parameters():
             w.mul_(init_scale)
 
@@ -65,4 +79,9 @@ class PairMLP(HookedModule):
         table = self.W_E @ self.W_in                                         # (p, h)
         pre = self.hook_pre(take_rows(table, x[:, 0]) + take_rows(table, x[:, 1]))
         out = self.hook_out(self.hook_post(self.act(pre)) @ self.W_out)      # (B, d)
-        return self.hook_logits(out @ self.W_E.T)                            # (B, p), tied
+        return self.hook_logits(out @ self.unembed)                          # (B, p)
+
+    @property
+    def unembed(self) -> torch.Tensor:
+        """(d, p): ``W_Eᵀ`` when tied (PAIR), else ``W_U`` (the tickets paper)."""
+        return self.W_E.T if self.tied else self.W_U
