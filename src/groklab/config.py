@@ -26,7 +26,7 @@ __all__ = ["ConfigError", "RunConfig", "TaskConfig", "ModelConfig", "OptimConfig
 
 
 class TaskConfig(Section):
-    name: Literal["modular", "permutation", "parity", "mnist"] = "modular"
+    name: Literal["modular", "permutation", "parity", "mnist", "causal"] = "modular"
     op: Str = "x+y"                               # modular: tasks.modular.OPS; permutation: x*y, ...
     p: Int = Field(113, ge=2, le=1000)            # modulus: p² pairs
     n: Int = Field(5, ge=2, le=8)                 # permutation group S_n
@@ -35,13 +35,16 @@ class TaskConfig(Section):
     label_noise: Int = Field(0, ge=0, le=10**7)   # training answers replaced by random answers
     n_bits: Int = Field(40, ge=1, le=1024)        # sparse parity: input bits
     k: Int = Field(3, ge=1, le=1024)              # sparse parity: relevant bits
-    n_samples: Int = Field(1000, ge=2, le=10**6)  # sparse parity: examples (train + validation)
+    n_samples: Int = Field(1000, ge=2, le=10**6)  # sparse parity, causal: examples (train + validation)
     n_train: Int = Field(1000, ge=1, le=4999)     # mnist: training images (of the bundled 5,000)
     pairs: Literal["all", "a<=b"] = "all"         # modular: every (a, b), or only a <= b (PAIR 2023)
+    setup: Literal["A", "B", "C", "D"] = "A"      # causal: Nie & Wager setup (tasks.causal)
+    covariates: Int = Field(10, ge=5, le=1000)    # causal: covariates p (X1..X5 matter)
+    noise: Float = Field(1.0, ge=0, le=100)       # causal: outcome noise std σ
 
 
 class ModelConfig(Section):
-    arch: Literal["transformer", "mlp", "pair"] = "transformer"  # pair: PAIR's tied MLP (d_model, d_mlp)
+    arch: Literal["transformer", "mlp", "pair", "tarnet"] = "transformer"  # pair: PAIR's tied MLP (d_model, d_mlp); tarnet: causal
     n_layers: Int = Field(1, ge=1, le=32)
     d_model: Int = Field(128, ge=1, le=8192)
     n_heads: Int = Field(4, ge=1, le=256)
@@ -56,6 +59,8 @@ class ModelConfig(Section):
     hidden: IntList(1, 65536, 32) = [200, 200]     # mlp hidden widths
     embed: Literal["onehot", "learned"] = "onehot"  # mlp input
     bias: Bool = False                             # mlp biases
+    head_hidden: IntList(1, 65536, 32) = [100, 100]  # tarnet: each arm's head widths (hidden = Φ)
+    tol: Float = Field(0.1, gt=0, le=1e6)         # tarnet: a unit is "correct" if |τ̂ − τ| < tol
 
 
 class OptimConfig(Section):
@@ -140,6 +145,12 @@ class RunConfig(Config):
             raise ValueError(f"task.pairs={t.pairs!r} applies to task.name='modular' only")
         if t.name in ("mnist", "parity") and m.arch != "mlp":
             raise ValueError(f"task.name={t.name!r} needs model.arch='mlp'")
+        if (t.name == "causal") != (m.arch == "tarnet"):
+            raise ValueError(f"task.name='causal' and model.arch='tarnet' go together "
+                             f"(here task.name={t.name!r}, model.arch={m.arch!r})")
+        if t.name == "causal" and t.covariates * t.n_samples > 5 * 10**7:
+            raise ValueError(f"task.covariates × task.n_samples = {t.covariates * t.n_samples:,} "
+                             f"numbers; at most 50,000,000 allowed")
         return self
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from groklab.models.hooks import HookedModule, HookPoint
 from groklab.models.mlp import MLPNet
 from groklab.models.pair import PairMLP
+from groklab.models.tarnet import TARNet
 from groklab.models.transformer import Transformer
 
 
@@ -24,6 +25,11 @@ def build_model(cfg, task, fast: bool | None = None):
             raise ValueError(f"model.arch='pair' needs a token task, not {task.name!r}")
         return PairMLP(n_tokens=task.n_classes, d_embed=m.d_model, d_hidden=m.d_mlp, act=m.act,
                        init_scale=m.init_scale, seed=seed, tied=m.tied)
+    if m.arch == "tarnet":
+        if task.meta.get("family") != "causal":
+            raise ValueError(f"model.arch='tarnet' needs task.name='causal', not {task.name!r}")
+        return TARNet(d_in=task.d_in, hidden=m.hidden, head_hidden=m.head_hidden, tol=m.tol,
+                      init_scale=m.init_scale, seed=seed)
     if task.kind == "tokens":
         return MLPNet(n_out=task.n_classes, hidden=m.hidden, n_tokens=task.n_classes, embed=m.embed,
                       d_embed=m.d_model, act=m.act, bias=m.bias, dropout=m.dropout,
@@ -32,4 +38,4 @@ def build_model(cfg, task, fast: bool | None = None):
                   dropout=m.dropout, init_scale=m.init_scale, seed=seed)
 
 
-__all__ = ["HookPoint", "HookedModule", "MLPNet", "PairMLP", "Transformer", "build_model"]
+__all__ = ["HookPoint", "HookedModule", "MLPNet", "PairMLP", "TARNet", "Transformer", "build_model"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from groklab.tasks.base import Task, split_indices
+from groklab.tasks.causal import causal_task, nie_wager
 from groklab.tasks.modular import OPS, is_prime, modular_task, operation_table
 from groklab.tasks.parity import parity_task
 from groklab.tasks.permutations import PERM_OPS, permutation_task
@@ -18,8 +19,12 @@ def build_task(cfg) -> Task:
     if cfg.name == "mnist":
         from groklab.tasks.images import mnist_task
         return mnist_task(cfg.n_train, cfg.split_seed, cfg.label_noise)
-    raise ValueError(f"unknown task.name {cfg.name!r}; allowed: modular, permutation, parity, mnist")
+    if cfg.name == "causal":
+        if cfg.label_noise:
+            raise ValueError("task.label_noise applies to class labels; task.name='causal' has none")
+        return causal_task(cfg.setup, cfg.n_samples, cfg.covariates, cfg.noise, cfg.frac, cfg.split_seed)
+    raise ValueError(f"unknown task.name {cfg.name!r}; allowed: modular, permutation, parity, mnist, causal")
 
 
 __all__ = ["Task", "build_task", "split_indices", "modular_task", "permutation_task",
-           "parity_task", "operation_table", "OPS", "PERM_OPS", "is_prime"]
+           "parity_task", "causal_task", "nie_wager", "operation_table", "OPS", "PERM_OPS", "is_prime"]
