@@ -481,3 +481,83 @@ def test_the_accuracy_chart_shows_the_runs_forecast_and_then_that_it_was_reached
         dash.terminate()
         dash.wait(timeout=20)
         dash.stdout.close()
+
+
+def test_inside_the_model_scrubs_through_the_checkpoints_of_a_modular_run(tmp_path):
+    """The "Inside the model" panel (PAIR's picture, Pearce et al. 2023) on a real pair-model
+    run: one chart per hidden neuron, grouped by dominant frequency; the slider and the play
+    button change the drawn waves and move the checkpoint marker on the accuracy chart; a run
+    that is not modular has no panel."""
+    from groklab.runs.checkpoint import list_checkpoints
+    from groklab.runs.rundir import atomic_write_text, write_json
+    root = tmp_path / "runs"
+    cfg = groklab.resolve("pair", overrides=["task.p=23", "model.d_model=32", "model.d_mlp=8", "train.steps=300",
+                                             "train.eval_every=10", "train.n_checkpoints=4", "train.forecast=false"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        groklab.run(cfg, out=root / "pair-run", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    steps = list_checkpoints(root / "pair-run")
+    assert len(steps) >= 3, steps
+    par = root / "parity"
+    par.mkdir()
+    write_json(par / "config.json", {"preset": "x", "task": {"name": "parity"}, "train": {"steps": 10}})
+    atomic_write_text(par / "metrics.jsonl", json.dumps({"step": 0, "train_acc": 0.5, "val_acc": 0.5}) + "\n")
+    dash, url = start_dash(root)
+    browser = DevTools(CHROMIUM, tmp_path / "profile")
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sess = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.send("Runtime.enable", session=sess)
+        browser.send("Page.enable", session=sess)
+        browser.send("Page.navigate", {"url": url + "#run=parity"}, session=sess)
+
+        def js(expr: str):
+            r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
+            return r.get("result", {}).get("value")
+
+        panel = "document.getElementById('inside')"
+        wait_for(lambda: "modular" in (js(f"{panel}.dataset.reason") or ""), "the parity run's reason for no panel")
+        assert js(f"{panel}.hidden") is True
+        js("location.hash = '#run=pair-run'")
+        wait_for(lambda: js(f"{panel}.dataset.step") == str(steps[-1]), "the panel at the last checkpoint")
+        assert js(f"{panel}.hidden") is False
+        assert js("document.querySelectorAll('#ingroups figure.neuron').length") == 8
+        assert js("document.querySelectorAll('#ingroups figure.neuron canvas.wave').length") == 8
+        groups = js("[...document.querySelectorAll('#ingroups .group')].map(g => [g.dataset.freq, g.querySelectorAll('figure.neuron').length])")
+        assert sum(n for _, n in groups) == 8 and groups == sorted(groups, key=lambda g: (g[0] == "mixed", int(g[0]) if g[0] != "mixed" else 0))
+        wait_for(lambda: js(chart_points("#inacc", "pair-run|val_acc")) == len(read_jsonl(root / "pair-run" / "metrics.jsonl")),
+                 "the accuracy chart in the panel")
+        wave = "document.querySelector('#ingroups figure.neuron[data-neuron=\"0\"] canvas.wave').toDataURL()"
+        mark = "(() => { const m = document.querySelector('#inacc .mark.slider'); return m && [m.textContent, m.getBoundingClientRect().left]; })()"
+        before, mark_before = js(wave), wait_for(lambda: js(mark), "the checkpoint marker")
+        assert mark_before[0] == f"checkpoint {steps[-1]}"
+        # a keyboard user: Home on the slider shows the first checkpoint
+        js("document.getElementById('inslider').focus()")
+        for kind in ("keyDown", "keyUp"):
+            browser.send("Input.dispatchKeyEvent", {"type": kind, "key": "Home", "code": "Home", "windowsVirtualKeyCode": 36},
+                         session=sess)
+        wait_for(lambda: js(f"{panel}.dataset.step") == str(steps[0]), "the first checkpoint after Home")
+        assert js(wave) != before
+        after = js(mark)
+        assert after[0] == f"checkpoint {steps[0]}" and after[1] < mark_before[1] - 50, (mark_before, after)
+        assert js("document.getElementById('instep').textContent").startswith(f"checkpoint: step {steps[0]} ")
+        # play walks through every checkpoint to the last one
+        seen = set()
+        js("document.getElementById('inplay').click()")
+        wait_for(lambda: seen.add(js(f"{panel}.dataset.step")) or js(f"{panel}.dataset.step") == str(steps[-1]),
+                 "play reaching the last checkpoint", timeout=60)
+        assert str(steps[1]) in seen
+        wait_for(lambda: js("document.getElementById('inplay').textContent") == "▶ play", "play stopping at the end")
+        js("document.getElementById('inside').scrollIntoView()")
+        shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=sess)["data"])
+        ARTIFACTS.mkdir(exist_ok=True)
+        atomic_write_bytes(ARTIFACTS / "dash_inside.png", shot)
+        assert_no_script_errors(browser)
+    finally:
+        browser.close()
+        dash.terminate()
+        dash.wait(timeout=20)
+        dash.stdout.close()

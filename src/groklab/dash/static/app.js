@@ -8,7 +8,7 @@
 
 const LIST_MS = 2000, RUN_MS = 1000, LABEL_ROW = 15;
 const COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
-const MARK_COLOR = { train: "#1f77b4", val: "#d62728", phase: "#555", forecast: "#9467bd" };
+const MARK_COLOR = { train: "#1f77b4", val: "#d62728", phase: "#555", forecast: "#9467bd", slider: "#111" };
 const FORECAST_LEVEL = "0.9", FORECAST_BAND = "rgba(148, 103, 189, 0.14)";  // the 80 % interval, shaded
 const SOURCES = [["metrics", "m"], ["measures", "s"], ["analysis", "a"]];  // answer key, token parameter
 const S = {
@@ -302,6 +302,7 @@ function renderRun() {
   plot($("acc"), acc, { ymin: -0.02, ymax: 1.02, markers: D.markers, forecast: fc && isNum(fc.step) ? fc : null });
   plot($("loss"), loss, { logy: true, markers: D.markers });
   renderMeasures(path, R, D);
+  insideFor(path);
   renderFigs($("figs"), D.figures, "no fig_*.png in this run (groklab analyze and GTN runs add them; the curves are above)");
   $("config").textContent = D.config ? JSON.stringify(D.config, null, 2) : "config.json unreadable";
 }
@@ -384,6 +385,170 @@ async function pollRuns() {
   runTimer = setTimeout(pollRuns, RUN_MS);
 }
 
+// ---- inside the model: a modular run's neurons at one checkpoint (/api/neurons) ----
+// Pearce et al. 2023 (PAIR's explorable): a slider over the checkpoints; each hidden neuron's
+// input weights over the operand's values as a wave and its spectrum as bars, grouped by the
+// frequency that dominates it; the embedding's spectrum; accuracy with the checkpoint marked.
+// While memorizing, waves are noise with flat spectra (grey); once the circuit forms, each is a
+// clean wave of one frequency and they gather in a few coloured groups.
+const INSIDE_MS = 10000, PLAY_MS = 700, MIXED = "#8a8a8a";
+const IN = { path: null, steps: [], step: null, views: new Map(), at: 0, busy: false, playing: false, reason: null };
+const freqColor = (k) => (k === null || k === undefined ? MIXED : `hsl(${Math.round((k * 137.508) % 360)}, 70%, 40%)`);
+
+function insideFor(path) {
+  if (IN.path !== path) {
+    Object.assign(IN, { path, steps: [], step: null, views: new Map(), at: 0, playing: false, reason: null });
+    $("inside").hidden = true;
+    $("inplay").textContent = "▶ play";
+  }
+  if (!IN.busy && Date.now() - IN.at > INSIDE_MS) loadInside(path, IN.step);
+  if (!$("inside").hidden) plotInsideAcc();
+}
+
+// One answer: the checkpoint steps (refreshed: a live run adds some) and the view of ``step``.
+async function loadInside(path, step) {
+  IN.busy = true;
+  const q = new URLSearchParams({ path });
+  if (step !== null && step !== undefined) q.set("step", String(step));
+  try {
+    const D = await getJSON("/api/neurons?" + q.toString());
+    if (IN.path !== path) return;
+    IN.at = Date.now();
+    IN.reason = D.available ? null : String(D.reason || "");
+    $("inside").hidden = !D.available;
+    $("inside").dataset.reason = IN.reason || "";
+    if (!D.available) return;
+    IN.steps = D.steps.filter(isNum);
+    IN.views.set(D.step, D.view);
+    const slider = $("inslider");
+    slider.max = String(Math.max(0, IN.steps.length - 1));
+    if (IN.step === null || step === null || step === undefined) showStep(D.step);
+    else slider.value = String(Math.max(0, IN.steps.indexOf(IN.step)));
+    $("inerror").hidden = true;
+  } catch (e) {
+    if (IN.path !== path) return;
+    IN.at = Date.now();
+    $("inerror").hidden = false;
+    $("inerror").textContent = e.message;
+  } finally {
+    IN.busy = false;
+  }
+}
+
+// Show checkpoint ``step``: from the views already fetched, else ask for it (a later move of the
+// slider wins over an answer that arrives late).
+async function showStep(step) {
+  IN.step = step;
+  $("inslider").value = String(Math.max(0, IN.steps.indexOf(step)));
+  $("instep").textContent = `checkpoint: step ${fmtVal(step)}  (${IN.steps.indexOf(step) + 1} of ${IN.steps.length})`;
+  plotInsideAcc();
+  if (!IN.views.has(step)) {
+    const path = IN.path;
+    try {
+      const D = await getJSON("/api/neurons?" + new URLSearchParams({ path, step: String(step) }).toString());
+      if (IN.path !== path) return;
+      IN.views.set(step, D.view);
+      $("inerror").hidden = true;
+    } catch (e) {
+      if (IN.path === path && IN.step === step) { $("inerror").hidden = false; $("inerror").textContent = e.message; }
+      return;
+    }
+  }
+  if (IN.step === step) drawInside(IN.views.get(step), step);
+}
+
+function plotInsideAcc() {
+  const R = S.runs[IN.path];
+  if (!R || $("inside").hidden) return;
+  const series = [{ run: IN.path, key: "val_acc", label: "validation", color: "#d62728", points: pts(R.metrics, "val_acc") },
+    { run: IN.path, key: "train_acc", label: "train", color: "#1f77b4", dash: true, points: pts(R.metrics, "train_acc") }];
+  const mark = isNum(IN.step) ? [{ step: IN.step, label: "checkpoint", kind: "slider" }] : [];
+  plot($("inacc"), series, { ymin: -0.02, ymax: 1.02, markers: mark, height: 180 });
+}
+
+// A canvas sized to its CSS box at the device's pixel ratio; draw(ctx, w, h) in CSS pixels.
+function paint(canvas, draw) {
+  const dpr = devicePixelRatio || 1, w = canvas.clientWidth || 132, hh = canvas.clientHeight || 40;
+  canvas.width = Math.round(w * dpr); canvas.height = Math.round(hh * dpr);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, hh);
+  draw(ctx, w, hh);
+}
+
+// A neuron's wave, scaled to its largest value. With ``k`` (its group's frequency), operand
+// value i is drawn at position k·i mod n: a pure frequency-k wave becomes one smooth cycle
+// (for k = 1 nothing moves), noise stays noise.
+function drawWave(canvas, wave, color, k) {
+  paint(canvas, (ctx, w, hh) => {
+    const v = wave.map((x) => (isNum(x) ? x : 0)), n = v.length, m = Math.max(1e-12, ...v.map(Math.abs));
+    const pos = v.map((_, i) => (k ? (k * i) % n : i)), order = v.map((_, i) => i).sort((a, b) => pos[a] - pos[b]);
+    const y = (x) => hh / 2 - (x / m) * (hh / 2 - 2), dx = w / Math.max(1, n - 1);
+    ctx.strokeStyle = "#e5e5e5"; ctx.beginPath(); ctx.moveTo(0, hh / 2); ctx.lineTo(w, hh / 2); ctx.stroke();
+    ctx.strokeStyle = color; ctx.lineWidth = 1.4; ctx.beginPath();
+    order.forEach((i, j) => (j ? ctx.lineTo(pos[i] * dx, y(v[i])) : ctx.moveTo(pos[i] * dx, y(v[i]))));
+    ctx.stroke();
+  });
+}
+
+// Bars of a spectrum (frequency 1 first), each scaled to the largest; colorOfBar(k) per bar.
+function drawBars(canvas, mags, colorOfBar, labels) {
+  paint(canvas, (ctx, w, hh) => {
+    const v = mags.map((x) => (isNum(x) ? x : 0)), m = Math.max(1e-12, ...v), bw = w / Math.max(1, v.length);
+    const base = labels ? hh - 14 : hh;
+    v.forEach((x, i) => {
+      const bh = Math.max(0.5, (x / m) * (base - 2));
+      ctx.fillStyle = colorOfBar(i + 1);
+      ctx.fillRect(i * bw + bw * 0.1, base - bh, Math.max(1, bw * 0.8), bh);
+    });
+    if (!labels) return;
+    ctx.fillStyle = "#555"; ctx.font = "10px system-ui, sans-serif"; ctx.textAlign = "center";
+    v.forEach((_, i) => { if (labels(i + 1)) ctx.fillText(String(i + 1), (i + 0.5) * bw, hh - 3); });
+  });
+}
+
+function drawInside(V, step) {
+  if (!V || !Array.isArray(V.neurons) || !Array.isArray(V.groups)) return;
+  const byIndex = new Map(V.neurons.map((nr) => [nr.index, nr]));
+  const keyFreqs = new Set(V.groups.map((g) => g.freq).filter(isNum));
+  $("inside").dataset.step = String(step);
+  $("ingroups").dataset.freqs = V.groups.map((g) => (isNum(g.freq) ? g.freq : "mixed")).join(",");
+  drawBars($("inemb"), Array.isArray(V.embedding) ? V.embedding : [], (k) => (keyFreqs.has(k) ? freqColor(k) : "#b9b9b9"),
+    (k) => keyFreqs.has(k) || k === 1 || k % 5 === 0);
+  const more = isNum(V.n_neurons) && V.n_neurons > V.neurons.length ? ` (the ${V.neurons.length} largest of ${V.n_neurons})` : "";
+  $("ingroups").replaceChildren(...V.groups.map((g) => {
+    const color = freqColor(isNum(g.freq) ? g.freq : null), n = g.neurons.length;
+    const title = isNum(g.freq) ? `frequency ${g.freq}: ${n} neuron${n > 1 ? "s" : ""}` : `no single frequency: ${n} neuron${n > 1 ? "s" : ""}${more}`;
+    return h("div", { class: "group", dataset: { freq: isNum(g.freq) ? String(g.freq) : "mixed" } },
+      h("h4", { style: { borderLeftColor: color, color } }, title),
+      h("div", { class: "neurons" }, g.neurons.map((j) => byIndex.get(j)).filter(Boolean).map((nr) => {
+        const wave = h("canvas", { class: "wave" }), dft = h("canvas", { class: "dft" });
+        const fig = h("figure", { class: "neuron", dataset: { neuron: String(nr.index), freq: String(nr.freq) },
+          title: `neuron ${nr.index}: ${Math.round(100 * (isNum(nr.purity) ? nr.purity : 0))} % of its wave in frequency ${nr.freq}` },
+        wave, dft, h("figcaption", {}, `#${nr.index}`));
+        const k = $("inunwrap").checked && isNum(g.freq) ? g.freq : 0;
+        fig._draw = () => { drawWave(wave, nr.wave, color, k); drawBars(dft, nr.dft, (k) => (k === nr.freq && isNum(g.freq) ? color : "#b9b9b9")); };
+        return fig;
+      })));
+  }));
+  for (const fig of $("ingroups").querySelectorAll("figure.neuron")) fig._draw();
+}
+
+async function togglePlay() {
+  IN.playing = !IN.playing;
+  $("inplay").textContent = IN.playing ? "❚❚ pause" : "▶ play";
+  if (!IN.playing) return;
+  if (IN.steps.indexOf(IN.step) >= IN.steps.length - 1) await showStep(IN.steps[0]);
+  while (IN.playing) {
+    await new Promise((r) => setTimeout(r, PLAY_MS));
+    const i = IN.steps.indexOf(IN.step);
+    if (!IN.playing || i < 0 || i >= IN.steps.length - 1) break;
+    await showStep(IN.steps[i + 1]);
+  }
+  IN.playing = false;
+  $("inplay").textContent = "▶ play";
+}
+
 // ---- sweeps and other results ----
 async function loadSweep() {
   const path = S.view.path;
@@ -460,6 +625,9 @@ window.addEventListener("DOMContentLoaded", () => {
     if (a) { ev.preventDefault(); select("run", a.dataset.run); }
   });
   $("filter").addEventListener("input", renderList);
+  $("inslider").addEventListener("input", (e) => { const st = IN.steps[+e.target.value]; if (isNum(st)) showStep(st); });
+  $("inplay").addEventListener("click", togglePlay);
+  $("inunwrap").addEventListener("change", () => { if (IN.views.has(IN.step)) drawInside(IN.views.get(IN.step), IN.step); });
   $("logx").addEventListener("change", (e) => { S.logx = e.target.checked; if (S.view && S.view.kind === "run") renderRun(); });
   window.addEventListener("resize", () => { if (S.view && S.view.kind === "run") renderRun(); });
   window.addEventListener("hashchange", () => {  // a pasted or edited #run=… address
