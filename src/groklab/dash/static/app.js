@@ -143,10 +143,10 @@ function tickLabel(v) {
 }
 
 // series: [{run, key, label, color, dash, dots, points: [[step, value], ...]}];
-// opt: {logy, ymin, ymax, markers, height, forecast: {step, low, high, label} (forecastMark) or null}
+// opt: {logy, linx (a linear step axis whatever the header says), ymin, ymax, markers, height, forecast: {step, low, high, label} (forecastMark) or null}
 // The container keeps its uPlot in el._u; new data only calls setData (keeping a zoom the user made).
 function plot(el, series, opt) {
-  const logx = S.logx, logy = !!opt.logy;
+  const logx = S.logx && !opt.linx, logy = !!opt.logy;
   const xOf = (s) => (logx ? Math.max(s, 1) : s);  // step 0 sits at 1 on a log axis
   const yOk = (v) => isNum(v) && (!logy || v > 0);
   const steps = new Set();
@@ -198,7 +198,7 @@ function plot(el, series, opt) {
 function drawBand(u, fc) {
   if (!fc) return;
   const { left, top, width, height } = u.bbox, xmin = u.scales.x.min, xmax = u.scales.x.max;
-  const xOf = (s) => (S.logx ? Math.max(s, 1) : s);
+  const xOf = (s) => (u.scales.x.distr === 3 ? Math.max(s, 1) : s);
   const lo = Math.max(xOf(fc.low), xmin), hi = Math.min(xOf(fc.high), xmax);
   if (!(lo <= hi)) return;
   const a = Math.max(left, u.valToPos(lo, "x", true)), b = Math.min(left + width, u.valToPos(hi, "x", true));
@@ -232,7 +232,7 @@ function forecastMark(F) {
 function drawMarkers(u, markers, strip) {
   const ctx = u.ctx, { left, top, width, height } = u.bbox, dpr = devicePixelRatio || 1;
   const xmin = u.scales.x.min, xmax = u.scales.x.max;
-  const shown = markers.map((m) => ({ m, x: S.logx ? Math.max(m.step, 1) : m.step }))
+  const shown = markers.map((m) => ({ m, x: u.scales.x.distr === 3 ? Math.max(m.step, 1) : m.step }))
     .filter(({ x }) => x >= xmin && x <= xmax).sort((a, b) => a.x - b.x);
   ctx.save();
   ctx.setLineDash([4 * dpr, 3 * dpr]);
@@ -463,7 +463,7 @@ function plotInsideAcc() {
   const series = [{ run: IN.path, key: "val_acc", label: "validation", color: "#d62728", points: pts(R.metrics, "val_acc") },
     { run: IN.path, key: "train_acc", label: "train", color: "#1f77b4", dash: true, points: pts(R.metrics, "train_acc") }];
   const mark = isNum(IN.step) ? [{ step: IN.step, label: "checkpoint", kind: "slider" }] : [];
-  plot($("inacc"), series, { ymin: -0.02, ymax: 1.02, markers: mark, height: 180 });
+  plot($("inacc"), series, { ymin: -0.02, ymax: 1.02, markers: mark, height: 180, linx: true });  // steps as the slider walks them
 }
 
 // A canvas sized to its CSS box at the device's pixel ratio; draw(ctx, w, h) in CSS pixels.
