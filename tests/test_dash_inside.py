@@ -127,5 +127,4 @@ def test_a_view_is_computed_once_per_checkpoint_file(server, tmp_path, monkeypat
     assert len(calls) == 1
     from safetensors.torch import save_file  # rewritten (a resumed run): computed again
     save_file({k: v * 2 for k, v in saved[1].items()}, str(step_dir(tmp_path / "r", 1) / "model.safetensors"))
-    code, body = get_json(server, "/api/neurons?path=r&step=1")
-    assert code == 200 and len(calls) == 2
+    assert get_json(server, "/api/neurons?path=r&step=1")[0] == 200 and len(calls) == 2

@@ -10,7 +10,13 @@ import torch
 
 import groklab
 from groklab.measure.fourier import frame_for
-from groklab.measure.neurons import PURE, frame_tokens, input_waves, neuron_view, spectrum
+from groklab.measure.neurons import (
+    PURE,
+    frame_tokens,
+    input_waves,
+    neuron_view,
+    spectrum,
+)
 from groklab.models import build_model
 from groklab.tasks import build_task
 
@@ -36,7 +42,7 @@ def groups_of(view) -> list[tuple]:
 
 def pair_weights(waves: torch.Tensor) -> dict:
     """PairMLP weights whose W_E @ W_in is ``waves`` (W_in the identity)."""
-    n, N = waves.shape
+    N = waves.shape[1]
     return {"W_E": waves.clone(), "W_in": torch.eye(N, dtype=torch.float64), "W_out": torch.zeros(N, N)}
 
 

@@ -515,10 +515,11 @@ function drawInside(V, step) {
   $("ingroups").dataset.freqs = V.groups.map((g) => (isNum(g.freq) ? g.freq : "mixed")).join(",");
   drawBars($("inemb"), Array.isArray(V.embedding) ? V.embedding : [], (k) => (keyFreqs.has(k) ? freqColor(k) : "#b9b9b9"),
     (k) => keyFreqs.has(k) || k === 1 || k % 5 === 0);
-  const more = isNum(V.n_neurons) && V.n_neurons > V.neurons.length ? ` (the ${V.neurons.length} largest of ${V.n_neurons})` : "";
-  $("ingroups").replaceChildren(...V.groups.map((g) => {
+  const more = isNum(V.n_neurons) && V.n_neurons > V.neurons.length
+    ? h("p", { class: "muted" }, `the ${V.neurons.length} neurons with the largest waves, of ${V.n_neurons}`) : null;
+  $("ingroups").replaceChildren(more || "", ...V.groups.map((g) => {
     const color = freqColor(isNum(g.freq) ? g.freq : null), n = g.neurons.length;
-    const title = isNum(g.freq) ? `frequency ${g.freq}: ${n} neuron${n > 1 ? "s" : ""}` : `no single frequency: ${n} neuron${n > 1 ? "s" : ""}${more}`;
+    const title = isNum(g.freq) ? `frequency ${g.freq}: ${n} neuron${n > 1 ? "s" : ""}` : `no single frequency: ${n} neuron${n > 1 ? "s" : ""}`;
     return h("div", { class: "group", dataset: { freq: isNum(g.freq) ? String(g.freq) : "mixed" } },
       h("h4", { style: { borderLeftColor: color, color } }, title),
       h("div", { class: "neurons" }, g.neurons.map((j) => byIndex.get(j)).filter(Boolean).map((nr) => {
