@@ -19,6 +19,10 @@ x±y; discrete logs for x*y, x/y):
   the ``=`` position, with the attention pattern (≈ ½ per operand in Nanda's model), the
   positional embedding and any LayerNorm left out.
 
+``circuit.neuron_clusters`` groups neurons by their activations over the whole n² grid (a 2-D
+DFT after a forward pass); this reads the weights only, one operand, so it takes milliseconds
+per checkpoint and works on a run's every checkpoint while the dashboard scrubs.
+
 Spectra use the real Fourier basis of ``fourier.fourier_basis``: the magnitude of frequency k is
 the norm of the cos-k and sin-k coefficients; the constant is left out. A neuron's ``purity`` is
 the share of its wave's (non-constant) power in its dominant frequency: 1 for a pure cosine,
