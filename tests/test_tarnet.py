@@ -109,12 +109,14 @@ def test_two_heads_read_one_shared_representation():
         m.rep[0].weight.mul_(1.5)               # the representation moves both
     out3 = m(x)
     assert not torch.allclose(out3[:, 0], out2[:, 0]) and not torch.allclose(out3[:, 1], out2[:, 1])
-    # both heads are the same function of one Φ(x): recompute them by hand from the hook
-    _, cache = m.run_with_cache(x)
-    phi = cache["hook_rep"]
-    for arm, head in enumerate(m.heads):
-        z = torch.nn.functional.elu(head[0](phi))
-        assert torch.allclose(head[1](z)[:, 0], out3[:, arm], atol=1e-6)
+    # the whole forward by hand: Φ = ELU layers on x (the hook reads it), each head ELU layers on Φ
+    elu = torch.nn.functional.elu
+    with torch.no_grad():
+        phi = elu(m.rep[1](elu(m.rep[0](x))))
+        _, cache = m.run_with_cache(x)
+        assert torch.allclose(cache["hook_rep"], phi, atol=1e-6)
+        for arm, head in enumerate(m.heads):
+            assert torch.allclose(head[1](elu(head[0](phi)))[:, 0], out3[:, arm], atol=1e-6)
 
 
 def _y(n, g):
