@@ -26,7 +26,8 @@ __all__ = ["ConfigError", "RunConfig", "TaskConfig", "ModelConfig", "OptimConfig
 
 
 class TaskConfig(Section):
-    name: Literal["modular", "permutation", "parity", "mnist", "causal"] = "modular"
+    name: Literal["modular", "permutation", "parity", "mnist", "causal", "concealed_parity",
+                  "concealed_modular", "sine", "line"] = "modular"
     op: Str = "x+y"                               # modular: tasks.modular.OPS; permutation: x*y, ...
     p: Int = Field(113, ge=2, le=1000)            # modulus: p² pairs
     n: Int = Field(5, ge=2, le=8)                 # permutation group S_n
@@ -34,17 +35,21 @@ class TaskConfig(Section):
     split_seed: Int = Field(0, ge=0, le=SEED_MAX)  # seed of the train/validation split
     label_noise: Int = Field(0, ge=0, le=10**7)   # training answers replaced by random answers
     n_bits: Int = Field(40, ge=1, le=1024)        # sparse parity: input bits
-    k: Int = Field(3, ge=1, le=1024)              # sparse parity: relevant bits
+    k: Int = Field(3, ge=1, le=1024)              # sparse / concealed parity: relevant bits
+    n_concealed: Int = Field(37, ge=0, le=1000)   # concealed_*: random bits appended (Miller et al. 2024)
     n_samples: Int = Field(1000, ge=2, le=10**6)  # sparse parity, causal: examples (train + validation)
-    n_train: Int = Field(1000, ge=1, le=4999)     # mnist: training images (of the bundled 5,000)
+    n_train: Int = Field(1000, ge=1, le=4999)     # mnist: training images (of the bundled 5,000);
+                                                  # concealed_*, sine, line: training examples
+    n_val: Int = Field(100, ge=1, le=10**5)       # concealed_*, sine, line: validation examples
     pairs: Literal["all", "a<=b"] = "all"         # modular: every (a, b), or only a <= b (PAIR 2023)
     setup: Literal["A", "B", "C", "D"] = "A"      # causal: Nie & Wager setup (tasks.causal)
     covariates: Int = Field(10, ge=5, le=1000)    # causal: covariates p (X1..X5 matter)
-    noise: Float = Field(1.0, ge=0, le=100)       # causal: outcome noise std σ
+    noise: Float = Field(1.0, ge=0, le=100)       # causal: outcome noise std σ; sine: y noise std
 
 
 class ModelConfig(Section):
-    arch: Literal["transformer", "mlp", "pair", "tarnet"] = "transformer"  # pair: PAIR's tied MLP (d_model, d_mlp); tarnet: causal
+    arch: Literal["transformer", "mlp", "pair", "tarnet",
+                  "gp", "gp-regression", "linear", "bnn"] = "transformer"  # pair: PAIR's tied MLP (d_model, d_mlp); tarnet: causal
     n_layers: Int = Field(1, ge=1, le=32)
     d_model: Int = Field(128, ge=1, le=8192)
     n_heads: Int = Field(4, ge=1, le=256)
@@ -145,6 +150,22 @@ class RunConfig(Config):
             raise ValueError(f"task.pairs={t.pairs!r} applies to task.name='modular' only")
         if t.name in ("mnist", "parity") and m.arch != "mlp":
             raise ValueError(f"task.name={t.name!r} needs model.arch='mlp'")
+        allowed = NONNEURAL.get(m.arch)  # Miller et al. 2024: which task each model works on
+        if allowed is not None and t.name not in allowed:
+            raise ValueError(f"model.arch={m.arch!r} needs task.name in {', '.join(allowed)} "
+                             f"(here {t.name!r})")
+        if t.name in ("sine", "line") and m.arch not in ("gp-regression", "linear"):
+            raise ValueError(f"task.name={t.name!r} needs model.arch='gp-regression' or 'linear'")
+        if t.name == "concealed_parity" and m.arch not in ("gp", "bnn", "mlp"):
+            raise ValueError("task.name='concealed_parity' needs model.arch='gp', 'bnn' or 'mlp'")
+        if t.name == "concealed_modular" and m.arch not in ("bnn", "mlp"):
+            raise ValueError("task.name='concealed_modular' needs model.arch='mlp' or 'bnn'")
+        width = t.n_concealed + (t.k if t.name == "concealed_parity" else 2 * t.p)
+        if t.name.startswith("concealed") and (t.n_train + t.n_val) * width > 5 * 10**7:
+            raise ValueError(f"(task.n_train + task.n_val) × {width} input bits is over 50,000,000")
+        if m.arch == "gp" and t.n_train > 3000:
+            raise ValueError(f"model.arch='gp' keeps every training input as an inducing point "
+                             f"(an N×N Cholesky); task.n_train={t.n_train}, at most 3000 allowed")
         if (t.name == "causal") != (m.arch == "tarnet"):
             raise ValueError(f"task.name='causal' and model.arch='tarnet' go together "
                              f"(here task.name={t.name!r}, model.arch={m.arch!r})")
@@ -153,6 +174,10 @@ class RunConfig(Config):
                              f"numbers; at most 50,000,000 allowed")
         return self
 
+
+# the tasks each model of "Grokking without neural networks" runs on (models.gp, models.bayes)
+NONNEURAL = {"gp": ("concealed_parity",), "gp-regression": ("sine", "line"),
+             "linear": ("line", "sine"), "bnn": ("concealed_parity", "concealed_modular")}
 
 SECTIONS = ("task", "model", "optim", "accel", "train")
 

@@ -2,6 +2,8 @@
 for analyses."""
 from __future__ import annotations
 
+import torch
+
 from groklab.models.hooks import HookedModule, HookPoint
 from groklab.models.mlp import MLPNet
 from groklab.models.pair import PairMLP
@@ -30,6 +32,8 @@ def build_model(cfg, task, fast: bool | None = None):
             raise ValueError(f"model.arch='tarnet' needs task.name='causal', not {task.name!r}")
         return TARNet(d_in=task.d_in, hidden=m.hidden, head_hidden=m.head_hidden, tol=m.tol,
                       init_scale=m.init_scale, seed=seed)
+    if m.arch in ("gp", "gp-regression", "linear", "bnn"):
+        return nonneural_model(cfg, task)
     if task.kind == "tokens":
         return MLPNet(n_out=task.n_classes, hidden=m.hidden, n_tokens=task.n_classes, embed=m.embed,
                       d_embed=m.d_model, act=m.act, bias=m.bias, dropout=m.dropout,
@@ -38,4 +42,22 @@ def build_model(cfg, task, fast: bool | None = None):
                   dropout=m.dropout, init_scale=m.init_scale, seed=seed)
 
 
+def nonneural_model(cfg, task):
+    """Miller et al. 2024's models (models.gp needs GPyTorch: pip install 'groklab[gp]')."""
+    m, seed, n = cfg.model, cfg.train.seed, task.n_train
+    if m.arch == "linear":
+        from groklab.models.bayes import LinearPrior
+        return LinearPrior(n_train=n)
+    if m.arch == "bnn":
+        from groklab.models.bayes import BayesMLP
+        return BayesMLP(d_in=task.d_in, hidden=m.hidden[0], n_out=task.n_classes, n_train=n, seed=seed)
+    try:
+        from groklab.models import gp
+    except ModuleNotFoundError as e:
+        raise ValueError(f"model.arch={m.arch!r} needs GPyTorch ({e.name} is missing): "
+                         f"pip install 'groklab[gp]'") from None
+    with torch.device("cpu"):  # GPyTorch cannot build on the meta device (its checks read values)
+        if m.arch == "gp":
+            return gp.GPClassifier(task.x_train, n_signal=task.meta.get("k", 0), seed=seed)
+        return gp.GPRegressor(task.x_train, task.y_train, tol=2 * task.meta.get("noise", 0.1) or 0.2)
 __all__ = ["HookPoint", "HookedModule", "MLPNet", "PairMLP", "TARNet", "Transformer", "build_model"]

@@ -82,7 +82,9 @@ def count_flops(model: torch.nn.Module, loss_fn, batch: tuple, val: tuple,
 
 def flops_upto(flops: dict, steps: int, evals: int, train_evals: int) -> int:
     """Total FLOPs of ``steps`` updates, ``evals`` evaluations on validation data and
-    ``train_evals`` separate passes over the training set."""
+    ``train_evals`` separate passes over the training set; None when the FLOPs are unknown."""
+    if flops["step"] is None:
+        return None
     return flops["step"] * steps + flops["eval_val"] * evals + flops["eval_train"] * train_evals
 
 
@@ -234,7 +236,11 @@ def run_flops(cfg, model: torch.nn.Module, loss_fn, data: tuple) -> dict[str, in
         xtr, ytr, xva, yva = data
         bs = cfg.train.batch_size
         batch = (xtr, ytr) if bs == 0 or bs >= len(ytr) else (xtr[:bs], ytr[:bs])
-        _FLOPS[key] = count_flops(model, loss_fn, batch, (xva, yva), (xtr, ytr))
+        try:
+            _FLOPS[key] = count_flops(model, loss_fn, batch, (xva, yva), (xtr, ytr))
+        except (RuntimeError, NotImplementedError) as e:  # a model that cannot go to the meta device
+            why = f"not counted: {type(model).__name__} does not run on the meta device ({str(e)[:120]})"
+            return {"step": None, "eval_val": None, "eval_train": None, "unknown": why}
     return _FLOPS[key]
 
 
@@ -347,7 +353,7 @@ class CostMeter:
 
         cost = {"flops": flops_upto(flops, steps_done, len(records), len(train_passes)),
                 "flops_per_step": flops["step"], "flops_per_eval": flops["eval_val"],
-                "flops_per_train_pass": flops["eval_train"], "flops_note": FLOPS_NOTE,
+                "flops_per_train_pass": flops["eval_train"], "flops_note": flops.get("unknown", FLOPS_NOTE),
                 "cpu_seconds": round(cpu_total, 3), "wall_seconds": round(wall, 3),
                 "joules": None if joules is None else round(joules, 3),
                 "method": None if joules is None else self.source.method}

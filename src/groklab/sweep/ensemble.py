@@ -46,6 +46,8 @@ def unsupported(cfg: RunConfig) -> str | None:
     """Why ``cfg`` cannot join an ensemble, or None if it can."""
     if cfg.model.arch == "tarnet":
         return "model.arch='tarnet' (its own objective and metrics are not vmapped)"
+    if cfg.model.arch in ("gp", "gp-regression", "linear", "bnn"):
+        return f"model.arch={cfg.model.arch!r} (a GP or Bayesian model's own objective is not vmapped)"
     if cfg.optim.name != "adamw":
         return f"optim.name={cfg.optim.name!r} (the ensemble implements adamw)"
     if cfg.accel.grokfast != "none" or cfg.accel.orthograd or cfg.accel.egd or cfg.accel.weight_norm > 0:

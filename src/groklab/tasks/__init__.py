@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from groklab.tasks.base import Task, split_indices
 from groklab.tasks.causal import causal_task, nie_wager
+from groklab.tasks.concealed import concealed_modular_task, concealed_parity_task
 from groklab.tasks.modular import OPS, is_prime, modular_task, operation_table
 from groklab.tasks.parity import parity_task
 from groklab.tasks.permutations import PERM_OPS, permutation_task
+from groklab.tasks.regression import line_task, sine_task
 
 
 def build_task(cfg) -> Task:
@@ -23,8 +25,18 @@ def build_task(cfg) -> Task:
         if cfg.label_noise:
             raise ValueError("task.label_noise applies to class labels; task.name='causal' has none")
         return causal_task(cfg.setup, cfg.n_samples, cfg.covariates, cfg.noise, cfg.frac, cfg.split_seed)
-    raise ValueError(f"unknown task.name {cfg.name!r}; allowed: modular, permutation, parity, mnist, causal")
+    if cfg.name == "concealed_parity":
+        return concealed_parity_task(cfg.k, cfg.n_concealed, cfg.n_train, cfg.n_val, cfg.split_seed)
+    if cfg.name == "concealed_modular":
+        return concealed_modular_task(cfg.op, cfg.p, cfg.n_concealed, cfg.n_train, cfg.n_val,
+                                      cfg.split_seed)
+    if cfg.name == "sine":
+        return sine_task(cfg.n_train, cfg.n_val, cfg.noise, cfg.split_seed)
+    if cfg.name == "line":
+        return line_task(cfg.n_train, cfg.n_val, cfg.split_seed)
+    raise ValueError(f"unknown task.name {cfg.name!r}; allowed: modular, permutation, parity, mnist, causal, concealed_parity, concealed_modular, sine, line")
 
 
 __all__ = ["Task", "build_task", "split_indices", "modular_task", "permutation_task",
-           "parity_task", "causal_task", "nie_wager", "operation_table", "OPS", "PERM_OPS", "is_prime"]
+           "parity_task", "causal_task", "nie_wager", "concealed_parity_task",
+           "concealed_modular_task", "sine_task", "line_task", "operation_table", "OPS", "PERM_OPS", "is_prime"]
