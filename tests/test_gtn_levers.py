@@ -179,3 +179,15 @@ def test_pixels_refuse_a_curriculum_other_than_full(tmp_path, capsys, curriculum
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "needs inner.curriculum='full'" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("mult", [1.0, 10.0])
+def test_label_logits_take_meta_steps_lr_mult_times_larger(mult):
+    # Adam's first step moves every coordinate by about its learning rate (m̂/√v̂ = ±1)
+    from groklab.gtn.meta import make_optimizer, meta_step
+    cfg, data, teacher = _setup("labels.learned=true", f"labels.lr_mult={mult}", "meta.lr=0.01")
+    before = {k: p.detach().clone() for k, p in teacher.named_parameters()}
+    meta_step(cfg, teacher, make_optimizer(cfg, teacher), data, 0)
+    moved = {k: (p.detach() - before[k]).abs().max().item() for k, p in teacher.named_parameters()}
+    assert moved["curriculum.label_logits"] == pytest.approx(0.01 * mult, rel=1e-3)
+    assert moved["log_lr"] == pytest.approx(0.01, rel=1e-3)

@@ -49,6 +49,7 @@ class LearnerConfig(Section):
 class LabelsConfig(Section):
     learned: Bool = False                      # learned soft targets, one per curriculum slot
     scale: Float = Field(5.0, ge=0, le=100)    # initial logits = scale · onehot(class)
+    lr_mult: Float = Field(1.0, ge=0, le=1e4)  # meta learning rate of the label logits = lr_mult · meta.lr
 
 
 class InnerConfig(Section):

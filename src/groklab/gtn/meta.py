@@ -124,7 +124,7 @@ def meta_step(cfg: GTNConfig, teacher: Teacher, opt: torch.optim.Optimizer, data
     gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.meta.clip if cfg.meta.clip else float("inf"))
     lr = cosine_lr(cfg, step)
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)
     if torch.isfinite(gnorm):       # a non-finite meta-gradient skips the step instead of poisoning G
         opt.step()
     return {"step": step + 1, "meta_loss": loss, "real_loss": mean("final_loss"),
@@ -134,7 +134,14 @@ def meta_step(cfg: GTNConfig, teacher: Teacher, opt: torch.optim.Optimizer, data
 
 
 def make_optimizer(cfg: GTNConfig, teacher: Teacher) -> torch.optim.Optimizer:
-    return torch.optim.Adam(teacher.parameters(), lr=cfg.meta.lr)
+    """Adam over the teacher; learned label logits in a group of their own whose learning rate
+    is ``labels.lr_mult`` times the rest (saturated soft labels move slowly at meta.lr)."""
+    labels = teacher.curriculum.label_logits
+    if labels is None:
+        return torch.optim.Adam(teacher.parameters(), lr=cfg.meta.lr)
+    rest = [p for p in teacher.parameters() if p is not labels]
+    return torch.optim.Adam([{"params": rest},
+                             {"params": [labels], "lr_mult": cfg.labels.lr_mult}], lr=cfg.meta.lr)
 
 
 def train_gtn(cfg: GTNConfig, data: GTNData, out: str | Path, resume: bool = False,
