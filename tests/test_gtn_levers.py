@@ -191,3 +191,25 @@ def test_label_logits_take_meta_steps_lr_mult_times_larger(mult):
     moved = {k: (p.detach() - before[k]).abs().max().item() for k, p in teacher.named_parameters()}
     assert moved["curriculum.label_logits"] == pytest.approx(0.01 * mult, rel=1e-3)
     assert moved["log_lr"] == pytest.approx(0.01, rel=1e-3)
+
+
+# ---- T curriculum ---------------------------------------------------------------------------
+
+def test_grow_unrolls_short_first_and_only_those_steps_get_gradient():
+    from groklab.gtn.meta import unroll_length
+    cfg, data, teacher = _setup("inner.grow=4", "inner.steps=3", "inner.intermediate=1")
+    assert [unroll_length(cfg, s) for s in range(6)] == [1, 2, 3, 3, 3, 3]
+    u = make_unroll(cfg, teacher, data, 0)
+    assert u.steps == 1 and u.loss_steps == [1]
+    meta_backward_plain(u)
+    g = teacher.log_lr.grad
+    assert g[0] != 0 and torch.equal(g[1:], torch.zeros(2, dtype=g.dtype))
+    # once grown, the unroll is the plain one bit for bit
+    teacher.zero_grad(set_to_none=True)
+    grown = meta_backward_plain(make_unroll(cfg, teacher, data, 5))
+    g_grown = _grads(teacher)
+    cfg0, _, _ = _setup("inner.steps=3", "inner.intermediate=1")
+    teacher.zero_grad(set_to_none=True)
+    assert meta_backward_plain(make_unroll(cfg0, teacher, data, 5)) == grown
+    for k, v in _grads(teacher).items():
+        assert torch.equal(v, g_grown[k]), k

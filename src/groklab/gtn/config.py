@@ -60,6 +60,8 @@ class InnerConfig(Section):
     momentum: Float = Field(0.5, ge=1e-8, le=1)  # initial learned momentum (paper: 0.5)
     intermediate: Int = Field(1, ge=0, le=10**5)  # real-data loss every this many steps; 0 = final
     checkpoint: Int = Field(0, ge=0, le=10**5)  # unroll checkpoint block (steps); 0 = whole graph
+    grow: Int = Field(0, ge=0, le=10**7)       # T curriculum: unroll length grows linearly to T over
+                                               # this many outer steps (short unrolls first); 0 = off
 
 
 class MetaConfig(Section):

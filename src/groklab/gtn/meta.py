@@ -63,8 +63,15 @@ def cosine_lr(cfg: GTNConfig, step: int) -> float:
     return cfg.meta.lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def loss_steps(cfg: GTNConfig) -> list[int]:
-    T, k = cfg.inner.steps, cfg.inner.intermediate
+def unroll_length(cfg: GTNConfig, step: int) -> int:
+    """Inner steps unrolled at outer step ``step``: T, or with ``inner.grow`` = G a length
+    growing linearly, ⌈T·(step+1)/G⌉, over the first G outer steps (short unrolls first)."""
+    T, G = cfg.inner.steps, cfg.inner.grow
+    return T if not G or step >= G else max(1, math.ceil(T * (step + 1) / G))
+
+
+def loss_steps(cfg: GTNConfig, T: int | None = None) -> list[int]:
+    T, k = T or cfg.inner.steps, cfg.inner.intermediate
     return sorted(set(range(k, T + 1, k)) | {T}) if k else [T]
 
 
@@ -89,11 +96,12 @@ def make_unroll(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int, k: i
     learner = get_learner(spec, data, dtype)
     params0 = init_params(learner, g, dtype)
     plan = teacher.curriculum.plan(g)
-    ls = loss_steps(cfg)
+    T = unroll_length(cfg, step)
+    ls = loss_steps(cfg, T)
     n = len(data.y_train)
     idx = [torch.randint(0, n, (min(cfg.meta.real_batch, n),), generator=g) for _ in ls]
-    return Unroll(learner, params0, teacher.generator, teacher.curriculum, teacher.log_lr,
-                  teacher.log_mom, plan, ls, [data.x_train[i] for i in idx],
+    return Unroll(learner, params0, teacher.generator, teacher.curriculum, teacher.log_lr[:T],
+                  teacher.log_mom[:T], plan, ls, [data.x_train[i] for i in idx],
                   [data.y_train[i] for i in idx], stats={"learner": spec.describe()}, weight=weight)
 
 
