@@ -175,6 +175,26 @@ def pair() -> RunConfig:
     cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps = 0.9, 0.98, 67 * 1e-8
     cfg.train.loss, cfg.train.dtype, cfg.train.loss_dtype = "ce", "float64", "float64"
     cfg.train.steps, cfg.train.eval_every, cfg.train.measure_every = 50_000, 100, 100
+    # a checkpoint every 2,000 steps besides the log-spaced ones: the dashboard's "Inside the
+    # model" slider then walks through the circuit's formation (≈35 MB per run)
+    cfg.train.checkpoint_every = 2000
+    return cfg
+
+
+@preset("ticket-mlp")
+def ticket_mlp() -> RunConfig:
+    """The MLP of the grokking-tickets paper (Minegishi, Iwasawa, Matsuo 2024, arXiv 2310.19470;
+    code gouki510/Grokking-Tickets): a+b mod 67 over the pairs with a <= b, 40 % training data
+    (911); one-hot → W_E (67×500) → a shared bias-free 500→48 projection of each operand, summed,
+    ReLU → 48→500 → an untied W_U (500×67); CE in float64; full-batch AdamW lr 1e-3, betas (0.9,
+    0.98), wd 1; their dense budget 30,000 steps. Reported: dense test accuracy ≈0 until ≈8k and
+    ≈1.0 by ≈25k; the ticket (keep 0.4) from the final model ≈1.0 by ≈6k. Take the ticket with
+    ``groklab ticket RUN_DIR --keep 0.4``."""
+    cfg = pair()
+    cfg.preset = "ticket-mlp"
+    cfg.model.d_mlp, cfg.model.tied = 48, False
+    cfg.optim.eps = 1e-8
+    cfg.train.dtype, cfg.train.steps = "float32", 30_000
     return cfg
 
 
@@ -319,20 +339,3 @@ for _mod in ("groklab.accel.recipes",):
     except ModuleNotFoundError as _e:
         if _e.name != _mod:
             raise
-
-
-@preset("ticket-mlp")
-def ticket_mlp() -> RunConfig:
-    """The MLP of the grokking-tickets paper (Minegishi, Iwasawa, Matsuo 2024, arXiv 2310.19470;
-    code gouki510/Grokking-Tickets): a+b mod 67 over the pairs with a <= b, 40 % training data
-    (911); one-hot → W_E (67×500) → a shared bias-free 500→48 projection of each operand, summed,
-    ReLU → 48→500 → an untied W_U (500×67); CE in float64; full-batch AdamW lr 1e-3, betas (0.9,
-    0.98), wd 1; their dense budget 30,000 steps. Reported: dense test accuracy ≈0 until ≈8k and
-    ≈1.0 by ≈25k; the ticket (keep 0.4) from the final model ≈1.0 by ≈6k. Take the ticket with
-    ``groklab ticket RUN_DIR --keep 0.4``."""
-    cfg = pair()
-    cfg.preset = "ticket-mlp"
-    cfg.model.d_mlp, cfg.model.tied = 48, False
-    cfg.optim.eps = 1e-8
-    cfg.train.dtype, cfg.train.steps = "float32", 30_000
-    return cfg
