@@ -107,6 +107,10 @@ def test_gp_classifier_is_the_papers_variational_gp_and_its_objective_is_minus_t
     inv = 1 / k.base_kernel.lengthscale.detach()[0]
     assert math.isclose(float(extra["inv_ls_parity"]), float(inv[:3].mean()), rel_tol=1e-6)
     assert math.isclose(float(extra["inv_ls_noise"]), float(inv[3:].mean()), rel_tol=1e-6)
+    # an evaluation reuses the KL term only while no parameter has changed
+    with torch.no_grad():
+        vs._variational_distribution.variational_mean.mul_(2.0)
+        assert float(m.metrics(m(x), y)["complexity"]) > 1.5 * float(kl)
     # right = predictive p(y=1) >= 0.5, the authors' rule
     with torch.no_grad():
         p1 = m.likelihood(m.gp(x)).mean
@@ -202,7 +206,7 @@ def test_bnn_kl_is_the_closed_form_gaussian_kl():
     (["task.n_train=4000"], "task.n_train"),
 ])
 def test_bad_settings_are_one_line_exit_2(tmp_path, capsys, sets, needle):
-    args = ["run", "--preset", "gp-parity", "--out", str(tmp_path / "r"), "--quiet"]
+    args = ["run", "--preset", "gp-parity", "--out", str(tmp_path / "r"), "--quiet", "--set", "train.steps=1"]
     for s in sets:
         args += ["--set", s]
     assert main(args) == 2

@@ -283,13 +283,14 @@ def linear_prior() -> RunConfig:
 def bnn_parity() -> RunConfig:
     """Miller et al. 2024, Bayesian neural network: mean-field Gaussian MLP 30 → 200 → 2 (ReLU,
     prior N(0, 1), local reparameterisation) on the parity of 3 bits concealed by 27, 600 / 200;
-    cross-entropy + KL / N, SGD lr 0.1, batch 32, 500 epochs (18 steps each, logged per epoch)."""
+    cross-entropy + KL / N, SGD lr 0.1, batch 32, 1,000 epochs (their 500-1,000; 18 steps each,
+    logged per epoch): validation leaves chance near epoch 300 and passes 0.9 near 580."""
     cfg = RunConfig(preset="bnn-parity")
     t = cfg.task
     t.name, t.k, t.n_concealed, t.n_train, t.n_val, t.split_seed = "concealed_parity", 3, 27, 600, 200, 0
     cfg.model.arch, cfg.model.hidden = "bnn", [200]
     cfg.optim.name, cfg.optim.lr = "sgd", 0.1
-    _miller(cfg, 500 * 18, 18)
+    _miller(cfg, 1000 * 18, 18)
     cfg.train.batch_size = 32
     return cfg
 

@@ -150,11 +150,6 @@ class GPRegressor(torch.nn.Module):
     def likelihood(self) -> GaussianLikelihood:  # held by the ExactGP only (one copy of σ² saved)
         return self.gp.likelihood
 
-    def _apply(self, fn, *args, **kwargs):  # keep the GP's data in step with the buffers (.to)
-        out = super()._apply(fn, *args, **kwargs)
-        self.gp.set_train_data(self.x_train, self.y_train, strict=False)
-        return out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with exact():
             if self.training:  # the prior of y at x: [mean | K + σ²I]
