@@ -3,13 +3,15 @@ directories), print one line per run, draw val_pehe and train loss against steps
 
     python benchmarks/tarnet_pehe.py sweeps/tarnet_bs_wd [more run or sweep dirs] --fig docs/tarnet_pehe.png
 
-Per run: ``fit`` = first step where the factual training MSE is below ``--fit`` (0.5, half the
-noise variance σ² = 1 of the preset: the network is fitting noise); ``best`` = lowest val_pehe
-and its step (what early stopping would keep); ``peak`` = highest val_pehe after ``best``;
-``final`` = mean val_pehe of the last 5 evaluations; ``late drop`` = (peak − final) / peak, and
-``half`` = first step after the peak where val_pehe is back halfway from the peak to the final
-value. A delayed improvement here means: a late drop of at least 20 % while the training loss is
-already below ``--fit``.
+Runs of one setting (same task, model, batch, wd, lr, seeds) are merged step by step: a short
+run evaluated every 10 steps sharpens the early part of a long one, a resumed copy extends it
+(training is deterministic and evaluation draws no random numbers, so their shared steps agree).
+Per setting: ``fit`` = first step where the factual training MSE is below ``--fit`` (0.5, half the
+noise variance σ² = 1 of the preset: the network is fitting noise); ``early best`` = lowest
+val_pehe up to ``fit`` (what early stopping keeps); ``peak`` = highest val_pehe after it;
+``late best`` = lowest val_pehe after the peak, with the training MSE there; ``drop`` = (peak −
+late best) / peak; ``final`` = mean val_pehe of the last 5 evaluations. A delayed improvement is
+a large drop after the training set is fitted; it beats early stopping only if late < early.
 """
 from __future__ import annotations
 
@@ -29,23 +31,47 @@ def read(run: Path) -> tuple[dict, list[dict]]:
     return cfg, [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
 
 
+# what makes two runs the same training (config.json may carry keys added later, elsewhere)
+SETTING = [("task", k) for k in ("name", "setup", "n_samples", "covariates", "noise", "frac", "split_seed")] + \
+          [("model", k) for k in ("arch", "hidden", "head_hidden", "init_scale")] + \
+          [("optim", k) for k in ("name", "lr", "wd", "beta1", "beta2", "eps", "warmup", "schedule", "clip")] + \
+          [("train", k) for k in ("batch_size", "seed", "batch_seed", "dtype")]
+
+
+def _num(v):
+    """1 and 1.0 are one setting (a sweep axis may write either)."""
+    if isinstance(v, dict):
+        return {k: _num(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_num(x) for x in v]
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def merged(runs: list[Path]) -> list[tuple[dict, list[dict]]]:
+    """One (config, records by step) per setting, in the order first seen."""
+    out: dict[str, tuple[dict, dict]] = {}
+    for r in runs:
+        cfg, ms = read(r)
+        key = json.dumps(_num({f"{s}.{k}": cfg[s][k] for s, k in SETTING}), sort_keys=True)
+        out.setdefault(key, (cfg, {}))[1].update({m["step"]: m for m in ms})
+    return [(cfg, [by[s] for s in sorted(by)]) for cfg, by in out.values()]
+
+
 def row(cfg: dict, ms: list[dict], fit: float) -> dict:
     steps = [m["step"] for m in ms]
     pehe = [m["val_pehe"] for m in ms]
     t_fit = next((m["step"] for m in ms if m["train_loss"] < fit), None)
-    i_best = min(range(len(ms)), key=pehe.__getitem__)
+    n_early = sum(s <= t_fit for s in steps) if t_fit is not None else len(ms)
+    i_best = min(range(n_early), key=pehe.__getitem__)
     i_peak = max(range(i_best, len(ms)), key=pehe.__getitem__)
-    final = sum(pehe[-5:]) / len(pehe[-5:])
-    drop = (pehe[i_peak] - final) / pehe[i_peak]
-    mid = (pehe[i_peak] + final) / 2
-    half = next((steps[i] for i in range(i_peak, len(ms)) if pehe[i] <= mid), None)
-    fitted_after = all(m["train_loss"] < fit for m in ms[i_peak:])
+    i_late = min(range(i_peak, len(ms)), key=pehe.__getitem__)
     bs = cfg["train"]["batch_size"]
     return {"batch": bs or "full", "wd": cfg["optim"]["wd"], "lr": cfg["optim"]["lr"],
             "noise": cfg["task"]["noise"], "n": cfg["task"]["n_samples"], "setup": cfg["task"]["setup"],
             "fit": t_fit, "best": pehe[i_best], "best_at": steps[i_best], "peak": pehe[i_peak],
-            "peak_at": steps[i_peak], "final": final, "drop": drop, "half": half,
-            "delayed": drop >= 0.2 and fitted_after and t_fit is not None,
+            "peak_at": steps[i_peak], "late": pehe[i_late], "late_at": steps[i_late],
+            "late_mse": ms[i_late]["train_loss"], "final": sum(pehe[-5:]) / len(pehe[-5:]),
+            "drop": (pehe[i_peak] - pehe[i_late]) / pehe[i_peak],
             "final_train_loss": ms[-1]["train_loss"], "steps": steps[-1]}
 
 
@@ -54,18 +80,17 @@ def main() -> None:
     ap.add_argument("dirs", nargs="+", type=Path)
     ap.add_argument("--fit", type=float, default=0.5)
     ap.add_argument("--fig", type=Path, default=None)
+    ap.add_argument("--ref", type=float, default=None, help="a dotted PEHE line (e.g. std of τ)")
     a = ap.parse_args()
     runs = [r for d in a.dirs for r in runs_in(d)]
     rows = []
-    print("setup n noise batch wd lr | fit | best @ | peak @ | final | late drop | half | delayed | final train MSE")
-    for r in runs:
-        cfg, ms = read(r)
+    print("setup σ batch wd | fit | early best @ | peak @ | late best @ (train MSE) | drop | final (train MSE) | steps")
+    for cfg, ms in merged(runs):
         x = row(cfg, ms, a.fit)
         rows.append((x, ms))
-        print(f"{x['setup']} {x['n']} {x['noise']} {x['batch']} {x['wd']:g} {x['lr']:g} | {x['fit']} | "
-              f"{x['best']:.3f} @ {x['best_at']} | {x['peak']:.3f} @ {x['peak_at']} | {x['final']:.3f} | "
-              f"{100 * x['drop']:.0f} % | {x['half']} | {'yes' if x['delayed'] else 'no'} | "
-              f"{x['final_train_loss']:.3f}")
+        print(f"{x['setup']} {x['noise']:g} {x['batch']} {x['wd']:g} | {x['fit']} | {x['best']:.3f} @ {x['best_at']} | "
+              f"{x['peak']:.3f} @ {x['peak_at']} | {x['late']:.3f} @ {x['late_at']} ({x['late_mse']:.2f}) | "
+              f"{100 * x['drop']:.0f} % | {x['final']:.3f} ({x['final_train_loss']:.3f}) | {x['steps']}")
     if a.fig:
         import matplotlib
         matplotlib.use("Agg")
@@ -80,6 +105,8 @@ def main() -> None:
                 label = f"batch {x['batch']}" + ("" if x["noise"] == 1.0 else f", σ={x['noise']}")
                 axes[0, j].plot(s, [m["val_pehe"] for m in ms], label=label)
                 axes[1, j].plot(s, [m["train_loss"] for m in ms], label=label)
+            if a.ref is not None:
+                axes[0, j].axhline(a.ref, color="grey", ls=":", lw=1)
             axes[0, j].set_title(f"weight decay {wd:g}")
             axes[0, j].set_ylabel("held-out PEHE")
             axes[1, j].set_ylabel("factual train MSE")

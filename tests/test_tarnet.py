@@ -85,7 +85,7 @@ def test_the_preset_is_a_large_batch_long_tarnet_run():
     t, m, o, tr = cfg.task, cfg.model, cfg.optim, cfg.train
     assert (t.name, t.setup, t.n_samples, t.covariates, t.noise, t.frac) == ("causal", "D", 1000, 10, 1.0, 0.7)
     assert (m.arch, m.hidden, m.head_hidden, m.tol) == ("tarnet", [200] * 3, [100] * 2, 0.1)
-    assert (o.name, o.lr, o.wd, tr.batch_size, tr.steps) == ("adamw", 1e-3, 1e-4, 256, 20_000)
+    assert (o.name, o.lr, o.wd, tr.batch_size, tr.steps) == ("adamw", 1e-3, 1.0, 256, 20_000)
 
 
 def _model(seed=0):

@@ -207,15 +207,16 @@ def tarnet() -> RunConfig:
     available offline, its metric, length and hyperparameters are unpublished: here Nie & Wager's
     setup D (unrelated arms, a heterogeneous effect; groklab.tasks.causal), 1,000 units with 10
     covariates and noise σ = 1, 70 % for training; representation 3 × 200, heads 2 × 100;
-    AdamW lr 1e-3, wd 1e-4, batch 256, 20,000 steps. val_pehe / val_ate_error are the effect
-    errors on the held-out units ("accuracy": share of units with |τ̂ − τ| < model.tol = 0.1).
-    Measured in docs/beyond.md."""
+    AdamW lr 1e-3, batch 256, 20,000 steps, wd 1 (of the measured grid, the setting where the
+    held-out PEHE falls late, after the noisy outcomes are memorised; not below its early
+    minimum). val_pehe / val_ate_error are the effect errors on the held-out units ("accuracy":
+    share of units with |τ̂ − τ| < model.tol = 0.1). Measured in docs/beyond.md."""
     cfg = RunConfig(preset="tarnet")
     t = cfg.task
     t.name, t.setup, t.n_samples, t.covariates, t.noise, t.frac = "causal", "D", 1000, 10, 1.0, 0.7
     m = cfg.model
     m.arch, m.hidden, m.head_hidden, m.tol, m.init_scale = "tarnet", [200] * 3, [100] * 2, 0.1, 1.0
-    cfg.optim.name, cfg.optim.lr, cfg.optim.wd, cfg.optim.warmup = "adamw", 1e-3, 1e-4, 0
+    cfg.optim.name, cfg.optim.lr, cfg.optim.wd, cfg.optim.warmup = "adamw", 1e-3, 1.0, 0
     cfg.optim.beta1, cfg.optim.beta2 = 0.9, 0.999
     cfg.train.dtype, cfg.train.loss_dtype = "float32", "float32"
     cfg.train.steps, cfg.train.batch_size, cfg.train.eval_every = 20_000, 256, 100
