@@ -116,6 +116,10 @@ RECIPES: dict[str, list[str]] = {
     "digits-t32": ["inner.steps=32", "inner.checkpoint=8"],
     "mnist5k": ["data.name=mnist5k", "inner.steps=32", "inner.checkpoint=8", "inner.lr=0.02",
                 "meta.steps=200", "learner.hidden=128", "meta.real_batch=256"],
+    # two learners per outer step and learned labels: no chaotic start (docs/gtn.md, issue 15)
+    "mnist5k-mb2": ["data.name=mnist5k", "inner.steps=32", "inner.lr=0.02", "meta.steps=400",
+                    "learner.hidden=128", "meta.real_batch=256", "meta.learners=2", "labels.learned=true",
+                    "labels.lr_mult=10"],
     "mnist5k-conv": ["data.name=mnist5k", "inner.steps=32", "inner.checkpoint=8", "inner.lr=0.02",
                      "generator.kind=conv", "generator.hidden=1024", "learner.hidden=128",
                      "meta.real_batch=256"],

@@ -2,9 +2,10 @@
 
 Every outer step: draw ``meta.learners`` fresh learners (new initialisations; optionally new
 widths or architectures), unroll T inner steps on generated batches for each, take the
-meta-loss on real training batches (averaged over the learners), backpropagate into the ``Teacher`` (generator, curriculum, per-step log learning rate
-and log momentum), clip the meta-gradient's global norm, and step Adam whose learning rate
-follows a cosine from ``meta.lr`` down to ``meta.min_lr_frac · meta.lr``.
+meta-loss on real training batches (averaged over the learners), backpropagate into the
+``Teacher`` (generator, curriculum, optional label logits, per-step log learning rate and log
+momentum), clip the meta-gradient's global norm, and step Adam whose learning rate follows a
+cosine from ``meta.lr`` down to ``meta.min_lr_frac · meta.lr``.
 
 All randomness of outer step s comes from a generator seeded by (meta.seed, s), so a run
 resumed from a checkpoint (teacher weights + Adam state) continues bit for bit.
