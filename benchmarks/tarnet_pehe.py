@@ -114,7 +114,7 @@ def main() -> None:
             axes[1, j].set_xlabel("step")
             axes[1, j].set_xscale("log")
             axes[0, j].legend(fontsize=8)
-        fig.suptitle("TARNet, Nie & Wager setup D (700 train / 300 held-out units, σ = 1), AdamW lr 1e-3")
+        fig.suptitle("TARNet, Nie & Wager setup D (700 train / 300 held-out units, σ = 1 unless marked), AdamW lr 1e-3")
         fig.tight_layout()
         a.fig.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(a.fig, dpi=110)
