@@ -39,16 +39,19 @@ class Margin(torch.nn.Module):
         return {"margin": self.margin(out, y).mean(), "n": torch.tensor(len(y))}
 
 
-def _run(tmp_path, monkeypatch, name="own"):
+PARITY = ["task.name=parity", "task.n_bits=10", "task.k=3", "task.n_samples=200", "train.steps=30",
+          "train.eval_every=10", "train.forecast=false", "train.measure_every=0", "train.batch_size=0"]
+
+
+def _run(tmp_path, monkeypatch, name="own", report=False):
     made = {}
 
     def build(cfg, task, fast=None):
         made["m"] = Margin(task.d_in)
         return made["m"]
     monkeypatch.setattr(loop, "build_model", build)
-    cfg = groklab.resolve("mlp-adamw", overrides=["task.name=parity", "task.n_bits=10", "task.k=3", "task.n_samples=200", "train.steps=30", "train.eval_every=10", "train.forecast=false",
-                                               "train.measure_every=0", "train.batch_size=0"])
-    return groklab.run(cfg, out=tmp_path / name, report=False), made["m"]
+    cfg = groklab.resolve("mlp-adamw", overrides=PARITY)
+    return groklab.run(cfg, out=tmp_path / name, report=report), made["m"]
 
 
 def test_the_loop_trains_on_the_models_own_objective_and_logs_its_metrics(tmp_path, monkeypatch):
@@ -79,3 +82,18 @@ def test_a_model_without_the_methods_uses_train_loss_and_argmax():
     with torch.no_grad():
         assert abs(loss - float(torch.nn.functional.cross_entropy(m(x), y))) < 1e-6
         assert acc == int((m(x).argmax(-1) == y).sum()) / 20 and more == {}
+
+
+def test_the_report_shows_the_models_own_metrics_in_a_third_panel_and_the_summary(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from groklab.report.plots import own_metrics
+    plain = groklab.run(groklab.resolve("mlp-adamw", overrides=PARITY), out=tmp_path / "plain", report=True)
+    run, model = _run(tmp_path, monkeypatch, report=True)   # the same config, the model's own metrics
+    assert own_metrics(read_jsonl(plain.dir / "metrics.jsonl")) == []
+    assert own_metrics(read_jsonl(run.dir / "metrics.jsonl")) == ["margin", "n"]
+    page = (run.dir / "report.html").read_text()
+    assert "final val_margin" in page and "final val_n" in page
+    assert "final val_" not in (plain.dir / "report.html").read_text()
+    with Image.open(run.dir / "curves.png") as wide, Image.open(plain.dir / "curves.png") as narrow:
+        assert wide.size[0] > 1.3 * narrow.size[0] and wide.size[1] == narrow.size[1]  # 3 panels, not 2

@@ -108,6 +108,15 @@ def dotted(config, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
+def own_metric_rows(d: Path) -> list[tuple[str, object]]:
+    """("final val_<name>", value) for each metric the model logs itself (a GP's ELBO terms,
+    TARNet's PEHE), from the last record of metrics.jsonl."""
+    from groklab.report.plots import own_metrics
+    from groklab.runs.rundir import read_jsonl
+    records = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
+    return [(f"final val_{n}", records[-1][f"val_{n}"]) for n in own_metrics(records, limit=50)]
+
+
 def write_run_report(run_dir: str | Path) -> Path:
     d = Path(run_dir)
     summary = read_json(d / "summary.json") if (d / "summary.json").exists() else {}
@@ -128,6 +137,7 @@ def write_run_report(run_dir: str | Path) -> Path:
         if k in summary:
             v = summary[k]
             rows.append((k, json.dumps(v) if isinstance(v, list) else v))
+    rows += own_metric_rows(d)
     parts += ["<h2>Summary</h2>", table(rows)]
     if isinstance(summary.get("cost"), dict):
         parts.append(cost_html(summary["cost"], summary.get("cost_at") or {}))

@@ -20,11 +20,23 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def own_metrics(records: list[dict], limit: int = 6) -> list[str]:
+    """The names a model's own ``metrics`` logged (as train_<name> / val_<name>: a GP's ELBO
+    terms, TARNet's PEHE), at most ``limit``, in logged order."""
+    last = records[-1] if records else {}
+    return [k[4:] for k in last if k.startswith("val_") and k not in ("val_loss", "val_acc")][:limit]
+
+
 def plot_curves(records: list[dict], summary: dict, path: str | Path, title: str = "") -> None:
-    """Two panels: train/validation accuracy and loss against step (log x), with the steps at
-    which each reaches the phase threshold drawn as vertical lines."""
+    """Train/validation accuracy and loss against step (log x), with the steps at which each
+    reaches the phase threshold drawn as vertical lines; a third panel with the model's own
+    metrics when it logs any (validation solid, training dashed)."""
     steps = [max(r["step"], 1) for r in records]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    own = own_metrics(records)
+    fig, axes = plt.subplots(1, 3 if own else 2, figsize=(16 if own else 11, 4))
+    ax1, ax2 = axes[:2]
+    if own:
+        _plot_own(axes[2], steps, records, own)
     ax1.plot(steps, [r["train_acc"] for r in records], label="train", color="tab:blue")
     ax1.plot(steps, [r["val_acc"] for r in records], label="validation", color="tab:red")
     ax1.set_ylabel("accuracy")
@@ -36,7 +48,7 @@ def plot_curves(records: list[dict], summary: dict, path: str | Path, title: str
     thr = str(summary.get("phase_threshold", 0.9))
     mem = (summary.get("memorized_at") or {}).get(thr)
     gen = (summary.get("generalized_at") or {}).get(thr)
-    for ax in (ax1, ax2):
+    for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -47,3 +59,13 @@ def plot_curves(records: list[dict], summary: dict, path: str | Path, title: str
     ax1.legend(loc="center left", fontsize=8)
     fig.suptitle(f"{title}  —  phase: {summary.get('phase', '?')}")
     save_figure(fig, path)
+
+
+def _plot_own(ax, steps: list[int], records: list[dict], names: list[str]) -> None:
+    for i, name in enumerate(names):
+        color = f"C{i}"
+        ax.plot(steps, [r.get(f"val_{name}") for r in records], color=color, label=name)
+        if f"train_{name}" in records[-1]:
+            ax.plot(steps, [r.get(f"train_{name}") for r in records], color=color, ls="--", lw=1)
+    ax.set_ylabel("the model's own metrics (val solid, train dashed)")
+    ax.legend(fontsize=8)
