@@ -100,16 +100,8 @@ def _analyze(d: Path, stride: int, progress: bool, figures: bool, probes: bool =
     K = sorted(int(f) for f in clusters.unique() if f > 0)
     counts = {str(k): int((clusters == k).sum()) for k in K}
 
-    records = []
-    bar = _bar(len(steps), progress)
-    for s in steps:
-        load(s)  # readable: checked above
-        records.append({"step": s, **measure_model(model, frame, K, cfg.train.loss_dtype, dtype)})
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
-    atomic_write_text(d / "analysis.jsonl", "".join(_line(r) for r in records))
+    records = _measure_each(d, steps, load, progress,
+                            lambda: measure_model(model, frame, K, cfg.train.loss_dtype, dtype))
 
     metrics = read_jsonl(d / "metrics.jsonl")
     phases = segment(metrics, records, cfg.train.phase_threshold, has_key_freqs=bool(K))
@@ -139,16 +131,7 @@ def _analyze_layers(d: Path, task, model, steps: list[int], load, probes: bool, 
                     figures: bool) -> dict:
     """Feature ranks (and probes) at each checkpoint, the validation surges; same files as above."""
     from groklab.measure.layers import measure_layers, plot_layers, surges
-    records = []
-    bar = _bar(len(steps), progress)
-    for s in steps:
-        load(s)
-        records.append({"step": s, **measure_layers(model, task, probes)})
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
-    atomic_write_text(d / "analysis.jsonl", "".join(_line(r) for r in records))
+    records = _measure_each(d, steps, load, progress, lambda: measure_layers(model, task, probes))
     metrics = read_jsonl(d / "metrics.jsonl")
     info = {"kind": "layers", "checkpoints": steps, "surges": surges(metrics), "probes": probes,
             "layers": [k[5:] for k in records[-1] if k.startswith("rank_")]}
@@ -162,6 +145,22 @@ def _analyze_layers(d: Path, task, model, steps: list[int], load, probes: bool, 
         from groklab.report import write_report
         write_report(d)
     return info
+
+
+def _measure_each(d: Path, steps: list[int], load, progress: bool, measure) -> list[dict]:
+    """``{"step": s, **measure()}`` with checkpoint s loaded (readable: checked before), for each
+    step; written to ``analysis.jsonl``."""
+    records = []
+    bar = _bar(len(steps), progress)
+    for s in steps:
+        load(s)
+        records.append({"step": s, **measure()})
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    atomic_write_text(d / "analysis.jsonl", "".join(_line(r) for r in records))
+    return records
 
 
 def _line(r: dict) -> str:
