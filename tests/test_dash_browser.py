@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -103,6 +105,19 @@ class DevTools:
         if "error" in ans:
             raise RuntimeError(f"{method}: {ans['error']}")
         return ans.get("result", {})
+
+    def open_page(self, url: str) -> tuple[str, Callable[[str], Any]]:
+        """A new tab on ``url``: (its session id, ``js(expr)`` evaluating an expression there)."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sess = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        self.send("Runtime.enable", session=sess)
+        self.send("Page.enable", session=sess)
+        self.send("Page.navigate", {"url": url}, session=sess)
+
+        def js(expr: str):
+            r = self.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
+            return r.get("result", {}).get("value")
+        return sess, js
 
     def close(self) -> None:
         try:
@@ -220,15 +235,7 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
     try:
         trainer.start()
         assert gate.held.wait(WAIT), f"training did not reach its 4th evaluation: {errors}"
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        sess = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        browser.send("Runtime.enable", session=sess)
-        browser.send("Page.enable", session=sess)
-        browser.send("Page.navigate", {"url": url}, session=sess)
-
-        def js(expr: str):
-            r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
-            return r.get("result", {}).get("value")
+        sess, js = browser.open_page(url)
 
         points = chart_points("#acc", "live-run|val_acc")
         wait_for(lambda: js('!!document.querySelector(\'#runs li[data-path="live-run"]\')'), "the run in the list")
@@ -335,15 +342,7 @@ def test_file_values_render_as_text_labels_do_not_overlap_and_the_side_bar_keeps
                 paused.append(ev["params"]["requestId"])
 
     try:
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        sess = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        browser.send("Runtime.enable", session=sess)
-        browser.send("Page.enable", session=sess)
-        browser.send("Page.navigate", {"url": url + "#run=" + quote(XSS)}, session=sess)
-
-        def js(expr: str):
-            r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
-            return r.get("result", {}).get("value")
+        sess, js = browser.open_page(url + "#run=" + quote(XSS))
 
         # 1. every value from the files is text: none became an element, no script ran
         wait_for(lambda: js("(document.querySelector('#runhead .facts') || {}).textContent || ''").count(XSS) >= 2,
@@ -443,15 +442,7 @@ def test_the_accuracy_chart_shows_the_runs_forecast_and_then_that_it_was_reached
     dash, url = start_dash(root)
     browser = DevTools(CHROMIUM, tmp_path / "profile")
     try:
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        sess = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        browser.send("Runtime.enable", session=sess)
-        browser.send("Page.enable", session=sess)
-        browser.send("Page.navigate", {"url": url + "#run=fc"}, session=sess)
-
-        def js(expr: str):
-            r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
-            return r.get("result", {}).get("value")
+        sess, js = browser.open_page(url + "#run=fc")
 
         text = "document.getElementById('forecast').textContent"
         want = "forecast: val ≥ 0.9 ≈ step 443 (80 %: 309–560), P = 0.98 (at step 300)"
@@ -508,15 +499,7 @@ def test_inside_the_model_scrubs_through_the_checkpoints_of_a_modular_run(tmp_pa
     dash, url = start_dash(root)
     browser = DevTools(CHROMIUM, tmp_path / "profile")
     try:
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        sess = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        browser.send("Runtime.enable", session=sess)
-        browser.send("Page.enable", session=sess)
-        browser.send("Page.navigate", {"url": url + "#run=parity"}, session=sess)
-
-        def js(expr: str):
-            r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sess)
-            return r.get("result", {}).get("value")
+        sess, js = browser.open_page(url + "#run=parity")
 
         panel = "document.getElementById('inside')"
         wait_for(lambda: "modular" in (js(f"{panel}.dataset.reason") or ""), "the parity run's reason for no panel")
