@@ -134,6 +134,14 @@ class DevTools:
         os.close(self._from_r)
 
 
+def shut(browser: DevTools, dash: subprocess.Popen) -> None:
+    """Close the browser and stop the dashboard server."""
+    browser.close()
+    dash.terminate()
+    dash.wait(timeout=20)
+    dash.stdout.close()
+
+
 class Gate:
     """A training sink that holds the loop at its ``hold_at``-th evaluation until released."""
 
@@ -272,10 +280,7 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
         gate.release.set()
         trainer.join(timeout=WAIT)
         torch.set_num_threads(threads)
-        browser.close()
-        dash.terminate()
-        dash.wait(timeout=20)
-        dash.stdout.close()
+        shut(browser, dash)
 
 
 XSS = "<img src=x onerror=window.__xss=1>"  # also a valid directory name: no slash in it
@@ -418,10 +423,7 @@ def test_file_values_render_as_text_labels_do_not_overlap_and_the_side_bar_keeps
         wait_for(lambda: js("document.readyState === 'complete' && document.title === 'report'"), "the report")
         assert js("window.__xss") is None
     finally:
-        browser.close()
-        dash.terminate()
-        dash.wait(timeout=20)
-        dash.stdout.close()
+        shut(browser, dash)
 
 
 def test_the_accuracy_chart_shows_the_runs_forecast_and_then_that_it_was_reached(tmp_path):
@@ -468,10 +470,7 @@ def test_the_accuracy_chart_shows_the_runs_forecast_and_then_that_it_was_reached
         assert js("document.querySelectorAll('#acc .mark.forecast').length") == 0
         assert_no_script_errors(browser)
     finally:
-        browser.close()
-        dash.terminate()
-        dash.wait(timeout=20)
-        dash.stdout.close()
+        shut(browser, dash)
 
 
 def test_inside_the_model_scrubs_through_the_checkpoints_of_a_modular_run(tmp_path):
@@ -540,7 +539,4 @@ def test_inside_the_model_scrubs_through_the_checkpoints_of_a_modular_run(tmp_pa
         atomic_write_bytes(ARTIFACTS / "dash_inside.png", shot)
         assert_no_script_errors(browser)
     finally:
-        browser.close()
-        dash.terminate()
-        dash.wait(timeout=20)
-        dash.stdout.close()
+        shut(browser, dash)
