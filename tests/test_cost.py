@@ -53,6 +53,11 @@ def test_train_pass_steps_follow_the_loop():
     assert C.train_pass_steps(cfg, 84, recs, "early_stopped") == set()
     cfg.train.batch_size = 32
     assert C.train_pass_steps(cfg, 84, recs, "completed") == {0, 10, 20}
+    cfg.train.batch_size = 0                         # full batch, but the step's forward is bf16
+    cfg.train.autocast = "bfloat16"
+    assert C.train_pass_steps(cfg, 84, recs, "completed") == {0, 10, 20}
+    cfg.train.autocast = "off"                       # a model whose own metrics need a pass
+    assert C.train_pass_steps(cfg, 84, recs, "completed", model=type("M", (), {"metrics": None})()) == {0, 10, 20}
 
 
 def test_rapl_is_a_measurement_and_wraps(tmp_path, monkeypatch):

@@ -244,13 +244,22 @@ def run_flops(cfg, model: torch.nn.Module, loss_fn, data: tuple) -> dict[str, in
     return _FLOPS[key]
 
 
-def train_pass_steps(cfg, n_train: int, records: list[dict], status: str) -> set[int]:
+def step_forward_stands_in(cfg, model, full_batch: bool) -> bool:
+    """Whether an evaluation takes the training loss and accuracy from the step's own forward
+    (``train.loop._loop``): only the exact full-batch, full-precision forward without dropout, of
+    a model without extra ``metrics`` (those need a pass of their own). The one copy of the rule:
+    the loop evaluates by it and the cost counts training passes by it."""
+    return (full_batch and cfg.model.dropout == 0 and cfg.train.autocast == "off"
+            and not hasattr(model, "metrics"))
+
+
+def train_pass_steps(cfg, n_train: int, records: list[dict], status: str, model=None) -> set[int]:
     """Evaluated steps that needed a separate pass over the training set: all of them unless the
-    full-batch step's own forward stands in (no dropout), and then only the final evaluation
-    after the loop (which an early stop skips). Mirrors ``train.loop._loop``."""
+    step's own forward stands in (``step_forward_stands_in``), and then only the final
+    evaluation after the loop (which an early stop skips)."""
     steps = [r["step"] for r in records]
     bs = cfg.train.batch_size
-    if not (bs == 0 or bs >= n_train) or cfg.model.dropout > 0:
+    if not step_forward_stands_in(cfg, model, bs == 0 or bs >= n_train):
         return set(steps)
     return set() if status == "early_stopped" or not steps else {steps[-1]}
 

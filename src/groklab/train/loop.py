@@ -31,7 +31,7 @@ from groklab.measure.events import THRESHOLDS, EventTracker, phase_label
 from groklab.models import build_model
 from groklab.runs.checkpoint import (all_finite, list_checkpoints, load_latest_good, save_checkpoint,
                                      step_dir)
-from groklab.runs.cost import CostMeter, run_flops, train_pass_steps
+from groklab.runs.cost import CostMeter, run_flops, step_forward_stands_in, train_pass_steps
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
 from groklab.tasks import Task, build_task
 from groklab.train.optim import build_optimizer, get_lr, set_lr
@@ -343,7 +343,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
     summary = summarize(cfg, records, status, wall, message)
     summary["cost"], summary["cost_at"] = tr.cost.finish(
         run_flops(cfg, tr.model, tr.loss_fn, tr.data), records,
-        train_pass_steps(cfg, len(tr.data[1]), records, status), summary["steps_done"], wall,
+        train_pass_steps(cfg, len(tr.data[1]), records, status, tr.model), summary["steps_done"], wall,
         summary["generalized_at"])
     if cfg.train.forecast:
         from groklab.forecast.live import last_forecast
@@ -400,8 +400,7 @@ def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
                 if step % t.eval_every == 0:
                     # the step's own forward stands in for the training set's evaluation only
                     # when it is the exact full-batch, full-precision forward
-                    exact = (full and not (tr.model.training and cfg.model.dropout > 0)
-                             and t.autocast == "off" and not hasattr(tr.model, "metrics"))
+                    exact = step_forward_stands_in(cfg, tr.model, full)
                     rec = tr.evaluate(step, lr, (loss.item(), accuracy(logits.detach(), yb, tr.model))
                                       if exact else None)
                     log(rec)
