@@ -141,7 +141,7 @@ def evaluate_all(model, x, y, loss_fn, chunk: int = 16384) -> tuple[float, float
         total_loss += float(loss_fn(out, y[i:i + chunk])) * len(out)
         right += int(correct(model, out, y[i:i + chunk]).sum())
         if extra is not None:
-            more = {k: float(v) for k, v in extra(out, y).items()}
+            more = {k: float(v) for k, v in extra(out, y[i:i + chunk]).items()}
     model.train(was)
     return total_loss / len(y), right / len(y), more
 
