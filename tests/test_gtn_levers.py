@@ -213,3 +213,26 @@ def test_grow_unrolls_short_first_and_only_those_steps_get_gradient():
     assert meta_backward_plain(make_unroll(cfg0, teacher, data, 5)) == grown
     for k, v in _grads(teacher).items():
         assert torch.equal(v, g_grown[k]), k
+
+
+# ---- meta-lr warmup -------------------------------------------------------------------------
+
+def test_warmup_ramps_the_meta_lr_linearly_then_follows_the_cosine():
+    from groklab.gtn.config import resolve
+    from groklab.gtn.meta import cosine_lr
+    cos = resolve(overrides=["meta.steps=100", "meta.lr=0.02", "meta.min_lr_frac=0.1"])
+    warm = resolve(overrides=["meta.steps=100", "meta.lr=0.02", "meta.min_lr_frac=0.1", "meta.warmup=10"])
+    for s in range(10):
+        assert cosine_lr(warm, s) == pytest.approx(cosine_lr(cos, s) * (s + 1) / 10)
+    for s in (9, 10, 50, 100):
+        assert cosine_lr(warm, s) == pytest.approx(cosine_lr(cos, s))
+
+
+def test_the_first_warmed_up_meta_step_moves_the_teacher_by_lr_over_warmup():
+    # Adam's first step moves each coordinate by about its learning rate: lr / W at step 0
+    from groklab.gtn.meta import make_optimizer, meta_step
+    cfg, data, teacher = _setup("meta.lr=0.01", "meta.warmup=4")
+    before = teacher.log_lr.detach().clone()
+    rec = meta_step(cfg, teacher, make_optimizer(cfg, teacher), data, 0)
+    assert rec["meta_lr"] == pytest.approx(0.0025)
+    assert (teacher.log_lr.detach() - before).abs().max().item() == pytest.approx(0.0025, rel=1e-3)

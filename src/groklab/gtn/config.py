@@ -68,6 +68,7 @@ class MetaConfig(Section):
     steps: Int = Field(300, ge=1, le=10**7)    # outer steps
     lr: Float = Field(0.02, ge=1e-12, le=1e4)  # Adam (paper, MNIST)
     min_lr_frac: Float = Field(0.1, ge=0, le=1)  # cosine decay to this fraction of lr over `steps`
+    warmup: Int = Field(0, ge=0, le=10**7)     # linear warmup of the meta lr over this many outer steps
     clip: Float = Field(1.0, ge=0, le=1e9)     # meta-gradient global-norm clip; 0 = off
     real_batch: Int = Field(512, ge=1, le=10**6)  # real training examples per meta-loss
     seed: Int = Field(0, ge=0, le=SEED_MAX)

@@ -59,9 +59,13 @@ def step_generator(seed: int, step: int, k: int = 0) -> torch.Generator:
 
 
 def cosine_lr(cfg: GTNConfig, step: int) -> float:
+    """The meta learning rate of outer step ``step``: a cosine from ``meta.lr`` to
+    ``meta.min_lr_frac``·lr over ``meta.steps``, times a linear warmup (step+1)/W over the
+    first W = ``meta.warmup`` steps (0: none)."""
     frac = min(step / max(cfg.meta.steps, 1), 1.0)
     lo = cfg.meta.min_lr_frac
-    return cfg.meta.lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac)))
+    warm = min(1.0, (step + 1) / cfg.meta.warmup) if cfg.meta.warmup else 1.0
+    return warm * cfg.meta.lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def unroll_length(cfg: GTNConfig, step: int) -> int:
@@ -139,7 +143,8 @@ def meta_step(cfg: GTNConfig, teacher: Teacher, opt: torch.optim.Optimizer, data
     return {"step": step + 1, "meta_loss": loss, "real_loss": mean("final_loss"),
             "real_acc": mean("final_acc"), "inner_loss": mean("inner_loss"),
             "grad_norm": gnorm.item(), "meta_lr": lr, "learner": ",".join(u.stats["learner"] for u in us),
-            "lr_first": teacher.log_lr[0].exp().item(), "lr_last": teacher.log_lr[-1].exp().item()}
+            "lr_first": teacher.log_lr[0].exp().item(), "lr_last": teacher.log_lr[-1].exp().item(),
+            "mom_first": teacher.log_mom[0].exp().item(), "mom_last": teacher.log_mom[-1].exp().item()}
 
 
 def make_optimizer(cfg: GTNConfig, teacher: Teacher) -> torch.optim.Optimizer:
