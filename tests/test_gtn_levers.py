@@ -236,3 +236,48 @@ def test_the_first_warmed_up_meta_step_moves_the_teacher_by_lr_over_warmup():
     rec = meta_step(cfg, teacher, make_optimizer(cfg, teacher), data, 0)
     assert rec["meta_lr"] == pytest.approx(0.0025)
     assert (teacher.log_lr.detach() - before).abs().max().item() == pytest.approx(0.0025, rel=1e-3)
+
+
+# ---- translated real meta-batches -----------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 6, 7), (1, 9)])
+def test_random_shift_translates_each_example_by_its_own_offset_within_s(shape):
+    from groklab.gtn.data import random_shift
+    x = torch.randn(64, *shape, dtype=torch.float64)
+    s, fill = 2, -7.0
+    y = random_shift(x, s, torch.Generator().manual_seed(3), fill)
+    assert y.shape == x.shape
+    seen = set()
+    for xi, yi in zip(x, y):          # exactly one offset in [-s, s]^axes reproduces yi
+        pad = torch.nn.functional.pad(xi, [s] * (2 * (len(shape) - 1)), value=fill)
+        hits = []
+        for off in torch.cartesian_prod(*[torch.arange(2 * s + 1)] * (len(shape) - 1)).view(-1, len(shape) - 1):
+            window = pad[(slice(None), *[slice(o, o + w) for o, w in zip(off.tolist(), shape[1:])])]
+            if torch.equal(window, yi):
+                hits.append(tuple(off.tolist()))
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert len(seen) > 3              # the offsets differ between examples
+    assert torch.equal(random_shift(x, 0, torch.Generator(), fill), x)
+
+
+def test_shift_translates_only_the_real_meta_batches():
+    from groklab.gtn.data import GTNData
+    cfg0, flat, _ = _setup("learner.kind=cnn", "learner.channels=2")
+    cfg, _, _ = _setup("learner.kind=cnn", "learner.channels=2", "meta.shift=1")
+    seq = lambda x: x.view(len(x), 1, -1)  # noqa: E731  sequences of length 5
+    data = GTNData("tiny-seq", seq(flat.x_train), flat.y_train, seq(flat.x_test), flat.y_test, (1, 5), 3, 0.0, 1.0)
+    teacher = Teacher(cfg, data).to(torch.float64)
+    u0, u = make_unroll(cfg0, teacher, data, 2), make_unroll(cfg, teacher, data, 2)
+    assert all(torch.equal(a, b) for a, b in zip(u0.real_y, u.real_y))
+    assert all(torch.equal(a, b) for a, b in zip(u0.params0.values(), u.params0.values()))
+    assert not any(torch.equal(a, b) for a, b in zip(u0.real_x, u.real_x))
+    assert all(a.shape == b.shape for a, b in zip(u0.real_x, u.real_x))
+
+
+def test_shift_refuses_data_without_space(tmp_path, capsys):
+    out = tmp_path / "g"
+    code = main(["gtn", "train", "--recipe", "modular", "--set", "meta.shift=1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "meta.shift=1" in err
+    assert not out.exists()

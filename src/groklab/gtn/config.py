@@ -71,6 +71,7 @@ class MetaConfig(Section):
     warmup: Int = Field(0, ge=0, le=10**7)     # linear warmup of the meta lr over this many outer steps
     clip: Float = Field(1.0, ge=0, le=1e9)     # meta-gradient global-norm clip; 0 = off
     real_batch: Int = Field(512, ge=1, le=10**6)  # real training examples per meta-loss
+    shift: Int = Field(0, ge=0, le=64)         # real meta-batches translated by up to this many pixels
     seed: Int = Field(0, ge=0, le=SEED_MAX)
     learners: Int = Field(1, ge=1, le=256)     # fresh learners per outer step (meta-batch)
     log_every: Int = Field(10, ge=1, le=10**7)
@@ -102,6 +103,9 @@ class GTNConfig(Config):
         if self.generator.kind == "pixels" and self.inner.curriculum != "full":
             raise ValueError(f"generator.kind='pixels' learns one input per curriculum slot: it needs "
                              f"inner.curriculum='full', not {self.inner.curriculum!r}")
+        if self.meta.shift and self.data.name == "modular":
+            raise ValueError(f"meta.shift={self.meta.shift} translates images or sequences; data.name="
+                             f"'modular' has neither (use meta.shift=0)")
         if self.labels.learned and self.inner.curriculum == "none":
             raise ValueError("labels.learned=true learns one label per curriculum slot: it needs a "
                              "learned inner.curriculum (full, shuffled_batch or all_shuffled), not 'none'")

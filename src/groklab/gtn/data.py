@@ -39,10 +39,28 @@ class GTNData:
             n *= s
         return n
 
+    @property
+    def background(self) -> float:
+        """A raw 0 (a blank pixel) after normalisation: the fill of shifted-in borders."""
+        return -self.mean / self.std
+
     def to(self, dtype: torch.dtype) -> "GTNData":
         for k in ("x_train", "x_test"):
             setattr(self, k, getattr(self, k).to(dtype))
         return self
+
+
+def random_shift(x: torch.Tensor, s: int, g: torch.Generator, fill: float) -> torch.Tensor:
+    """Translate each example of ``x`` (N, C, *spatial) by its own random integer offset in
+    [-s, s] along every spatial axis (1-D sequences or 2-D images); the borders shifted in take
+    the value ``fill``. Offsets are drawn from ``g`` (one (N, axes) draw)."""
+    n, spatial = x.shape[0], x.shape[2:]
+    off = torch.randint(0, 2 * s + 1, (n, len(spatial)), generator=g)
+    pad = F.pad(x, [s] * (2 * len(spatial)), value=fill)
+    idx = [off[:, i].view(-1, *([1] * len(spatial))) + torch.arange(w).view(
+        *[w if j == i else 1 for j in range(len(spatial))]) for i, w in enumerate(spatial)]
+    rows = torch.arange(n).view(-1, *([1] * len(spatial)))
+    return pad.movedim(1, -1)[(rows, *idx)].movedim(-1, 1)
 
 
 def _modular(p: int, op: str, frac: float, seed: int):

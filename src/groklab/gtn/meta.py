@@ -21,7 +21,7 @@ from torch import nn
 
 from groklab.gtn.config import GTNConfig
 from groklab.gtn.curriculum import Curriculum
-from groklab.gtn.data import GTNData
+from groklab.gtn.data import GTNData, random_shift
 from groklab.gtn.generator import build_generator
 from groklab.gtn.learners import Learner, LearnerSpec, init_params, spec_for_step
 from groklab.gtn.unroll import (Unroll, initial_state, meta_backward_checkpointed,
@@ -105,8 +105,11 @@ def make_unroll(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int, k: i
     ls = loss_steps(cfg, T)
     n = len(data.y_train)
     idx = [torch.randint(0, n, (min(cfg.meta.real_batch, n),), generator=g) for _ in ls]
+    real_x = [data.x_train[i] for i in idx]
+    if cfg.meta.shift:      # the teacher is judged on translated real data (drawn after the rest)
+        real_x = [random_shift(x, cfg.meta.shift, g, data.background) for x in real_x]
     return Unroll(learner, params0, teacher.generator, teacher.curriculum, teacher.log_lr[:T],
-                  teacher.log_mom[:T], plan, ls, [data.x_train[i] for i in idx],
+                  teacher.log_mom[:T], plan, ls, real_x,
                   [data.y_train[i] for i in idx], stats={"learner": spec.describe()}, weight=weight)
 
 
