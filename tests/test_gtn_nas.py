@@ -42,14 +42,20 @@ def test_cli_nas_end_to_end(tmp_path, capsys):
         args += ["--set", s]
     assert main(args) == 0
     assert main(["gtn", "nas", "--gtn", str(run), "--archs", "4", "--full-steps", "3",
-                 "--seeds", "1", "--quiet"]) == 0
+                 "--seeds", "1", "--proxy-learners", "2", "--quiet"]) == 0
     r = read_json(run / "nas" / "nas.json")
-    assert r["archs"] == 4 and len(r["rows"]) == 4
+    assert r["archs"] == 4 and len(r["rows"]) == 4 and r["proxy_learners"] == 2
     assert {row["spec"]["kind"] for row in r["rows"]} <= {"mlp", "cnn"}
     # each proxy's statistics are those of its own column against full training, recomputed here
     full = [row["full"] for row in r["rows"]]
     half = sorted(range(4), key=lambda i: -full[i])[:2]
-    for name in ("gtn", "real"):
+    # the one-lr real proxy is the column of the grid's lr that is best summed over architectures
+    lrs = list(r["rows"][0]["real_by_lr"])
+    one = max(lrs, key=lambda lr: sum(row["real_by_lr"][lr] for row in r["rows"]))
+    assert float(one) == r["proxies"]["real_one_lr"]["lr"]
+    for row in r["rows"]:
+        assert row["real_one_lr"] == row["real_by_lr"][one] and row["real"] == max(row["real_by_lr"].values())
+    for name in ("gtn", "real", "real_one_lr"):
         v, p = [row[name] for row in r["rows"]], r["proxies"][name]
         assert same(p["spearman"], spearman(v, full)), name
         assert same(p["spearman_top_half"], spearman([v[i] for i in half], [full[i] for i in half])), name
@@ -58,3 +64,20 @@ def test_cli_nas_end_to_end(tmp_path, capsys):
     assert (run / "nas" / "fig_nas.png").is_file() and (run / "nas" / "report.html").is_file()
     assert "Spearman" in capsys.readouterr().out
     assert main(["gtn", "nas", "--gtn", str(run), "--archs", "1"]) == 2
+
+
+def test_more_proxy_learners_leave_full_training_and_the_first_learners_as_they_were(tmp_path):
+    # --proxy-learners only adds learners to the two proxies: full training (the truth) and the
+    # seeds shared with a plain run are the same computations
+    run = tmp_path / "gtn"
+    args = ["gtn", "train", "--quiet", "--no-eval", "--out", str(run)]
+    for s in TINY_CLI:
+        args += ["--set", s]
+    assert main(args) == 0
+    base = ["gtn", "nas", "--gtn", str(run), "--archs", "3", "--full-steps", "2", "--seeds", "1", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--proxy-learners", "3"]) == 0
+    a, b = (read_json(tmp_path / d / "nas.json")["rows"] for d in "ab")
+    assert [r["full"] for r in a] == [r["full"] for r in b]
+    assert any(ra["gtn"] != rb["gtn"] for ra, rb in zip(a, b))   # averaged over 3 learners now
+    assert main(base + ["--proxy-learners", "-1"]) == 2

@@ -46,13 +46,17 @@ def cmd_eval(args) -> int:
 def cmd_nas(args) -> int:
     from groklab.gtn.nas import NASConfig, run_nas
     ncfg = NASConfig(archs=args.archs, full_steps=args.full_steps, seeds=args.seeds,
-                     top_k=args.top_k, seed=args.seed, kinds=tuple(args.kinds.split(",")))
+                     proxy_learners=args.proxy_learners, top_k=args.top_k, seed=args.seed,
+                     kinds=tuple(args.kinds.split(",")))
     out = run_nas(args.gtn, args.out, ncfg, progress=not args.quiet)
     from groklab.runs.rundir import read_json
     r = read_json(out / "nas.json")
-    for name in ("gtn", "real"):
-        p = r["proxies"][name]
-        print(f"{name:>4} proxy ({p['steps']} steps): Spearman {p['spearman']:+.3f} "
+    for name in ("gtn", "real", "real_one_lr"):
+        p = r["proxies"].get(name)
+        if p is None:
+            continue
+        label = {"gtn": "gtn", "real": "real", "real_one_lr": f"real, lr {p.get('lr', 0):g}"}[name]
+        print(f"{label:>4} proxy ({p['steps']} steps): Spearman {p['spearman']:+.3f} "
               f"(top half {p['spearman_top_half']:+.3f}) · top-{r['top_k']} overlap "
               f"{p['top_k_overlap']:.2f} · {p['seconds']:.1f} s")
     print(f"full training ({r['full_steps']} steps): {r['full_seconds']:.1f} s")
@@ -82,7 +86,9 @@ def register(subparsers) -> None:
     n.add_argument("--out", help="directory for nas.json and the report (default DIR/nas)")
     n.add_argument("--archs", type=int, default=32, help="architectures sampled (default 32)")
     n.add_argument("--full-steps", type=int, default=2000, help="real-data steps of full training (default 2000)")
-    n.add_argument("--seeds", type=int, default=2, help="learners per architecture and proxy (default 2)")
+    n.add_argument("--seeds", type=int, default=2, help="full-training runs per architecture (default 2)")
+    n.add_argument("--proxy-learners", type=int, default=0,
+                   help="learners per architecture and proxy (default: --seeds); proxies are cheap, more learners lower their noise")
     n.add_argument("--top-k", type=int, default=0, help="top-k overlap size (default archs // 4)")
     n.add_argument("--kinds", default="mlp,cnn", help="learner kinds to sample (default mlp,cnn)")
     n.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")

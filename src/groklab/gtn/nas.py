@@ -4,7 +4,10 @@ N architectures are sampled from ``learners.SPACE`` (MLP or CNN, depth 1–3, wi
 Each is scored three ways, all by real test accuracy:
 
 * **GTN proxy**: T steps on the teacher's generated data with its learned step sizes;
-* **real proxy**: the same T steps on real batches (SGD momentum 0.9, best lr of ``eval.lrs``);
+* **real proxy**: the same T steps on real batches (SGD momentum 0.9, best lr of ``eval.lrs``
+  per architecture: as many runs as the grid has rates, each lr picked on the test set);
+* **real proxy at one lr** (``real_one_lr``): the cost of the GTN proxy, one run of T real
+  steps per learner, at the single lr of the grid that is best averaged over all architectures;
 * **full training**: ``full_steps`` Adam steps (lr 1e-3) on real batches.
 
 Each proxy is judged by its Spearman rank correlation with full training (over all
@@ -35,7 +38,8 @@ from groklab.runs.rundir import atomic_write_text, write_json
 class NASConfig:
     archs: int = 32
     full_steps: int = 2000
-    seeds: int = 2                 # learners per architecture and score (means are ranked)
+    seeds: int = 2                 # full-training runs per architecture (their mean is the truth)
+    proxy_learners: int = 0        # learners per architecture and proxy (means ranked); 0 = seeds
     top_k: int = 0                 # 0 = archs // 4
     seed: int = 0
     kinds: tuple[str, ...] = ("mlp", "cnn")
@@ -104,7 +108,8 @@ def run_nas(gtn_dir: str | Path, out: str | Path | None, ncfg: NASConfig, progre
     """Score the sampled architectures three ways; write nas.json, fig_nas.png, report.html."""
     from groklab.gtn.run import load_run
     for name, v, lo in (("--archs", ncfg.archs, 3), ("--full-steps", ncfg.full_steps, 1),
-                        ("--seeds", ncfg.seeds, 1), ("--top-k", ncfg.top_k, 0)):
+                        ("--seeds", ncfg.seeds, 1), ("--top-k", ncfg.top_k, 0),
+                        ("--proxy-learners", ncfg.proxy_learners, 0)):
         if v < lo:
             raise ConfigError(f"{name}={v}: expected >= {lo}")
     bad = [k for k in ncfg.kinds if k not in ("mlp", "cnn")]
@@ -130,6 +135,7 @@ def _search(gtn_dir, cfg, teacher, data, out: Path, ncfg: NASConfig, progress: b
     k = ncfg.top_k or max(1, len(specs) // 4)
     lrs, moms = teacher.log_lr.detach().exp(), teacher.log_mom.detach().exp()
     rows, secs = [], {"gtn": 0.0, "real": 0.0, "full": 0.0}
+    n_proxy = ncfg.proxy_learners or ncfg.seeds
     bar = None
     if progress:
         from tqdm import tqdm
@@ -137,43 +143,54 @@ def _search(gtn_dir, cfg, teacher, data, out: Path, ncfg: NASConfig, progress: b
     for a, spec in enumerate(specs):
         learner = get_learner(spec, data, dtype)
         score = {"gtn": [], "real": {lr: [] for lr in cfg.eval.lrs}, "full": []}
-        for s in range(ncfg.seeds):
+        for s in range(max(ncfg.seeds, n_proxy)):
             seed = 10_000 * (a + 1) + s
             p0 = init_params(learner, torch.Generator().manual_seed(seed), dtype)
             t0 = time.perf_counter()
-            batches = generated_batches(teacher, torch.Generator().manual_seed(seed + 1))
-            score["gtn"].append(teach(learner, p0, batches, lrs, moms, data)[-1])
+            if s < n_proxy:
+                batches = generated_batches(teacher, torch.Generator().manual_seed(seed + 1))
+                score["gtn"].append(teach(learner, p0, batches, lrs, moms, data)[-1])
             t1 = time.perf_counter()
-            rb = real_batches(data, T, B, torch.Generator().manual_seed(seed + 2))
-            for lr in cfg.eval.lrs:
-                lr_t, mom_t = torch.full((T,), lr, dtype=dtype), torch.full((T,), BASELINE_MOMENTUM, dtype=dtype)
-                score["real"][lr].append(teach(learner, p0, rb, lr_t, mom_t, data)[-1])
+            if s < n_proxy:
+                rb = real_batches(data, T, B, torch.Generator().manual_seed(seed + 2))
+                for lr in cfg.eval.lrs:
+                    lr_t, mom_t = torch.full((T,), lr, dtype=dtype), torch.full((T,), BASELINE_MOMENTUM, dtype=dtype)
+                    score["real"][lr].append(teach(learner, p0, rb, lr_t, mom_t, data)[-1])
             t2 = time.perf_counter()
-            score["full"].append(full_train(learner, p0, data, ncfg.full_steps, ncfg.full_lr, ncfg.batch,
-                                            torch.Generator().manual_seed(seed + 3)))
+            if s < ncfg.seeds:
+                score["full"].append(full_train(learner, p0, data, ncfg.full_steps, ncfg.full_lr, ncfg.batch,
+                                                torch.Generator().manual_seed(seed + 3)))
             t3 = time.perf_counter()
             secs["gtn"] += t1 - t0
             secs["real"] += t2 - t1
             secs["full"] += t3 - t2
         mean = lambda v: sum(v) / len(v)  # noqa: E731
-        best_lr = max(cfg.eval.lrs, key=lambda lr: mean(score["real"][lr]))
+        by_lr = {str(lr): mean(score["real"][lr]) for lr in cfg.eval.lrs}
+        best_lr = max(cfg.eval.lrs, key=lambda lr: by_lr[str(lr)])
         rows.append({"arch": spec.describe(), "spec": spec.to_dict(), "gtn": mean(score["gtn"]),
-                     "real": mean(score["real"][best_lr]), "real_lr": best_lr, "full": mean(score["full"])})
+                     "real": by_lr[str(best_lr)], "real_lr": best_lr, "real_by_lr": by_lr,
+                     "full": mean(score["full"])})
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     full = [r["full"] for r in rows]
     half = torch.argsort(torch.tensor(full), descending=True)[: max(2, len(rows) // 2)].tolist()
+    one_lr = max(cfg.eval.lrs, key=lambda lr: sum(r["real_by_lr"][str(lr)] for r in rows))
+    for r in rows:
+        r["real_one_lr"] = r["real_by_lr"][str(one_lr)]
     proxies = {}
-    for name in ("gtn", "real"):
+    for name in ("gtn", "real", "real_one_lr"):
         v = [r[name] for r in rows]
+        seconds = secs["real"] / len(cfg.eval.lrs) if name == "real_one_lr" else secs[name]
         proxies[name] = {"steps": T, "spearman": spearman(v, full),
                          "spearman_top_half": spearman([v[i] for i in half], [full[i] for i in half]),
-                         "top_k_overlap": top_k_overlap(v, full, k), "seconds": round(secs[name], 2)}
+                         "top_k_overlap": top_k_overlap(v, full, k), "seconds": round(seconds, 2)}
+    proxies["real_one_lr"]["lr"] = one_lr
     result = {"gtn_dir": str(gtn_dir), "data": cfg.data.name, "archs": len(rows), "top_k": k,
               "full_steps": ncfg.full_steps, "full_seconds": round(secs["full"], 2),
-              "nas": {**asdict(ncfg), "kinds": list(ncfg.kinds)}, "proxies": proxies, "rows": rows}
+              "proxy_learners": n_proxy, "nas": {**asdict(ncfg), "kinds": list(ncfg.kinds)},
+              "proxies": proxies, "rows": rows}
     write_json(out / "nas.json", result)
     plot_nas(result, out / "fig_nas.png")
     write_nas_report(out, result)
@@ -207,9 +224,12 @@ def write_nas_report(out: Path, result: dict) -> None:
              f"top-{result['top_k']} overlap {p['top_k_overlap']:.2f} · {p['seconds']:.1f} s")
             for n, p in result["proxies"].items()]
     prox.append((f"full training ({result['full_steps']} steps)", f"{result['full_seconds']:.1f} s"))
-    head = "<tr><th>architecture</th><th>GTN proxy</th><th>real proxy (lr)</th><th>full</th></tr>"
+    one = result["proxies"]["real_one_lr"]["lr"]
+    head = (f"<tr><th>architecture</th><th>GTN proxy</th><th>real proxy (best lr)</th>"
+            f"<th>real proxy (lr {one:g})</th><th>full</th></tr>")
     body = "".join(f"<tr><td>{html.escape(r['arch'])}</td><td>{r['gtn']:.3f}</td>"
-                   f"<td>{r['real']:.3f} ({r['real_lr']:g})</td><td>{r['full']:.3f}</td></tr>"
+                   f"<td>{r['real']:.3f} ({r['real_lr']:g})</td><td>{r['real_one_lr']:.3f}</td>"
+                   f"<td>{r['full']:.3f}</td></tr>"
                    for r in sorted(result["rows"], key=lambda r: -r["full"]))
     parts = [f"<h1>groklab gtn nas — {html.escape(result['data'])}</h1>",
              img_tag(out / "fig_nas.png", "proxy vs full training"), "<h2>Proxies</h2>", table(prox),
