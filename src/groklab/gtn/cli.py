@@ -68,7 +68,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("gtn", help="Generative Teaching Networks: meta-train, evaluate, rank architectures")
     sub = p.add_subparsers(dest="gtn_command", metavar="GTN_COMMAND", required=True)
     t = sub.add_parser("train", help="meta-train a generator and write a run directory with its report")
-    t.add_argument("--recipe", help="a named starting point: digits, digits-t32, mnist5k, mnist5k-mb2, mnist5k-conv, mnist1d, mnist1d-nas, mnist1d-nas32, modular")
+    from groklab.gtn.config import RECIPES
+    t.add_argument("--recipe", help=f"a named starting point: {', '.join(RECIPES)}")
     t.add_argument("--config", help="a TOML file of settings ([data], [generator], [learner], [inner], [meta], [eval])")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one dotted setting, e.g. --set inner.steps=32 (repeatable)")
