@@ -128,73 +128,87 @@ def run_nas(gtn_dir: str | Path, out: str | Path | None, ncfg: NASConfig, progre
 
 
 def _search(gtn_dir, cfg, teacher, data, out: Path, ncfg: NASConfig, progress: bool) -> Path:
-    from groklab.gtn.meta import get_learner
-    dtype = teacher.log_lr.dtype
-    T, B = cfg.inner.steps, cfg.inner.batch
     specs = sample_architectures(ncfg.archs, ncfg.seed, ncfg.kinds, cfg.learner.weight_norm, cfg.learner.norm)
     k = ncfg.top_k or max(1, len(specs) // 4)
-    lrs, moms = teacher.log_lr.detach().exp(), teacher.log_mom.detach().exp()
-    rows, secs = [], {"gtn": 0.0, "real": 0.0, "full": 0.0}
     n_proxy = ncfg.proxy_learners or ncfg.seeds
+    rows, secs = [], {"gtn": 0.0, "real": 0.0, "full": 0.0}
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(specs), desc="gtn nas", unit="arch")
     for a, spec in enumerate(specs):
-        learner = get_learner(spec, data, dtype)
-        score = {"gtn": [], "real": {lr: [] for lr in cfg.eval.lrs}, "full": []}
-        for s in range(max(ncfg.seeds, n_proxy)):
-            seed = 10_000 * (a + 1) + s
-            p0 = init_params(learner, torch.Generator().manual_seed(seed), dtype)
-            t0 = time.perf_counter()
-            if s < n_proxy:
-                batches = generated_batches(teacher, torch.Generator().manual_seed(seed + 1))
-                score["gtn"].append(teach(learner, p0, batches, lrs, moms, data)[-1])
-            t1 = time.perf_counter()
-            if s < n_proxy:
-                rb = real_batches(data, T, B, torch.Generator().manual_seed(seed + 2))
-                for lr in cfg.eval.lrs:
-                    lr_t, mom_t = torch.full((T,), lr, dtype=dtype), torch.full((T,), BASELINE_MOMENTUM, dtype=dtype)
-                    score["real"][lr].append(teach(learner, p0, rb, lr_t, mom_t, data)[-1])
-            t2 = time.perf_counter()
-            if s < ncfg.seeds:
-                score["full"].append(full_train(learner, p0, data, ncfg.full_steps, ncfg.full_lr, ncfg.batch,
-                                                torch.Generator().manual_seed(seed + 3)))
-            t3 = time.perf_counter()
-            secs["gtn"] += t1 - t0
-            secs["real"] += t2 - t1
-            secs["full"] += t3 - t2
-        mean = lambda v: sum(v) / len(v)  # noqa: E731
-        by_lr = {str(lr): mean(score["real"][lr]) for lr in cfg.eval.lrs}
-        best_lr = max(cfg.eval.lrs, key=lambda lr: by_lr[str(lr)])
-        rows.append({"arch": spec.describe(), "spec": spec.to_dict(), "gtn": mean(score["gtn"]),
-                     "real": by_lr[str(best_lr)], "real_lr": best_lr, "real_by_lr": by_lr,
-                     "full": mean(score["full"])})
+        rows.append(score_architecture(a, spec, cfg, teacher, data, ncfg, n_proxy, secs))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    result = {"gtn_dir": str(gtn_dir), "data": cfg.data.name, "archs": len(rows), "top_k": k,
+              "full_steps": ncfg.full_steps, "full_seconds": round(secs["full"], 2),
+              "proxy_learners": n_proxy, "nas": {**asdict(ncfg), "kinds": list(ncfg.kinds)},
+              "proxies": proxy_statistics(rows, cfg.eval.lrs, cfg.inner.steps, k, secs), "rows": rows}
+    write_json(out / "nas.json", result)
+    plot_nas(result, out / "fig_nas.png")
+    write_nas_report(out, result)
+    return out
+
+
+def score_architecture(a: int, spec: LearnerSpec, cfg, teacher, data, ncfg: NASConfig, n_proxy: int,
+                       secs: dict) -> dict:
+    """Architecture ``a``'s row: its GTN proxy and real proxy (each lr of ``eval.lrs``), means
+    over ``n_proxy`` learners, and its full training, mean over ``ncfg.seeds`` runs; learner s
+    starts from the same initialisation in all three. Adds the seconds spent to ``secs``."""
+    from groklab.gtn.meta import get_learner
+    dtype = teacher.log_lr.dtype
+    T, B = cfg.inner.steps, cfg.inner.batch
+    lrs, moms = teacher.log_lr.detach().exp(), teacher.log_mom.detach().exp()
+    learner = get_learner(spec, data, dtype)
+    score = {"gtn": [], "real": {lr: [] for lr in cfg.eval.lrs}, "full": []}
+    for s in range(max(ncfg.seeds, n_proxy)):
+        seed = 10_000 * (a + 1) + s
+        p0 = init_params(learner, torch.Generator().manual_seed(seed), dtype)
+        t0 = time.perf_counter()
+        if s < n_proxy:
+            batches = generated_batches(teacher, torch.Generator().manual_seed(seed + 1))
+            score["gtn"].append(teach(learner, p0, batches, lrs, moms, data)[-1])
+        t1 = time.perf_counter()
+        if s < n_proxy:
+            rb = real_batches(data, T, B, torch.Generator().manual_seed(seed + 2))
+            for lr in cfg.eval.lrs:
+                lr_t, mom_t = torch.full((T,), lr, dtype=dtype), torch.full((T,), BASELINE_MOMENTUM, dtype=dtype)
+                score["real"][lr].append(teach(learner, p0, rb, lr_t, mom_t, data)[-1])
+        t2 = time.perf_counter()
+        if s < ncfg.seeds:
+            score["full"].append(full_train(learner, p0, data, ncfg.full_steps, ncfg.full_lr, ncfg.batch,
+                                            torch.Generator().manual_seed(seed + 3)))
+        t3 = time.perf_counter()
+        secs["gtn"] += t1 - t0
+        secs["real"] += t2 - t1
+        secs["full"] += t3 - t2
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    by_lr = {str(lr): mean(score["real"][lr]) for lr in cfg.eval.lrs}
+    best_lr = max(cfg.eval.lrs, key=lambda lr: by_lr[str(lr)])
+    return {"arch": spec.describe(), "spec": spec.to_dict(), "gtn": mean(score["gtn"]),
+            "real": by_lr[str(best_lr)], "real_lr": best_lr, "real_by_lr": by_lr, "full": mean(score["full"])}
+
+
+def proxy_statistics(rows: list[dict], grid, steps: int, k: int, secs: dict) -> dict:
+    """Each proxy against full training: Spearman over all rows and over the top half by full
+    training, top-k overlap, seconds. Sets every row's ``real_one_lr``: the real proxy at the lr
+    of ``grid`` that is best summed over all architectures (one run per learner, the GTN's cost)."""
     full = [r["full"] for r in rows]
     half = torch.argsort(torch.tensor(full), descending=True)[: max(2, len(rows) // 2)].tolist()
-    one_lr = max(cfg.eval.lrs, key=lambda lr: sum(r["real_by_lr"][str(lr)] for r in rows))
+    one_lr = max(grid, key=lambda lr: sum(r["real_by_lr"][str(lr)] for r in rows))
     for r in rows:
         r["real_one_lr"] = r["real_by_lr"][str(one_lr)]
     proxies = {}
     for name in ("gtn", "real", "real_one_lr"):
         v = [r[name] for r in rows]
-        seconds = secs["real"] / len(cfg.eval.lrs) if name == "real_one_lr" else secs[name]
-        proxies[name] = {"steps": T, "spearman": spearman(v, full),
+        seconds = secs["real"] / len(grid) if name == "real_one_lr" else secs[name]
+        proxies[name] = {"steps": steps, "spearman": spearman(v, full),
                          "spearman_top_half": spearman([v[i] for i in half], [full[i] for i in half]),
                          "top_k_overlap": top_k_overlap(v, full, k), "seconds": round(seconds, 2)}
     proxies["real_one_lr"]["lr"] = one_lr
-    result = {"gtn_dir": str(gtn_dir), "data": cfg.data.name, "archs": len(rows), "top_k": k,
-              "full_steps": ncfg.full_steps, "full_seconds": round(secs["full"], 2),
-              "proxy_learners": n_proxy, "nas": {**asdict(ncfg), "kinds": list(ncfg.kinds)},
-              "proxies": proxies, "rows": rows}
-    write_json(out / "nas.json", result)
-    plot_nas(result, out / "fig_nas.png")
-    write_nas_report(out, result)
-    return out
+    return proxies
 
 
 def plot_nas(result: dict, path: Path) -> None:
