@@ -51,11 +51,9 @@ def cmd_nas(args) -> int:
     out = run_nas(args.gtn, args.out, ncfg, progress=not args.quiet)
     from groklab.runs.rundir import read_json
     r = read_json(out / "nas.json")
-    for name in ("gtn", "real", "real_one_lr"):
-        p = r["proxies"].get(name)
-        if p is None:
-            continue
-        label = {"gtn": "gtn", "real": "real", "real_one_lr": f"real, lr {p.get('lr', 0):g}"}[name]
+    one_lr = r["proxies"]["real_one_lr"]["lr"]
+    for name, label in (("gtn", "gtn"), ("real", "real"), ("real_one_lr", f"real, lr {one_lr:g}")):
+        p = r["proxies"][name]
         print(f"{label:>4} proxy ({p['steps']} steps): Spearman {p['spearman']:+.3f} "
               f"(top half {p['spearman_top_half']:+.3f}) · top-{r['top_k']} overlap "
               f"{p['top_k_overlap']:.2f} · {p['seconds']:.1f} s")

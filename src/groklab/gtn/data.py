@@ -54,13 +54,15 @@ def random_shift(x: torch.Tensor, s: int, g: torch.Generator, fill: float) -> to
     """Translate each example of ``x`` (N, C, *spatial) by its own random integer offset in
     [-s, s] along every spatial axis (1-D sequences or 2-D images); the borders shifted in take
     the value ``fill``. Offsets are drawn from ``g`` (one (N, axes) draw)."""
-    n, spatial = x.shape[0], x.shape[2:]
-    off = torch.randint(0, 2 * s + 1, (n, len(spatial)), generator=g)
-    pad = F.pad(x, [s] * (2 * len(spatial)), value=fill)
-    idx = [off[:, i].view(-1, *([1] * len(spatial))) + torch.arange(w).view(
-        *[w if j == i else 1 for j in range(len(spatial))]) for i, w in enumerate(spatial)]
-    rows = torch.arange(n).view(-1, *([1] * len(spatial)))
-    return pad.movedim(1, -1)[(rows, *idx)].movedim(-1, 1)
+    spatial = x.shape[2:]
+    off = torch.randint(0, 2 * s + 1, (x.shape[0], len(spatial)), generator=g)
+    out = F.pad(x, [s] * (2 * len(spatial)), value=fill)
+    for i, w in enumerate(spatial):     # crop a window of width w starting at each example's offset
+        ax = 2 + i
+        idx = off[:, i].view(-1, *[1] * (out.dim() - 1)) + torch.arange(w).view(
+            *[1] * ax, w, *[1] * (out.dim() - ax - 1))
+        out = out.gather(ax, idx.expand(*out.shape[:ax], w, *out.shape[ax + 1:]))
+    return out
 
 
 def _modular(p: int, op: str, frac: float, seed: int):
