@@ -549,3 +549,54 @@ def test_a_forecast_file_out_of_the_root_or_a_fifo_is_a_message(tmp_path):
     for d, why in ((a, "outside the root"), (b, "not a regular file")):
         run = scan.run_detail(root, d)
         assert run["forecast"] is None and any("forecast.jsonl" in e and why in e for e in run["errors"]), run["errors"]
+
+
+def bytes_read() -> int:
+    """What this process has read through read() calls so far (Linux's rchar)."""
+    with open("/proc/self/io") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("rchar:"))
+
+
+def sparse(p: Path, size: int = 512 << 20) -> Path:
+    """A file of ``size`` zero bytes and no newline that uses no disk."""
+    with open(p, "wb") as fh:
+        fh.truncate(size)
+    return p
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="counts bytes read through /proc/self/io")
+def test_huge_files_are_reported_as_too_large_not_read(tmp_path):
+    s = tmp_path / "s"
+    s.mkdir()
+    sparse(s / "results.csv")
+    sparse(s / "spec.toml")
+    big = make_run(tmp_path / "big")
+    for name in ("config.json", "summary.json", "metrics.jsonl"):
+        sparse(big / name)
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    (ok / "results.csv").write_text("lr,phase\n0.1,grokking\n\n0.2,memorizing")  # blank line, no final newline
+    before = bytes_read()
+    lst = scan.listing(tmp_path)
+    detail = scan.sweep_detail(tmp_path, s)
+    assert bytes_read() - before < 1 << 20, "a reader read a huge file"
+    sweeps = {x["path"]: x for x in lst["sweeps"]}
+    assert sweeps["ok"]["trials"] == 2 and sweeps["ok"]["errors"] == []
+    assert sweeps["s"]["trials"] is None and sweeps["s"]["errors"] == [
+        "results.csv is not read: results.csv is 512 MB, more than the 32 MB the dashboard reads of it"]
+    (run,) = lst["runs"]
+    assert [e.split(":")[0] for e in run["errors"]] == ["config.json is not read", "summary.json is not read"]
+    assert all("is 512 MB" in e for e in run["errors"]) and run["step"] is None
+    assert detail["rows"] == [] and detail["errors"] == sweeps["s"]["errors"]
+
+
+def test_files_streams_what_it_serves_and_refuses_a_file_over_its_cap(server, tmp_path):
+    from groklab.dash import server as dash_server
+    sparse(tmp_path / "fig_huge.png")
+    body = os.urandom(3 << 20)  # several pieces of CHUNK
+    (tmp_path / "fig_big.png").write_bytes(body)
+    code, got = get(server, "/files/fig_huge.png")
+    assert code == 403 and json.loads(got) == {
+        "error": "fig_huge.png is 512 MB; /files/ serves files up to 64 MB (open it from disk)"}
+    assert dash_server.MAX_FILE == 64 << 20 and dash_server.CHUNK < len(body)
+    assert get(server, "/files/fig_big.png") == (200, body)

@@ -6,7 +6,8 @@ A run directory is written by whoever can write under the root, so every read he
   symlink to ``/etc/passwd`` is not served);
 * opens it non-blocking and refuses anything that is not a regular file (a FIFO named
   ``metrics.jsonl`` would hang the request, a device would never end);
-* caps what it reads;
+* caps what it reads: a file larger than its reader's cap is refused (``TooLarge``) before a
+  byte of it is read, so a 512 MB file costs a ``fstat``, not 512 MB of memory;
 * makes JSON safe to send on: Python's json reads ``NaN`` and ``Infinity``, which JSON (and the
   page's ``JSON.parse``) does not have, so they become the strings ``"NaN"``, ``"Infinity"``.
 
@@ -28,6 +29,25 @@ MAX_JSON = 8 << 20  # bytes: config.json and summary.json are a few kB
 
 class Refused(OSError):
     """A file the dashboard will not read: outside the root, or not a regular file."""
+
+
+class TooLarge(Refused):
+    """A file larger than what its reader reads at most."""
+
+    def __init__(self, name: str, size: int, limit: int):
+        super().__init__(f"{name} is {mb(size)}, more than the {mb(limit)} the dashboard reads of it")
+
+
+def mb(n: int) -> str:
+    return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n} bytes"
+
+
+def check_size(fh: BinaryIO, name: str, limit: int) -> int:
+    """The size of the open file ``fh``; TooLarge if it is over ``limit``."""
+    size = os.fstat(fh.fileno()).st_size
+    if size > limit:
+        raise TooLarge(name, size, limit)
+    return size
 
 
 _local = threading.local()
@@ -126,13 +146,13 @@ def is_file(root: Path, p: Path) -> bool:
     return regular_stat(root, p) is not None
 
 
-def read_bytes(root: Path, p: Path, limit: int | None = None) -> bytes:
-    """The file's bytes (at most ``limit``: Refused if it is longer)."""
+def read_bytes(root: Path, p: Path, limit: int) -> bytes:
+    """The file's bytes; TooLarge, before reading, if it has more than ``limit``."""
     with open_regular(root, p) as fh:
-        size = os.fstat(fh.fileno()).st_size  # read(limit + 1) would allocate all of limit
-        data = fh.read() if limit is None else fh.read(min(size, limit) + 1)
-    if limit is not None and len(data) > limit:
-        raise Refused(f"{p.name} is larger than {limit >> 20} MB")
+        size = check_size(fh, p.name, limit)
+        data = fh.read(size + 1)  # read(limit + 1) would allocate all of limit
+    if len(data) > limit:  # it grew since the fstat
+        raise TooLarge(p.name, len(data), limit)
     return data
 
 

@@ -35,7 +35,7 @@ MAX_DEPTH = 6
 LIVE_SECONDS = 120.0
 MAX_CSV_ROWS = 500
 MAX_TEXT = 20000
-MAX_CSV_BYTES = 32 << 20
+MAX_CSV_BYTES = 32 << 20  # a results.csv above it is reported, not read (a row is ~0.2 kB)
 # At most this much of a JSON-lines file per answer (the rest comes with the next polls), so a
 # huge or endless metrics.jsonl cannot exhaust the server's memory in one request.
 MAX_READ = 32 << 20
@@ -342,8 +342,10 @@ def _run_detail(root: Path, d: Path, mtok: str | None, stok: str | None, atok: s
 
 
 def sweep_info(root: Path, d: Path) -> dict[str, Any]:
-    return {"path": rel(root, d), "name": d.name, "trials": _count_rows(root, d / "results.csv"),
-            "report": _report(root, d), "figures": figures(root, d), "mtime": _dir_mtime(d)}
+    errors: list[str] = []
+    return {"path": rel(root, d), "name": d.name, "trials": _count_rows(root, d / "results.csv", errors),
+            "report": _report(root, d), "figures": figures(root, d), "mtime": _dir_mtime(d),
+            "errors": errors}
 
 
 def _dir_mtime(d: Path) -> float | None:
@@ -353,11 +355,25 @@ def _dir_mtime(d: Path) -> float | None:
         return None
 
 
-def _count_rows(root: Path, p: Path) -> int | None:
+def _count_rows(root: Path, p: Path, errors: list[str]) -> int | None:
+    """Non-blank lines of a results.csv less its header, read in 1 MB pieces (iterating the
+    file's lines would hold a line without newline whole), or None; a file over
+    ``MAX_CSV_BYTES`` is a message in ``errors``, not read."""
     try:
         with files.open_regular(root, p) as fh:
-            return max(0, sum(1 for line in fh if line.strip()) - 1)
-    except OSError:
+            files.check_size(fh, p.name, MAX_CSV_BYTES)
+            rows, filled = 0, False  # filled: the line being read has a non-blank byte
+            while chunk := fh.read(1 << 20):
+                *whole, rest = chunk.split(b"\n")
+                for line in whole:
+                    rows += filled or bool(line.strip())
+                    filled = False
+                filled = filled or bool(rest.strip())
+            return max(0, rows + filled - 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        errors.append(f"{p.name} is not read: {short(e)}")
         return None
 
 
@@ -370,9 +386,12 @@ def sweep_detail(root: Path, d: Path) -> dict[str, Any]:
 
 
 def _sweep_detail(root: Path, d: Path) -> dict[str, Any]:
-    errors: list[str] = []
+    info = sweep_info(root, d)
+    errors: list[str] = info.pop("errors")
     header, rows = [], []
     try:
+        if info["trials"] is None:  # missing or refused (the reason is in errors already)
+            raise FileNotFoundError
         text = files.read_text(root, d / "results.csv", MAX_CSV_BYTES)
         table = []
         for row in csv.reader(io.StringIO(text)):
@@ -394,7 +413,7 @@ def _sweep_detail(root: Path, d: Path) -> dict[str, Any]:
             continue
         except OSError as e:
             errors.append(f"{name} is not read ({short(e)})")
-    return {**sweep_info(root, d), "header": header, "rows": rows, "spec": spec, "errors": errors}
+    return {**info, "header": header, "rows": rows, "spec": spec, "errors": errors}
 
 
 def result_info(root: Path, d: Path) -> dict[str, Any]:

@@ -8,7 +8,8 @@ five read-only JSON/file routes. No dependency, nothing from a CDN, so it works 
     GET /api/sweep?path=P      one sweep: figures, results table, spec
     GET /api/neurons?path=P&step=S   a modular run's checkpoint steps and, for step S (default
                                the last), its neurons' waves and spectra (dash.inside)
-    GET /files/P               a figure, report.html, csv/json under the root (nothing else)
+    GET /files/P               a figure, report.html, csv/json under the root (nothing else),
+                               up to MAX_FILE bytes (larger: 403 with a message)
 
 Every request is answered, errors included, as JSON ``{"error": message}``; a broken run
 directory or a client that hangs up never stops the server. Bound to 127.0.0.1 by default, it
@@ -25,6 +26,7 @@ from __future__ import annotations
 import errno
 import json
 import mimetypes
+import os
 import sys
 import traceback
 from http import HTTPStatus
@@ -39,6 +41,8 @@ STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"index.html", "app.js", "style.css", "uPlot.iife.min.js", "uPlot.min.css"}
 SERVED_SUFFIXES = {".png", ".svg", ".html", ".csv", ".json", ".jsonl", ".toml", ".txt"}
 TEXT_SUFFIXES = {".csv", ".jsonl", ".toml", ".txt"}  # shown as text in the browser, not downloaded
+MAX_FILE = 64 << 20  # bytes /files/ serves (a report.html with its figures is a few MB)
+CHUNK = 1 << 20      # what one answer holds in memory at a time
 # The page: its own script and styles only (uPlot sets element styles from script, which CSP
 # allows), images from the root or inlined, nothing else.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -134,16 +138,30 @@ class DashHandler(BaseHTTPRequestHandler):
         return d
 
     def _file(self, relpath: str) -> None:
+        """Streamed in pieces of ``CHUNK`` bytes; a file over ``MAX_FILE`` is refused (403)."""
         p = self._inside(relpath)
         try:
             if p is None or p.suffix not in SERVED_SUFFIXES:
                 raise FileNotFoundError(relpath)
-            body = files.read_bytes(self.server.root, p)
+            fh = files.open_regular(self.server.root, p)
         except OSError:  # missing, outside the root, a FIFO or device, unreadable
             return self._json({"error": f"no such file: {relpath}"}, HTTPStatus.NOT_FOUND)
-        ctype = ("text/plain; charset=utf-8" if p.suffix in TEXT_SUFFIXES
-                 else mimetypes.guess_type(p.name)[0] or "application/octet-stream")
-        self._send(body, ctype, csp=FILE_CSP)
+        with fh:
+            try:
+                size = files.check_size(fh, p.name, MAX_FILE)
+            except files.TooLarge:
+                size = os.fstat(fh.fileno()).st_size
+                return self._json({"error": f"{relpath} is {files.mb(size)}; /files/ serves files up to "
+                                            f"{files.mb(MAX_FILE)} (open it from disk)"}, HTTPStatus.FORBIDDEN)
+            ctype = ("text/plain; charset=utf-8" if p.suffix in TEXT_SUFFIXES
+                     else mimetypes.guess_type(p.name)[0] or "application/octet-stream")
+            self._head(size, ctype, HTTPStatus.OK, FILE_CSP)
+            while size > 0:  # a file that shrank meanwhile ends the answer short
+                chunk = fh.read(min(CHUNK, size))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                size -= len(chunk)
 
     def _static(self, name: str) -> None:
         if name not in STATIC_FILES:
@@ -155,14 +173,17 @@ class DashHandler(BaseHTTPRequestHandler):
         self._send(json.dumps(obj, allow_nan=False).encode(), "application/json", status)
 
     def _send(self, body: bytes, ctype: str, status: int = HTTPStatus.OK, csp: str = FILE_CSP) -> None:
+        self._head(len(body), ctype, status, csp)
+        self.wfile.write(body)
+
+    def _head(self, length: int, ctype: str, status: int, csp: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.send_header("Cache-Control", "no-store")  # the files change while runs write
         self.send_header("Content-Security-Policy", csp)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
-        self.wfile.write(body)
 
     def log_message(self, fmt: str, *args) -> None:
         if not self.server.quiet:

@@ -117,7 +117,8 @@ function renderList() {
   if (!runs.length) $("runs").append(h("li", { class: "muted" }, L.runs.length ? "no run matches the filter" : "no run directory (config.json) under the root yet"));
   $("nsweeps").textContent = `(${L.sweeps.length})`;
   $("sweeps").replaceChildren(...L.sweeps.map((s) => h("li", { dataset: { path: s.path }, class: selected("sweep", s.path) ? "selected" : "" },
-    h("span", { class: "name" }, s.path), h("div", { class: "sub" }, `${isNum(s.trials) ? s.trials + " trials" : "no results.csv yet"} · ${s.figures.length} figures`))));
+    h("span", { class: "name" }, s.path), (s.errors || []).length ? h("span", { class: "badge error", title: s.errors.join("; ") }, "error") : null,
+    h("div", { class: "sub" }, `${isNum(s.trials) ? s.trials + " trials" : (s.errors || []).length ? s.errors[0] : "no results.csv yet"} · ${s.figures.length} figures`))));
   if (!L.sweeps.length) $("sweeps").append(h("li", { class: "muted" }, "none"));
   $("nresults").textContent = `(${L.results.length})`;
   $("results").replaceChildren(...L.results.map((s) => h("li", { dataset: { path: s.path }, class: selected("result", s.path) ? "selected" : "" },
