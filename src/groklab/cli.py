@@ -27,13 +27,16 @@ def fail(msg: str, code: int = 2) -> int:
 def cmd_run(args) -> int:
     import groklab
     from groklab.presets import PRESETS
-    if args.resume:
-        if args.preset or args.config:
+    if args.resume is not None:
+        if args.preset is not None or args.config is not None:
             return fail("--resume takes the run's own config; use --set to extend it")
+        if args.out is not None:
+            return fail(f"--resume {args.resume!r} continues that directory; --out {args.out!r} "
+                        f"cannot go with it (drop --out, or drop --resume for a new run)")
         r = groklab.resume(args.resume, overrides=args.set, progress=not args.quiet,
                            sinks=lambda: _sinks(args, Path(args.resume)))
     else:
-        if args.preset and args.preset not in PRESETS:
+        if args.preset is not None and args.preset not in PRESETS:
             return fail(f"unknown preset {args.preset!r}; presets: {', '.join(sorted(PRESETS))}")
         cfg = groklab.resolve(args.preset, args.config, args.set)
         from groklab.api import default_out
@@ -107,11 +110,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# what an option that names a path expects, for the message that refuses an empty one
+PATHS = {"preset": "a preset name (see `groklab presets`)", "out": "a directory path", "resume": "a run directory", "dir": "a run directory",
+         "run_dir": "a run directory", "gtn": "a GTN run directory", "root": "a directory path",
+         "config": "a TOML file path", "spec": "a sweep spec file path"}
+
+
+def _chosen_actions(parser: argparse.ArgumentParser, args) -> list[argparse.Action]:
+    """The options and arguments of the (sub)commands that ``args`` came from."""
+    acts = []
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            sub = a.choices.get(getattr(args, a.dest, None))
+            acts += _chosen_actions(sub, args) if sub is not None else []
+        else:
+            acts.append(a)
+    return acts
+
+
+def empty_value(parser: argparse.ArgumentParser, args) -> str | None:
+    """The message for the first empty (or blank) string given to any option or argument: an
+    empty ``--preset ''`` or ``--resume ''`` must not mean "the default", which starts a long run."""
+    for a in _chosen_actions(parser, args):
+        given = getattr(args, a.dest, None)
+        for v in given if isinstance(given, list) else [given]:
+            if isinstance(v, str) and not v.strip():
+                flag = a.option_strings[-1] if a.option_strings else (a.metavar or a.dest).upper()
+                what = PATHS.get(a.dest, "a non-empty value")
+                return f"{flag} {v!r}: expected {what}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["run", *(argv or [])])
+    if args.command is None:  # a bare `groklab` is a question, not the default run
+        parser.print_help()
+        return fail("expected a command, e.g. `groklab run --preset nanda` (see the list above)")
+    msg = empty_value(parser, args)
+    if msg is not None:
+        return fail(msg)
     try:
         return args.func(args)
     except ConfigError as e:

@@ -194,9 +194,11 @@ def resolve(preset: str | None = None, file: str | Path | None = None,
     """Defaults → preset → TOML file → dotted overrides, then validate."""
     from groklab.presets import get_preset
 
+    if preset is not None and not (isinstance(preset, str) and preset.strip()):
+        raise ConfigError(f"preset {preset!r}: expected a preset name (see `groklab presets`)")
     pairs = [item if isinstance(item, tuple) else parse_overrides([item])[0] for item in overrides or []]
     d = load_toml(file) if file is not None else {}
-    name = preset or d.get("preset") or "default"
+    name = preset if preset is not None else d.get("preset", "default")
     for k, v in pairs:
         if k == "preset":  # a preset is a starting point, not a setting: name it with --preset
             raise ConfigError(f"--set preset={v!r}: choose a preset with --preset NAME")
