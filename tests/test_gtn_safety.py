@@ -100,3 +100,88 @@ def test_a_teacher_that_goes_non_finite_keeps_the_last_finite_checkpoint(tmp_pat
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "nan" and "not finite after outer step 6" in s["message"]
     assert s["message"].endswith("Last good checkpoint: step 3") and list_checkpoints(out) == [3]
+
+
+# ---- no gtn command writes into an existing --out; every count and choice in its range -------
+
+def _tree(d):
+    """Every file under ``d`` with its bytes (the lock file aside): what a refusal must keep."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture
+def gtn_dir(tmp_path):
+    """A tiny GTN run made by the CLI (digits), as `gtn nas` and `gtn eval` read it."""
+    from test_gtn_meta import TINY_CLI
+    out = tmp_path / "gtn"
+    assert main(["gtn", "train", "--quiet", "--no-eval", "--out", str(out),
+                 *[a for s in TINY_CLI for a in ("--set", s)]]) == 0
+    return out
+
+
+NAS_TINY = ["--archs", "3", "--full-steps", "2", "--seeds", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("command", ["train", "nas"])
+@pytest.mark.parametrize("target", ["the run", "a nas dir", "an empty dir"])
+def test_no_gtn_command_writes_into_an_existing_out(gtn_dir, tmp_path, capsys, command, target):
+    existing = {"the run": gtn_dir, "a nas dir": tmp_path / "nas", "an empty dir": tmp_path / "empty"}[target]
+    if target == "a nas dir":
+        assert main(["gtn", "nas", "--gtn", str(gtn_dir), "--out", str(existing), *NAS_TINY]) == 0
+    existing.mkdir(exist_ok=True)
+    capsys.readouterr()
+    before, run_before = _tree(existing), _tree(gtn_dir)
+    args = (["gtn", "train", "--quiet", "--out", str(existing), *DIGITS_TINY] if command == "train" else
+            ["gtn", "nas", "--gtn", str(gtn_dir), "--out", str(existing), *NAS_TINY])
+    assert main(args) == 2
+    err = _one_line(capsys)
+    assert repr(str(existing)) in err and "already exists" in err
+    assert _tree(existing) == before and _tree(gtn_dir) == run_before
+
+
+def test_nas_without_out_takes_a_new_directory_each_time(gtn_dir, capsys):
+    assert main(["gtn", "nas", "--gtn", str(gtn_dir), *NAS_TINY]) == 0
+    first = _tree(gtn_dir / "nas")
+    assert main(["gtn", "nas", "--gtn", str(gtn_dir), *NAS_TINY, "--seed", "1"]) == 0
+    assert _tree(gtn_dir / "nas") == first
+    assert f"report: {gtn_dir / 'nas-1' / 'report.html'}" in capsys.readouterr().out
+    assert (gtn_dir / "nas-1" / "nas.json").is_file()
+
+
+def test_a_failed_nas_leaves_no_directory(gtn_dir, tmp_path, monkeypatch):
+    from groklab.gtn import nas
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nas, "score_architecture", boom)
+    assert main(["gtn", "nas", "--gtn", str(gtn_dir), "--out", str(tmp_path / "n"), *NAS_TINY]) == 130
+    assert not (tmp_path / "n").exists()          # a rerun with the same --out is not refused
+
+
+BIG = "99999999999"
+
+
+@pytest.mark.timeout(60)  # unbounded, these ran for hours
+@pytest.mark.parametrize("args, needle", [
+    (["eval", "{gtn}", "--learners", BIG], f"--learners {BIG}: expected 1 to 10000"),
+    (["eval", "{gtn}", "--learners", "0"], "--learners 0: expected 1 to 10000"),
+    (["nas", "--archs", BIG], f"--archs {BIG}: expected 3 to 168"),
+    (["nas", "--archs", "90", "--kinds", "mlp"], "--archs 90: expected 3 to 84"),
+    (["nas", "--seeds", BIG], f"--seeds {BIG}: expected 1 to 1000"),
+    (["nas", "--proxy-learners", BIG], f"--proxy-learners {BIG}: expected 1 to 10000"),
+    (["nas", "--full-steps", BIG], f"--full-steps {BIG}: expected 1 to 10000000"),
+    (["nas", "--proxy-learners", "0"], "--proxy-learners 0: expected 1 to 10000"),
+    (["nas", "--seed", "-1"], "--seed -1: expected 0 to 4294967295"),
+    (["nas", "--top-k", "0"], "--top-k 0: expected 1 to 3"),
+    (["nas", "--top-k", "99"], "--top-k 99: expected 1 to 3"),
+])
+def test_counts_and_choices_out_of_range_are_one_line(gtn_dir, tmp_path, capsys, args, needle):
+    out = tmp_path / "n"
+    if args[0] == "nas":
+        args = ["nas", "--gtn", "{gtn}", *NAS_TINY, "--out", str(out), *args[1:]]
+    before = _tree(gtn_dir)
+    assert main(["gtn", *[a.format(gtn=gtn_dir) for a in args]]) == 2
+    assert needle in _one_line(capsys)
+    assert _tree(gtn_dir) == before and not out.exists()

@@ -37,8 +37,6 @@ def _print_summary(out: Path) -> int:
 
 def cmd_eval(args) -> int:
     from groklab.gtn.run import evaluate_run
-    if args.learners is not None and args.learners < 1:
-        raise ConfigError(f"--learners={args.learners}: expected >= 1")
     evaluate_run(args.dir, learners=args.learners)
     return _print_summary(Path(args.dir))
 
@@ -82,13 +80,14 @@ def register(subparsers) -> None:
     e.set_defaults(func=cmd_eval)
     n = sub.add_parser("nas", help="rank sampled architectures by GTN data, by real data, by full training")
     n.add_argument("--gtn", required=True, metavar="DIR", help="a GTN run directory (its data and teacher)")
-    n.add_argument("--out", help="directory for nas.json and the report (default DIR/nas)")
+    n.add_argument("--out", help="new directory for nas.json and the report, never an existing one "
+                                 "(default DIR/nas, or DIR/nas-1, ... when taken)")
     n.add_argument("--archs", type=int, default=32, help="architectures sampled (default 32)")
     n.add_argument("--full-steps", type=int, default=2000, help="real-data steps of full training (default 2000)")
     n.add_argument("--seeds", type=int, default=2, help="full-training runs per architecture (default 2)")
-    n.add_argument("--proxy-learners", type=int, default=0,
+    n.add_argument("--proxy-learners", type=int,
                    help="learners per architecture and proxy (default: --seeds); proxies are cheap, more learners lower their noise")
-    n.add_argument("--top-k", type=int, default=0, help="top-k overlap size (default archs // 4)")
+    n.add_argument("--top-k", type=int, help="top-k overlap size (default archs // 4)")
     n.add_argument("--kinds", default="mlp,cnn", help="learner kinds to sample (default mlp,cnn)")
     n.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
     n.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -15,6 +15,7 @@ from groklab.schema import (Bool, Config, ConfigError, Field, Float, FloatList, 
                             apply_dict, load_toml, parse_overrides, set_key, validate)
 
 SEED_MAX = 2**32 - 1
+MAX_EVAL_LEARNERS = 10_000
 
 
 class DataConfig(Section):
@@ -80,7 +81,7 @@ class MetaConfig(Section):
 
 
 class EvalConfig(Section):
-    learners: Int = Field(10, ge=1, le=10**4)  # fresh learners per protocol
+    learners: Int = Field(10, ge=1, le=MAX_EVAL_LEARNERS)  # fresh learners per protocol
     lrs: FloatList(0, 1e4, 64) = [0.01, 0.03, 0.1, 0.3, 1.0]  # real-data learning-rate grid
     seed: Int = Field(1000, ge=0, le=SEED_MAX)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from torch.func import functional_call
 from groklab.config import ConfigError
 from groklab.runs.lock import dir_lock
 from groklab.gtn.eval import BASELINE_MOMENTUM, generated_batches, real_batches, teach
-from groklab.gtn.learners import LearnerSpec, init_params, sample_spec
+from groklab.gtn.config import SEED_MAX
+from groklab.gtn.learners import SPACE, LearnerSpec, init_params, sample_spec
 from groklab.runs.rundir import atomic_write_text, write_json
 
 
@@ -39,8 +41,8 @@ class NASConfig:
     archs: int = 32
     full_steps: int = 2000
     seeds: int = 2                 # full-training runs per architecture (their mean is the truth)
-    proxy_learners: int = 0        # learners per architecture and proxy (means ranked); 0 = seeds
-    top_k: int = 0                 # 0 = archs // 4
+    proxy_learners: int | None = None  # learners per architecture and proxy (means ranked); None = seeds
+    top_k: int | None = None       # None = archs // 4
     seed: int = 0
     kinds: tuple[str, ...] = ("mlp", "cnn")
     full_lr: float = 1e-3
@@ -104,31 +106,80 @@ def full_train(learner, params0, data, steps: int, lr: float, batch: int, g: tor
         return (logits.argmax(1) == data.y_test).float().mean().item()
 
 
-def run_nas(gtn_dir: str | Path, out: str | Path | None, ncfg: NASConfig, progress: bool = False) -> Path:
-    """Score the sampled architectures three ways; write nas.json, fig_nas.png, report.html."""
-    from groklab.gtn.run import load_run
-    for name, v, lo in (("--archs", ncfg.archs, 3), ("--full-steps", ncfg.full_steps, 1),
-                        ("--seeds", ncfg.seeds, 1), ("--top-k", ncfg.top_k, 0),
-                        ("--proxy-learners", ncfg.proxy_learners, 0)):
-        if v < lo:
-            raise ConfigError(f"{name}={v}: expected >= {lo}")
+# Upper bounds of the counts: far above any useful search, low enough that a typo fails at
+# once instead of running for ever (eval.learners has the same 10,000).
+MAX_SEEDS, MAX_PROXY_LEARNERS, MAX_FULL_STEPS = 1_000, 10_000, 10**7
+
+
+def space_size(kinds) -> int:
+    """Distinct architectures of ``SPACE`` with the given kinds (84 per kind)."""
+    return sum(len(SPACE["mlp_widths" if k == "mlp" else "cnn_channels"]) ** d
+               for k in set(kinds) for d in SPACE["depths"])
+
+
+def check_nas_config(ncfg: NASConfig) -> None:
+    """Every setting in its range, one ConfigError line naming the value otherwise."""
     bad = [k for k in ncfg.kinds if k not in ("mlp", "cnn")]
     if bad or not ncfg.kinds:
         raise ConfigError(f"--kinds={','.join(ncfg.kinds)!r}: expected a comma list of mlp, cnn")
+    for name, v, lo, hi, what in (
+            ("--archs", ncfg.archs, 3, space_size(ncfg.kinds), f" (the space of --kinds {','.join(ncfg.kinds)})"),
+            ("--full-steps", ncfg.full_steps, 1, MAX_FULL_STEPS, ""),
+            ("--seeds", ncfg.seeds, 1, MAX_SEEDS, ""),
+            ("--proxy-learners", ncfg.proxy_learners, 1, MAX_PROXY_LEARNERS, ""),
+            ("--top-k", ncfg.top_k, 1, ncfg.archs, " (the architectures sampled)"),
+            ("--seed", ncfg.seed, 0, SEED_MAX, "")):
+        if v is not None and not lo <= v <= hi:
+            raise ConfigError(f"{name} {v}: expected {lo} to {hi}{what}")
+
+
+def new_out(out: Path) -> Path:
+    """Create the NAS directory ``out``; an existing one is never written into."""
+    try:
+        if out.exists() or out.is_symlink():
+            raise FileExistsError
+        out.mkdir(parents=True)
+    except FileExistsError:
+        raise ConfigError(f"--out {str(out)!r} already exists; gtn nas writes only into a new "
+                          f"directory (choose another --out)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot create --out {str(out)[:200]!r}: {e.strerror}") from None
+    return out
+
+
+def default_out(gtn_dir: Path) -> Path:
+    """``gtn_dir/nas``, or ``nas-1``, ``nas-2``, … when earlier searches hold it."""
+    out, i = gtn_dir / "nas", 1
+    while out.exists() or out.is_symlink():
+        out, i = gtn_dir / f"nas-{i}", i + 1
+    return out
+
+
+def run_nas(gtn_dir: str | Path, out: str | Path | None, ncfg: NASConfig, progress: bool = False) -> Path:
+    """Score the sampled architectures three ways; write nas.json, fig_nas.png, report.html into
+    the new directory ``out`` (default: ``gtn_dir/nas``, numbered when taken)."""
+    from groklab.gtn.run import load_run
+    check_nas_config(ncfg)
+    if out is not None and str(out).strip() == "":
+        raise ConfigError("--out '': expected a directory path")
+    if out is not None and (Path(out).exists() or Path(out).is_symlink()):
+        new_out(Path(out))                  # refuse before the run is loaded
     cfg, teacher, data = load_run(gtn_dir)
     if "cnn" in ncfg.kinds and len(data.shape) < 2:
         raise ConfigError(f"--kinds includes cnn but data {cfg.data.name!r} is not a sequence or image")
-    out = Path(out) if out else Path(gtn_dir) / "nas"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create --out {str(out)[:200]!r}: {e.strerror}") from None
-    with dir_lock(out, "NAS directory"):
-        return _search(gtn_dir, cfg, teacher, data, out, ncfg, progress)
-
-
-def _search(gtn_dir, cfg, teacher, data, out: Path, ncfg: NASConfig, progress: bool) -> Path:
     specs = sample_architectures(ncfg.archs, ncfg.seed, ncfg.kinds, cfg.learner.weight_norm, cfg.learner.norm)
+    if ncfg.top_k is not None and ncfg.top_k > len(specs):
+        raise ConfigError(f"--top-k {ncfg.top_k}: expected 1 to {len(specs)} (the architectures sampled)")
+    out = new_out(Path(out) if out is not None else default_out(Path(gtn_dir)))
+    try:
+        with dir_lock(out, "NAS directory"):
+            return _search(gtn_dir, cfg, teacher, data, specs, out, ncfg, progress)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # nothing half-made: the results are written at the end
+        raise
+
+
+def _search(gtn_dir, cfg, teacher, data, specs, out: Path, ncfg: NASConfig, progress: bool) -> Path:
     k = ncfg.top_k or max(1, len(specs) // 4)
     n_proxy = ncfg.proxy_learners or ncfg.seeds
     rows, secs = [], {"gtn": 0.0, "real": 0.0, "full": 0.0}

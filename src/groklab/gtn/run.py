@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from groklab.config import ConfigError
-from groklab.gtn.config import GTNConfig
+from groklab.gtn.config import MAX_EVAL_LEARNERS, GTNConfig
 from groklab.gtn.data import GTNData, load_data
 from groklab.gtn.meta import DTYPES, Teacher, train_gtn
 from groklab.runs.checkpoint import list_checkpoints, resume_point
@@ -114,6 +114,8 @@ def load_run(run_dir: str | Path, data: GTNData | None = None
 def evaluate_run(run_dir: str | Path, learners: int | None = None, teacher=None, cfg=None,
                  data=None) -> dict:
     """Run the evaluation protocol, write eval.json, the figures, summary.json and report.html."""
+    if learners is not None and not 1 <= learners <= MAX_EVAL_LEARNERS:
+        raise ConfigError(f"--learners {learners}: expected 1 to {MAX_EVAL_LEARNERS}")
     d = Path(run_dir)
     if teacher is None:  # a command of its own: hold the directory
         if not d.is_dir():
