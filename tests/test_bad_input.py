@@ -15,6 +15,9 @@ from groklab.gtn.config import GTNConfig
 TINY = ["task.p=7", "task.frac=0.5", "model.d_model=8", "model.n_heads=2", "model.d_mlp=8",
         "train.steps=2", "train.eval_every=1", "model.hidden=4"]
 
+GTN_TINY = ["meta.steps=1", "inner.steps=2", "inner.batch=4", "eval.learners=1", "meta.real_batch=8",
+            "generator.hidden=8", "generator.z_dim=4", "learner.hidden=4", "eval.lrs=0.1"]
+
 
 def _sets(kvs):
     return [a for kv in kvs for a in ("--set", kv)]
@@ -57,10 +60,27 @@ def test_bad_values_are_one_line(in_tmp, capsys, kv, needle):
     assert not (in_tmp / "runs").exists()
 
 
+@pytest.mark.parametrize("kv, needle", [
+    ("model.hidden=[32,", "model.hidden='[32,': expected a list like 200,200 or [200, 200]"),
+    ("model.hidden=32,", "model.hidden='32,': expected a list like 200,200 or [200, 200]"),
+    ("model.hidden=,32", "model.hidden=',32': expected a list like 200,200 or [200, 200]"),
+    ("model.hidden=[[32]]", "model.hidden='[[32]]': expected a list like 200,200"),
+    ("model.hidden=" + "[" * 5000 + "32" + "]" * 5000, "expected a list like 200,200"),
+    ("model." + ".".join(["a"] * 5000) + "=1", "unknown key 'model.a.a.a"),
+    ("task.op=" + "x" * 5000, "task.op: a string of 5000 characters; at most 256 allowed"),
+])
+def test_malformed_or_huge_set_values_are_short_one_line_errors(in_tmp, capsys, kv, needle):
+    """After the tiny settings, so a value that is wrongly accepted runs two steps, not the default."""
+    code = main(["run", "--quiet", "--out", "r", "--set", "model.arch=mlp", *_sets(TINY), "--set", kv])
+    err = _check_one_line(capsys, code, needle)
+    assert len(err) < 400
+    assert list(in_tmp.iterdir()) == []
+
+
 @pytest.mark.parametrize("text, needle", [
     (b"[model]\nhidden = 5.5\n", "model.hidden=5.5 (item 0): expected an integer"),
     (b"[model]\nhidden = []\n", "expected at least 1 item"),
-    (b"[task]\np = \"13\"\nname = 5\n", "task.name=5 is not one of"),
+    (b"[task]\nname = 5\n", "task.name=5 is not one of"),
     (b"\xff\xfe[task]\n", "is not UTF-8 text"),
     (b"[task\n", "is not valid TOML"),
     (b"task = 3\n", "'task' is a section"),
@@ -70,6 +90,58 @@ def test_bad_config_files_are_one_line(in_tmp, capsys, text, needle):
     (in_tmp / "c.toml").write_bytes(text)
     _check_one_line(capsys, main(["run", "--quiet", "--config", "c.toml"]), needle)
     assert not (in_tmp / "runs").exists()
+
+
+DEEP = {"arrays": b"[" * 5000 + b"]" * 5000, "tables": b"{a = " * 3000 + b"1" + b"}" * 3000,
+        "just too deep": b"[" * 17 + b"1" + b"]" * 17}
+
+
+@pytest.mark.parametrize("nest", DEEP)
+@pytest.mark.parametrize("cmd", ["run", "gtn", "sweep"])
+def test_deep_nesting_is_one_line_in_every_command_that_reads_toml(in_tmp, capsys, cmd, nest):
+    value = DEEP[nest]
+    if cmd == "sweep":
+        (in_tmp / "s.toml").write_bytes(b'name = "s"\n[axes]\n"optim.lr" = ' + value + b"\n")
+        argv = ["sweep", "s.toml", "--out", "o", "--workers", "1"]
+    else:
+        (in_tmp / "s.toml").write_bytes(b"x = " + value + b"\n")
+        argv = ["run", "--quiet", "--config", "s.toml", "--out", "o", *_sets(TINY)] if cmd == "run" else \
+            ["gtn", "train", "--quiet", "--config", "s.toml", "--out", "o", *_sets(GTN_TINY)]
+    _check_one_line(capsys, main(argv), "'s.toml' nests tables or arrays more than 16 levels deep")
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["s.toml"]
+
+
+@pytest.mark.parametrize("kv", ["learner.hidden=" + "[" * 5000 + "8" + "]" * 5000, "learner.hidden=[8,",
+                                "eval.lrs=[[0.1]]"])
+def test_malformed_gtn_lists_are_one_line(in_tmp, capsys, kv):
+    code = main(["gtn", "train", "--quiet", "--out", "o", *_sets(GTN_TINY), "--set", kv])
+    _check_one_line(capsys, code, "expected a list like 200,200 or [200, 200]")
+    assert list(in_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("text, needle", [
+    (b"[task]\np = \"23\"\n", "task.p='23': expected an integer, not a string"),
+    (b"[task]\np = 23.0\n", "task.p=23.0: expected an integer, not a float"),
+    (b"[model]\ncausal = 1\n", "model.causal=1: expected true or false, not an integer"),
+    (b"[model]\ncausal = \"true\"\n", "model.causal='true': expected true or false, not a string"),
+    (b"[optim]\nlr = \"1e-3\"\n", "optim.lr='1e-3': expected a number, not a string"),
+    (b"[optim]\nlr = true\n", "optim.lr=True: expected a number, not a boolean"),
+    (b"[model]\nhidden = \"32,32\"\n", "model.hidden='32,32': expected a list like [200, 200], not a string"),
+    (b"[model]\nhidden = [\"32\"]\n", "model.hidden=['32'] (item 0): expected an integer, not a string"),
+    (b"[task]\nop = 5\n", "task.op=5: expected a string, not an integer"),
+    (b"[task.p]\nx = 1\n", "task.p: expected a value, not a table"),
+    (b"[task.nope.deeper]\nx = 1\n", "unknown key 'task.nope'; valid task.* keys"),
+    (b"[model]\nhidden = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nests tables or arrays more than 16 levels deep"),
+    (b"[model]\nhidden = " + b"[" * 20 + b"1" + b"]" * 20 + b"\n", "nests tables or arrays more than 16 levels deep"),
+    (b"x = " + b"{a = " * 3000 + b"1" + b"}" * 3000 + b"\n", "nests tables or arrays more than 16 levels deep"),
+    (b"[" + b".".join([b"a"] * 3000) + b"]\nx = 1\n", "nests tables or arrays more than 16 levels deep"),
+])
+def test_typed_values_of_a_config_file_are_checked_strictly(in_tmp, capsys, text, needle):
+    """A file's values are typed: a string, a float or a boolean is not what an integer key takes.
+    The tiny settings come after the file, so a value wrongly accepted runs two steps only."""
+    (in_tmp / "c.toml").write_bytes(text)
+    _check_one_line(capsys, main(["run", "--quiet", "--config", "c.toml", "--out", "r", *_sets(TINY)]), needle)
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["c.toml"]
 
 
 def test_a_single_width_in_a_toml_file_is_a_one_layer_list():
@@ -175,8 +247,6 @@ def test_any_toml_document_for_run_is_exit_0_or_a_clean_exit_2(in_tmp, capsys, d
     _assert_clean(capsys, code, in_tmp, before)
 
 
-GTN_TINY = ["meta.steps=1", "inner.steps=2", "inner.batch=4", "eval.learners=1", "meta.real_batch=8",
-            "generator.hidden=8", "generator.z_dim=4", "learner.hidden=4", "eval.lrs=0.1"]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -122,6 +122,13 @@ def test_shipped_examples_parse():
     ({"axes": {"optim": {}}}, "dotted config key"),
     ({"axes": {"optim.wd": {"range": [0, 1], "num": 1000}, "optim.lr": {"log": [1e-4, 1e-1], "num": 1000}}},
      "at most"),
+    # axis values and [base] come from TOML: typed, so a string is not a number or a count
+    ({"axes": {"task.p": ["11", "13"]}}, "task.p='11': expected an integer, not a string"),
+    ({"axes": {"task.p": [11.0]}}, "task.p=11.0: expected an integer, not a float"),
+    ({"axes": {"optim.lr": ["1e-3"]}}, "optim.lr='1e-3': expected a number, not a string"),
+    ({"axes": {"model.causal": [0, 1]}}, "model.causal=0: expected true or false, not an integer"),
+    ({"axes": {"model.hidden": ["16,16"]}}, r"model.hidden='16,16': expected a list like \[200, 200\]"),
+    ({"base": {"task": {"p": "11"}}}, "task.p='11': expected an integer, not a string"),
 ])
 def test_wrong_types_and_sizes_in_a_grid_spec_are_one_line_errors(top, match):
     with pytest.raises(ConfigError, match=match):

@@ -7,6 +7,12 @@ wrong type, an overflow (``1e400``), a truncation (``3.7`` for an integer) or an
 the same one-line :class:`ConfigError` everywhere at once, naming the key, the value and what is
 allowed. Cross-field rules live in a ``model_validator`` of the root model and run in
 :func:`validate`.
+
+Text (a ``--set`` value) is parsed into the key's type: ``3``, ``1e4``, ``true``, ``200,200``.
+A typed value (TOML, JSON) must already have the key's type (``apply_dict`` and
+``set_key(..., strict=True)``): ``p = "23"`` is refused for an integer key, ``1`` for a boolean,
+``"200,200"`` for a list; an integer is a number, a single number is a one-item list. Tables and
+arrays nest at most ``MAX_DEPTH`` levels.
 """
 from __future__ import annotations
 
@@ -17,21 +23,35 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import annotated_types as at
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
 __all__ = ["ConfigError", "Config", "Section", "Int", "Float", "Bool", "Str", "IntList", "FloatList", "Field",
-           "set_key", "apply_dict", "validate", "all_keys", "load_toml", "parse_overrides"]
+           "MAX_DEPTH", "set_key", "apply_dict", "validate", "all_keys", "load_toml", "parse_overrides",
+           "nesting", "shorten"]
+
+MAX_DEPTH = 16  # tables and arrays in a config or spec file; a deeper one is refused, not recursed into
 
 
 class ConfigError(ValueError):
     """Bad configuration input; its message is one line naming the value and what is allowed."""
 
 
-# --- scalar types: strings from --set and TOML/JSON values are coerced the same way ---------
+# --- scalar types: strings from --set are parsed, TOML/JSON values must have the type -------
 
-def _to_int(v: Any) -> Any:
-    if isinstance(v, bool):
-        raise ValueError("expected an integer")
+def _strict(info: ValidationInfo | None) -> bool:
+    return bool(info is not None and info.context and info.context.get("strict"))
+
+
+def _a(v: Any) -> str:
+    """'a string', 'a float', ...: the type of a value as the error message names it."""
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", list: "list",
+            tuple: "list", dict: "table"}.get(type(v), type(v).__name__)
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _to_int(v: Any, info: ValidationInfo) -> Any:
+    if isinstance(v, bool) or (_strict(info) and not isinstance(v, int)):
+        raise ValueError(f"expected an integer, not {_a(v)}")
     if isinstance(v, str):
         s = v.strip().replace("_", "")
         try:
@@ -50,9 +70,9 @@ def _to_int(v: Any) -> Any:
     return v
 
 
-def _to_float(v: Any) -> Any:
-    if isinstance(v, bool):
-        raise ValueError("expected a number")
+def _to_float(v: Any, info: ValidationInfo) -> Any:
+    if isinstance(v, bool) or (_strict(info) and not isinstance(v, (int, float))):
+        raise ValueError(f"expected a number, not {_a(v)}")
     if isinstance(v, str):
         try:
             v = float(v.strip())
@@ -70,9 +90,11 @@ def _to_float(v: Any) -> Any:
     return v
 
 
-def _to_bool(v: Any) -> bool:
+def _to_bool(v: Any, info: ValidationInfo) -> bool:
     if isinstance(v, bool):
         return v
+    if _strict(info):
+        raise ValueError(f"expected true or false, not {_a(v)}")
     s = str(v).strip().lower()
     if s in ("true", "1", "yes", "on"):
         return True
@@ -83,19 +105,24 @@ def _to_bool(v: Any) -> bool:
 
 def _to_str(v: Any) -> str:
     if not isinstance(v, str):
-        raise ValueError("expected a string")
+        raise ValueError(f"expected a string, not {_a(v)}")
     return v
 
 
-def _to_list(v: Any) -> list:
-    """``200,200`` / ``[200, 200]`` (a string) or a TOML/JSON list; a single number is one item."""
-    if isinstance(v, str):
-        return [s.strip() for s in v.strip().strip("[]").split(",") if s.strip()]
+def _to_list(v: Any, info: ValidationInfo) -> list:
+    """``200,200`` / ``[200, 200]`` (text) or a TOML/JSON list; a single number is one item."""
+    if isinstance(v, str) and not _strict(info):
+        s = v.strip()
+        inner = s[1:-1] if s[:1] == "[" and s[-1:] == "]" else s
+        items = [x.strip() for x in inner.split(",")] if inner.strip() else []
+        if "[" in inner or "]" in inner or "" in items:
+            raise ValueError("expected a list like 200,200 or [200, 200]")
+        return items
     if isinstance(v, (list, tuple)):
         return list(v)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return [v]
-    raise ValueError("expected a list like 200,200")
+    raise ValueError(f"expected a list like [200, 200], not {_a(v)}")
 
 
 Int = Annotated[int, BeforeValidator(_to_int)]
@@ -193,18 +220,19 @@ def _one_line(err: dict, model: type[BaseModel], key: str | None, given: Any) ->
     if not loc:  # a cross-field rule: its message names the keys already
         return msg
     ann, meta = _field_info(model, loc)
+    name = shorten(name)
     if kind == "literal_error" and ann is not None:
-        return f"{name}={value!r} is not one of: {', '.join(map(str, typing.get_args(ann)))}"
+        return f"{name}={shorten(repr(value))} is not one of: {', '.join(map(str, typing.get_args(ann)))}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         shown = f"{value:.3g}" if isinstance(value, int) and abs(value) >= 10**15 else repr(value)
         return f"{name}={shown}{where} is out of range; allowed: {_allowed(meta)}"
+    if kind in ("too_long", "string_too_long") and isinstance(value, str):
+        return f"{name}: a string of {len(value)} characters; at most {err['ctx']['max_length']} allowed"
     if kind in ("too_short", "too_long"):
         ctx = err.get("ctx", {})
-        return f"{name}={given!r}: expected {'at least' if kind == 'too_short' else 'at most'} " \
+        return f"{name}={shorten(repr(given))}: expected {'at least' if kind == 'too_short' else 'at most'} " \
                f"{ctx.get('min_length', ctx.get('max_length'))} item(s)"
-    if kind == "string_too_long":
-        return f"{name}: a string of {len(str(value))} characters; at most 256 allowed"
-    return f"{name}={given!r}{where}: {msg[0].lower() + msg[1:] if msg else kind}"
+    return f"{name}={shorten(repr(given))}{where}: {msg[0].lower() + msg[1:] if msg else kind}"
 
 
 def _raise(e: ValidationError, model: type[BaseModel], key: str | None = None, given: Any = None):
@@ -217,17 +245,27 @@ def _sections(model: BaseModel) -> list[str]:
     return [n for n, v in model if isinstance(v, BaseModel)]
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (with …): a pasted megabyte stays a one-line message."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _unknown(root: BaseModel, key: str, node: BaseModel, depth: int) -> ConfigError:
     parts = key.split(".")
     if depth == 0:
         ex = f"{_sections(root)[0]}.{next(iter(type(getattr(root, _sections(root)[0])).model_fields))}"
-        return ConfigError(f"unknown key {key!r}; sections are: {', '.join(_sections(root))} (e.g. {ex})")
-    where = ".".join(parts[:depth])
-    return ConfigError(f"unknown key {key!r}; valid {where}.* keys: {', '.join(type(node).model_fields)}")
+        return ConfigError(f"unknown key {shorten(key)!r}; sections are: {', '.join(_sections(root))} "
+                           f"(e.g. {ex})")
+    where = shorten(".".join(parts[:depth]))
+    return ConfigError(f"unknown key {shorten(key)!r}; valid {where}.* keys: "
+                       f"{', '.join(type(node).model_fields)}")
 
 
-def set_key(cfg: BaseModel, key: str, value: Any) -> None:
-    """Set one dotted key (``optim.lr``) on ``cfg`` in place, validated; ConfigError if not."""
+def set_key(cfg: BaseModel, key: str, value: Any, strict: bool = False) -> None:
+    """Set one dotted key (``optim.lr``) on ``cfg`` in place, validated; ConfigError if not.
+
+    ``strict``: ``value`` comes from a typed source (TOML, JSON) and must have the key's type;
+    otherwise a string is text to parse (``--set``)."""
     parts = key.split(".")
     node = cfg
     for depth, part in enumerate(parts):
@@ -242,24 +280,42 @@ def set_key(cfg: BaseModel, key: str, value: Any) -> None:
                                   f"{key}.{next(iter(type(child).model_fields))}=...")
             raise _unknown(cfg, key, node, depth + 1)
         if last:
-            try:
-                setattr(node, part, value)
+            try:  # what setattr does under validate_assignment, with the context the validators read
+                node.__pydantic_validator__.validate_assignment(node, part, value, context={"strict": strict})
             except ValidationError as e:
                 _raise(e, type(node), key, value)
         node = child
 
 
 def apply_dict(cfg: BaseModel, d: Any, prefix: str = "") -> None:
-    """Apply a nested or flat dict of overrides (a TOML file, a saved config.json)."""
+    """Apply a nested or flat dict of typed overrides (a TOML file, a saved config.json).
+
+    A table is followed only where ``cfg`` has a section, so no nesting recurses further."""
     if not isinstance(d, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'the config'}: expected a table of settings, "
                           f"got {type(d).__name__}")
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
+            if not isinstance(_node(cfg, key), BaseModel):
+                raise ConfigError(f"{shorten(key)}: expected a value, not a table")
             apply_dict(cfg, v, prefix=f"{key}.")
         else:
-            set_key(cfg, key, v)
+            set_key(cfg, key, v, strict=True)
+
+
+def _node(cfg: BaseModel, key: str) -> Any:
+    """The section or value at dotted ``key``; the unknown-key ConfigError if there is none."""
+    node: Any = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, BaseModel):
+            raise ConfigError(f"unknown key {shorten(key)!r}: {'.'.join(parts[:depth])} is a value, "
+                              f"not a section")
+        if part not in type(node).model_fields:
+            raise _unknown(cfg, key, node, depth)
+        node = getattr(node, part)
+    return node
 
 
 def validate(cfg: BaseModel) -> BaseModel:
@@ -290,16 +346,37 @@ def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def nesting(value: Any) -> int:
+    """How many tables and arrays deep ``value`` goes (a scalar: 0), counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list, tuple)):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                break
+            stack += [(x, depth + 1) for x in (v.values() if isinstance(v, dict) else v)]
+    return deepest
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a dict; a missing, unreadable, non-UTF-8 or invalid file is a ConfigError."""
+    """A TOML file as a dict; a missing, unreadable, non-UTF-8, invalid or too deeply nested file
+    is a ConfigError."""
     p = Path(path)
+    name = shorten(str(p))
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist (or is not a file)")
+        raise ConfigError(f"config file {name!r} does not exist (or is not a file)")
+    deep = f"config file {name!r} nests tables or arrays more than {MAX_DEPTH} levels deep"
     try:
-        return tomllib.loads(p.read_bytes().decode("utf-8"))
+        d = tomllib.loads(p.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {e.start})") from None
+        raise ConfigError(f"config file {name!r} is not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+        raise ConfigError(f"config file {name!r} is not valid TOML: {e}") from None
+    except RecursionError:  # the parser recurses into arrays and inline tables
+        raise ConfigError(deep) from None
     except OSError as e:
-        raise ConfigError(f"config file {str(p)!r} cannot be read: {e.strerror}") from None
+        raise ConfigError(f"config file {name!r} cannot be read: {e.strerror}") from None
+    if nesting(d) > MAX_DEPTH:
+        raise ConfigError(deep)
+    return d

@@ -172,7 +172,7 @@ def parse_axis(key: str, raw: Any, base: RunConfig) -> Axis:
     else:
         ax = Axis(key, "list", [raw], is_int=is_int)
     for v in ax.values:
-        set_key(probe, key, v)  # coercion errors (a string for a float) name the key
+        set_key(probe, key, v, strict=True)  # TOML values have types: a string for a float names the key
         try:
             validate(probe)
         except ConfigError as e:
