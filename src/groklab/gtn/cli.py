@@ -1,4 +1,4 @@
-"""``groklab gtn {train,eval,nas}``: thin — parse, build a GTNConfig, call groklab.gtn."""
+"""``groklab gtn {train,eval,nas,sample}``: thin — parse, build a GTNConfig, call groklab.gtn."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,6 +60,14 @@ def cmd_nas(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from groklab.gtn.sample import sample_run
+    a = sample_run(args.dir, args.out_file, n=args.n, seed=args.seed)
+    print(f"{len(a['y'])} examples ({a['data']}, {a['curriculum']} curriculum, {a['unroll'].max() + 1} "
+          f"unroll(s) of {len(a['lr'])} steps × {a['batch']}) → {args.out_file}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("gtn", help="Generative Teaching Networks: meta-train, evaluate, rank architectures")
     sub = p.add_subparsers(dest="gtn_command", metavar="GTN_COMMAND", required=True)
@@ -78,6 +86,14 @@ def register(subparsers) -> None:
     e.add_argument("dir", help="a GTN run directory")
     e.add_argument("--learners", type=int, help="fresh learners per protocol (default: the run's eval.learners)")
     e.set_defaults(func=cmd_eval)
+    sp = sub.add_parser("sample", help="write the teacher's data (inputs, targets, curriculum order) to a new .npz")
+    sp.add_argument("dir", help="a GTN run directory")
+    sp.add_argument("--out", dest="out_file", required=True, metavar="FILE",
+                    help="the .npz file to create (never an existing one)")
+    sp.add_argument("--n", type=int, help="examples (default T·B, one learner's data; at most 1,000,000 and 1 GiB)")
+    sp.add_argument("--seed", type=int, help="unroll k's plan from seed + k (default eval.seed + 7919: "
+                                             "unroll k is evaluation learner k's data)")
+    sp.set_defaults(func=cmd_sample)
     n = sub.add_parser("nas", help="rank sampled architectures by GTN data, by real data, by full training")
     n.add_argument("--gtn", required=True, metavar="DIR", help="a GTN run directory (its data and teacher)")
     n.add_argument("--out", help="new directory for nas.json and the report, never an existing one "

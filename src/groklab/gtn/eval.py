@@ -48,12 +48,20 @@ def teach(learner, params0, batches, lrs, moms, data: GTNData) -> list[float]:
 def generated_batches(teacher, g: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The T batches (x, target) the teacher feeds one learner (a fresh plan for the random
     curricula); the target is the labels (B,) or, with learned labels, soft targets (B, C)."""
+    return [(x, target) for x, target, _ in generated_examples(teacher, g)]
+
+
+@torch.no_grad()
+def generated_examples(teacher, g: torch.Generator
+                       ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``generated_batches`` with the class labels (B,) the generator was fed at each step:
+    [(x (B, *shape), target, y (B,))] for t = 0 … T-1."""
     plan = teacher.curriculum.plan(g)
     dtype = teacher.log_lr.dtype
     out = []
     for t in range(teacher.log_lr.shape[0]):
         z, y = teacher.curriculum.inputs(t, plan)
-        out.append((teacher.generator(z.to(dtype), y), teacher.curriculum.target(t, plan, y)))
+        out.append((teacher.generator(z.to(dtype), y), teacher.curriculum.target(t, plan, y), y))
     return out
 
 

@@ -111,6 +111,25 @@ def load_run(run_dir: str | Path, data: GTNData | None = None
     return cfg, teacher, data
 
 
+def check_gtn_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` if it is a GTN run directory; anything else (a missing path, no config.json,
+    a ``groklab run`` directory) is one ConfigError line, before anything is read or written."""
+    d = Path(run_dir)
+    if not d.is_dir() or not (d / "config.json").is_file():
+        raise ConfigError(f"{str(d)!r} is not a GTN run directory (no config.json)")
+    raw = read_run_json(d / "config.json")
+    if not (isinstance(raw, dict) and {"generator", "inner", "meta"} <= raw.keys()):
+        raise ConfigError(f"{str(d)!r} is not a GTN run directory (its config.json has no generator, "
+                          f"inner and meta sections)")
+    return d
+
+
+def open_gtn_run(run_dir: str | Path, data: GTNData | None = None
+                 ) -> tuple[GTNConfig, Teacher, GTNData]:
+    """``load_run`` of a directory a command names, checked by ``check_gtn_dir`` first."""
+    return load_run(check_gtn_dir(run_dir), data)
+
+
 def evaluate_run(run_dir: str | Path, learners: int | None = None, teacher=None, cfg=None,
                  data=None) -> dict:
     """Run the evaluation protocol, write eval.json, the figures, summary.json and report.html."""
