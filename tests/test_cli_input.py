@@ -123,3 +123,51 @@ def test_resolve_refuses_an_empty_preset():
     from groklab.config import ConfigError, resolve
     with pytest.raises(ConfigError, match="preset '': expected a preset name"):
         resolve("")
+
+
+# --- race: every count bounded, every list checked --------------------------------------------
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "99999999999"], "--seeds '99999999999': expected a count from 1 to 1,000 (3)"),
+    (["--seeds", "1001"], "--seeds '1001': expected a count from 1 to 1,000"),
+    (["--seeds", "0"], "--seeds '0': expected a count from 1 to 1,000"),
+    (["--seeds", "1,99999999999"], "a list of distinct seeds from 0 to 4,294,967,295"),
+    (["--seeds", "1,-2"], "a list of distinct seeds"),
+    (["--seeds", "1,,2"], "--seeds '1,,2': expected comma-separated items, none of them empty"),
+    (["--seeds", "1,1"], "--seeds '1,1': an item is repeated"),
+    (["--seeds", ",".join(map(str, range(1001)))], "expected a count from 1 to 1,000"),
+    (["--thresholds", ","], "--thresholds ',': expected comma-separated items"),
+    (["--thresholds", "0.9,"], "--thresholds '0.9,': expected comma-separated items"),
+    (["--thresholds", "nan"], "--thresholds 'nan': expected distinct accuracies in (0, 1]"),
+    (["--thresholds", "0.9,0.9"], "an item is repeated"),
+    (["--thresholds", "1.5"], "--thresholds '1.5': expected distinct accuracies in (0, 1]"),
+    (["--recipes", "mlp-adamw,"], "--recipes 'mlp-adamw,': expected comma-separated items"),
+    (["--recipes", "mlp-adamw,mlp-adamw"], "an item is repeated"),
+    (["--recipes", "nope"], "--recipes: unknown preset 'nope'; allowed: "),
+    (["--task", "nope"], "--task: unknown preset 'nope'; allowed: own, "),
+    (["--tasks", "add113,"], "--tasks 'add113,': expected comma-separated items"),
+    (["--tasks", "nope"], "--tasks: unknown race task 'nope'; allowed: add113"),
+    (["--steps", "0"], "--steps 0: out of range; allowed: an integer from 1 to 1,000,000,000"),
+    (["--steps", "99999999999"], "--steps 99999999999: out of range; allowed: an integer from 1 to"),
+    (["--eval-every", "0"], "--eval-every 0: out of range; allowed: an integer from 1 to"),
+    (["--eval-every", "99999999999"], "--eval-every 99999999999: out of range"),
+    (["--threads", "0"], "--threads 0: out of range; allowed: an integer from 1 to 1,024"),
+    (["--threads", "99999999"], "--threads 99999999: out of range; allowed: an integer from 1 to 1,024"),
+    (["--tune", "-1"], "--tune -1: out of range; allowed: an integer from 0 to 10,000"),
+    (["--tune", "99999999999"], "--tune 99999999999: out of range"),
+    (["--tune", "1", "--tune-split", "-1"], "--tune-split -1: out of range; allowed: an integer from 0 to 4,294,967,295"),
+    (["--tune", "1", "--tune-split", "99999999999"], "--tune-split 99999999999: out of range"),
+    (["--tune", "1", "--task", "nanda"], "--task and --tasks/--tune do not mix"),
+])
+def test_race_options_are_bounded_and_checked_before_anything_starts(no_jobs, capsys, argv, needle):
+    import torch
+    threads = torch.get_num_threads()
+    one_line_error(capsys, main(["race", *argv]), needle)
+    assert list(no_jobs.iterdir()) == [] and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("argv", [["race"], ["race", "--tune", "2", "--tasks", "add113,mul97"],
+                                  ["race", "--seeds", "1000", "--thresholds", "1"]])
+def test_race_options_within_bounds_reach_the_race(no_jobs, argv):
+    with pytest.raises(Started):
+        main(argv)

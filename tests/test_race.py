@@ -99,6 +99,26 @@ def test_run_race_rejects_unknown_recipes_before_training(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("kw, match", [
+    ({"thresholds": []}, "race thresholds \\[\\]: expected one or more accuracies in \\(0, 1\\]"),
+    ({"thresholds": ["x"]}, "expected one or more accuracies"),
+    ({"thresholds": [float("nan")]}, "expected one or more accuracies"),
+    ({"seeds": []}, "no seeds given"),
+    ({"seeds": range(10**11)}, "expected 1 to 1,000 distinct integers"),
+    ({"seeds": [0, 0]}, "distinct"),
+    ({"seeds": [2**40]}, "from 0 to 4,294,967,295"),
+    ({"seeds": [0.5]}, "distinct integers"),
+])
+def test_run_race_checks_seeds_and_thresholds_before_anything(tmp_path, kw, match):
+    from groklab.accel.tune import run_tuned_race
+    args = {"seeds": [0], "out": tmp_path / "r", "log": None, **kw}
+    with pytest.raises(ConfigError, match=match):
+        run_race(["mlp-adamw"], **args)
+    with pytest.raises(ConfigError, match=match):
+        run_tuned_race(["mlp-adamw"], **args)
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_race_prints_the_table_and_turns_bad_input_into_exit_2(tmp_path, capsys):
     args = ["race", "--recipes", "mlp-orthograd", "--seeds", "1", "--steps", "10", "--eval-every", "5",
             "--out", str(tmp_path / "r"), "--threads", "1", *sum((["--set", s] for s in TINY), [])]

@@ -4,78 +4,103 @@ from __future__ import annotations
 
 import sys
 
-from groklab.config import ConfigError
+from groklab.accel.race import MAX_SEEDS
+from groklab.accel.tune import MAX_TRIALS
+from groklab.config import BIG, SEED_MAX, ConfigError
+
+MAX_THREADS = 1024
 
 
-def _names(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
+def _names(flag: str, text: str, allowed=None, noun: str = "name") -> list[str]:
+    """'a,b' -> ['a', 'b']: no empty item, no repeat, each in ``allowed`` (if given)."""
+    names = [s.strip() for s in text.split(",")]
+    if "" in names:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated items, none of them empty")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{flag} {text!r}: an item is repeated")
+    for n in names:
+        if allowed is not None and n not in allowed:
+            raise ConfigError(f"{flag}: unknown {noun} {n!r}; allowed: {', '.join(allowed)}")
+    return names
+
+
+def _count(flag: str, value: int | None, lo: int, hi: int) -> int | None:
+    if value is not None and not lo <= value <= hi:
+        raise ConfigError(f"{flag} {value}: out of range; allowed: an integer from {lo:,} to {hi:,}")
+    return value
 
 
 def _seeds(text: str) -> list[int]:
     """'3' -> [0, 1, 2]; '0,5,7' -> [0, 5, 7]."""
+    what = f"expected a count from 1 to {MAX_SEEDS:,} (3) or a list of distinct seeds from 0 to {SEED_MAX:,} (0,4,7)"
+    items = _names("--seeds", text) if "," in text else None  # ConfigError is a ValueError: not in the try
     try:
-        if "," in text:
-            seeds = [int(s) for s in _names(text)]
-        else:
-            n = int(text)
-            if n < 1:
-                raise ValueError
-            seeds = list(range(n))
+        seeds = [int(s) for s in items] if items is not None else list(range(_count_of(text)))
     except ValueError:
-        raise ConfigError(f"--seeds {text!r}: expected a count >= 1 (3) or a list (0,1,2)") from None
-    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-        raise ConfigError(f"--seeds {text!r}: seeds must be distinct and >= 0")
+        raise ConfigError(f"--seeds {text!r}: {what}") from None
+    if len(seeds) > MAX_SEEDS or any(not 0 <= s <= SEED_MAX for s in seeds):
+        raise ConfigError(f"--seeds {text!r}: {what}")
     return seeds
 
 
-def _tuned(args, thresholds: list[float]) -> int:
-    """--tune / --tasks: the fair race of ``accel.tune``."""
-    from groklab.accel.race import format_table
-    from groklab.accel.tune import RACE_TASKS, TUNED_RECIPES, run_tuned_race
-    if args.task is not None:
-        raise ConfigError("--task and --tasks/--tune do not mix: name the tasks with --tasks "
-                          f"({', '.join(RACE_TASKS)})")
-    tasks = _names(args.tasks) if args.tasks is not None else ["add113"]
-    for t in tasks:
-        if t not in RACE_TASKS:
-            raise ConfigError(f"--tasks: unknown race task {t!r}; tasks: {', '.join(RACE_TASKS)}")
-    if args.tune is not None and args.tune < 0:
-        raise ConfigError(f"--tune {args.tune}: expected a number of trials >= 0")
-    if args.tune_split < 0:
-        raise ConfigError(f"--tune-split {args.tune_split}: expected a seed >= 0")
-    recipes = _names(args.recipes) if args.recipes else list(TUNED_RECIPES)
-    seeds = _seeds(args.seeds) if args.seeds is not None else list(range(5))
-    result = run_tuned_race(recipes, tasks, args.tune or 0, seeds, out=args.out, steps=args.steps,
-                            eval_every=args.eval_every, thresholds=thresholds, overrides=args.set,
-                            tune_split=args.tune_split, log=lambda s: print(s, file=sys.stderr, flush=True))
-    for task, res in result["tasks"].items():
-        print(f"{task}: {res['what']}")
-        print(format_table(res["rows"], sorted(thresholds)))
-    return 0
+def _count_of(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= MAX_SEEDS:
+        raise ValueError(n)
+    return n
+
+
+def _thresholds(text: str) -> list[float]:
+    """'0.95,0.99' -> [0.95, 0.99]: at least one, each a validation accuracy in (0, 1]."""
+    items = _names("--thresholds", text)
+    try:
+        ts = [float(t) for t in items]
+    except ValueError:
+        ts = []
+    if not ts or not all(0 < t <= 1 for t in ts):  # NaN fails the comparison too
+        raise ConfigError(f"--thresholds {text!r}: expected distinct accuracies in (0, 1] like 0.95,0.99")
+    return ts
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_race(args) -> int:
+    """Every option is checked before anything changes (a directory, torch's thread count)."""
     from groklab.accel.race import DEFAULT_RECIPES, format_table, run_race
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError(f"--steps {args.steps}: expected an integer >= 1")
-    if args.eval_every < 1:
-        raise ConfigError(f"--eval-every {args.eval_every}: expected an integer >= 1")
-    try:
-        thresholds = [float(t) for t in _names(args.thresholds)]
-    except ValueError:
-        raise ConfigError(f"--thresholds {args.thresholds!r}: expected numbers like 0.95,0.99") from None
+    from groklab.accel.tune import RACE_TASKS, TUNED_RECIPES, run_tuned_race
+    from groklab.presets import PRESETS
+    tuned = args.tune is not None or args.tasks is not None  # the fair race of ``accel.tune``
+    _count("--steps", args.steps, 1, BIG)
+    _count("--eval-every", args.eval_every, 1, BIG)
+    _count("--threads", args.threads, 1, MAX_THREADS)
+    _count("--tune", args.tune, 0, MAX_TRIALS)
+    _count("--tune-split", args.tune_split, 0, SEED_MAX)
+    thresholds = _thresholds(args.thresholds)
+    seeds = _seeds(args.seeds) if args.seeds is not None else list(range(5 if tuned else 3))
+    recipes = _names("--recipes", args.recipes, sorted(PRESETS), "preset") if args.recipes is not None else \
+        list(TUNED_RECIPES if tuned else DEFAULT_RECIPES)
+    if tuned and args.task is not None:
+        raise ConfigError("--task and --tasks/--tune do not mix: name the tasks with --tasks "
+                          f"({', '.join(RACE_TASKS)})")
+    tasks = _names("--tasks", args.tasks, list(RACE_TASKS), "race task") if args.tasks is not None else ["add113"]
+    if args.task is not None:
+        _names("--task", args.task, ["own", *sorted(PRESETS)], "preset")
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads {args.threads}: expected an integer >= 1")
         import torch
         torch.set_num_threads(args.threads)
-    if args.tune is not None or args.tasks is not None:
-        return _tuned(args, thresholds)
+    if tuned:
+        result = run_tuned_race(recipes, tasks, args.tune or 0, seeds, out=args.out, steps=args.steps,
+                                eval_every=args.eval_every, thresholds=thresholds, overrides=args.set,
+                                tune_split=args.tune_split, log=_log)
+        for task, res in result["tasks"].items():
+            print(f"{task}: {res['what']}")
+            print(format_table(res["rows"], sorted(thresholds)))
+        return 0
     task = "nanda" if args.task is None else None if args.task == "own" else args.task
-    result = run_race(_names(args.recipes or ",".join(DEFAULT_RECIPES)), task=task,
-                      seeds=_seeds(args.seeds if args.seeds is not None else "3"), out=args.out,
-                      steps=args.steps, eval_every=args.eval_every, thresholds=thresholds,
-                      overrides=args.set, log=lambda s: print(s, file=sys.stderr, flush=True))
+    result = run_race(recipes, task=task, seeds=seeds, out=args.out, steps=args.steps,
+                      eval_every=args.eval_every, thresholds=thresholds, overrides=args.set, log=_log)
     print(format_table(result["rows"], sorted(thresholds)))
     return 0
 

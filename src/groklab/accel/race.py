@@ -27,13 +27,36 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from groklab.config import ConfigError, RunConfig, parse_overrides, set_key, validate
+from groklab.config import SEED_MAX, ConfigError, RunConfig, parse_overrides, set_key, validate
 from groklab.runs.lock import dir_lock
 from groklab.runs.rundir import atomic_write_text, read_jsonl, write_json
 
 DEFAULT_RECIPES = ("mlp-adamw", "mlp-grokfast-ema", "mlp-grokfast-ma", "mlp-orthograd",
                    "mlp-stablemax", "mlp-init-scale", "mlp-fast")
 THRESHOLDS = (0.95, 0.99)
+MAX_SEEDS = 1000  # runs per recipe: a race of more is a sweep
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """1 to MAX_SEEDS distinct seeds in [0, SEED_MAX]; else a one-line ConfigError."""
+    if not len(seeds):
+        raise ConfigError("race: no seeds given; e.g. --seeds 3")
+    seeds = list(seeds[:MAX_SEEDS + 1])  # a range(10**11) is never made a list
+    if len(seeds) > MAX_SEEDS or len(set(seeds)) != len(seeds) or \
+            not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds):
+        raise ConfigError(f"race seeds: expected 1 to {MAX_SEEDS:,} distinct integers from 0 to {SEED_MAX:,}")
+    return seeds
+
+
+def check_thresholds(thresholds: Sequence[float]) -> list[float]:
+    """At least one validation accuracy, each in (0, 1], sorted; else a one-line ConfigError."""
+    try:
+        ts = sorted(float(t) for t in thresholds)
+    except (TypeError, ValueError):
+        ts = []
+    if not ts or not all(0 < t <= 1 for t in ts):  # NaN fails the comparison too
+        raise ConfigError(f"race thresholds {list(thresholds)!r}: expected one or more accuracies in (0, 1]")
+    return ts
 
 
 @dataclass
@@ -111,11 +134,7 @@ def run_race(recipes: Sequence[str] = DEFAULT_RECIPES, task: str | None = "nanda
     for name in [*recipes, *([task] if task else [])]:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
-    if not seeds:
-        raise ConfigError("race: no seeds given; e.g. --seeds 3")
-    thresholds = sorted(float(t) for t in thresholds)
-    if not all(0 < t <= 1 for t in thresholds):
-        raise ConfigError(f"race thresholds {thresholds}: each must be in (0, 1]")
+    seeds, thresholds = check_seeds(seeds), check_thresholds(thresholds)
     configs = {(r, s): race_config(r, task, s, steps, eval_every, thresholds[-1], overrides)
                for r in recipes for s in seeds}  # fail on a bad override before any training
     from groklab.api import make_out

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 from groklab.config import ConfigError, RunConfig, parse_overrides, set_key, validate
 
+MAX_TRIALS = 10_000  # Optuna trials per recipe and task
 TUNED_RECIPES = ("mlp-adamw", "mlp-adam-l2", "mlp-grokfast-ema", "mlp-grokfast-ma", "mlp-orthograd",
                  "mlp-stablemax", "mlp-weight-norm", "mlp-fast", "mlp-muon", "mlp-egd", "mlp-fast-bf16")
 TUNE_SEED_BASE = 10_000
@@ -169,7 +170,7 @@ def run_tuned_race(recipes: Sequence[str] = TUNED_RECIPES, tasks: Sequence[str] 
                    tune_split: int = 1, log: Callable[[str], None] | None = print) -> dict:
     """Tune (if ``n_trials``) and race every recipe on every task; writes race.json, race.md and
     race_<task>.png into ``out`` (one sub-directory of runs per task); returns race.json."""
-    from groklab.accel.race import _race, format_table, total_cost
+    from groklab.accel.race import _race, check_seeds, check_thresholds, format_table, total_cost
     from groklab.api import make_out
     from groklab.presets import PRESETS
     from groklab.runs.lock import dir_lock
@@ -181,13 +182,9 @@ def run_tuned_race(recipes: Sequence[str] = TUNED_RECIPES, tasks: Sequence[str] 
     for name in recipes:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
-    if not seeds:
-        raise ConfigError("race: no seeds given; e.g. --seeds 5")
-    if n_trials < 0:
-        raise ConfigError(f"--tune {n_trials}: expected a number of trials >= 0")
-    thresholds = sorted(float(t) for t in thresholds)
-    if not all(0 < t <= 1 for t in thresholds):
-        raise ConfigError(f"race thresholds {thresholds}: each must be in (0, 1]")
+    seeds, thresholds = check_seeds(seeds), check_thresholds(thresholds)
+    if not (isinstance(n_trials, int) and 0 <= n_trials <= MAX_TRIALS):
+        raise ConfigError(f"--tune {n_trials!r}: out of range; allowed: an integer from 0 to {MAX_TRIALS:,}")
     for task in tasks:  # fail on a bad task, recipe or override before any training
         for r in recipes:
             task_config(r, task, 0, steps, eval_every, thresholds[-1], overrides, tune_split)
