@@ -42,10 +42,15 @@ def test_json_files_are_indented_and_jsonl_takes_numpy_numbers(tmp_path):
     assert read_jsonl(tmp_path / "m.jsonl") == [{"step": 2, "acc": 0.5}]
 
 
-def test_read_jsonl_skips_blank_and_torn_lines_but_reads_on(tmp_path):
+def test_read_jsonl_skips_blank_lines_and_a_torn_last_line_but_not_a_torn_line_inside(tmp_path):
+    """An unterminated last line is a live writer's half line; a broken line with lines after
+    it is damage, named by file and line."""
     p = tmp_path / "m.jsonl"
-    p.write_text('{"step": 0}\n\n{"step": 1, "acc\n{"step": 2}\n{"step": 3, "ac')
+    p.write_text('{"step": 0}\n\n{"step": 2}\n{"step": 3, "ac')
     assert read_jsonl(p) == [{"step": 0}, {"step": 2}]
+    p.write_text('{"step": 0}\n\n{"step": 1, "acc\n{"step": 2}\n')
+    with pytest.raises(ConfigError, match=r"m\.jsonl' is damaged at line 3: not valid JSON"):
+        read_jsonl(p)
     assert read_jsonl(tmp_path / "absent.jsonl") == []
 
 
@@ -72,11 +77,11 @@ def test_an_unreadable_run_json_and_what_a_run_directory_is(tmp_path, monkeypatc
     p = tmp_path / "summary.json"
     p.write_text("{}")
 
-    def denied(self):   # what a file without read permission does (these tests may run as root)
+    def denied(self, *args, **kwargs):   # what a file without read permission does (these tests may run as root)
         raise PermissionError(errno.EACCES, "Permission denied", str(self))
 
     with monkeypatch.context() as m:
-        m.setattr(Path, "read_bytes", denied)
+        m.setattr(Path, "open", denied)
         with pytest.raises(ConfigError, match=f"^{re.escape(repr(str(p)))} cannot be read: Permission denied$"):
             read_run_json(p)
     assert not is_run_dir(tmp_path)
@@ -84,12 +89,12 @@ def test_an_unreadable_run_json_and_what_a_run_directory_is(tmp_path, monkeypatc
     assert is_run_dir(tmp_path) and not is_run_dir(tmp_path / "nowhere")
 
 
-def test_truncate_keeps_the_records_before_the_step_and_those_without_one(tmp_path):
+def test_truncate_keeps_the_records_before_the_step(tmp_path):
     p = tmp_path / "metrics.jsonl"
-    recs = [{"step": 0}, {"note": "no step"}, {"step": 5}, {"step": 10}]
+    recs = [{"step": 0}, {"step": 5}, {"step": 10}]
     p.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    truncate_jsonl(p, 1)
-    assert read_jsonl(p) == [{"step": 0}, {"note": "no step"}]
+    truncate_jsonl(p, 6)
+    assert read_jsonl(p) == [{"step": 0}, {"step": 5}]
     truncate_jsonl(tmp_path / "absent.jsonl", 3)          # nothing to truncate: no file made
     assert not (tmp_path / "absent.jsonl").exists()
 

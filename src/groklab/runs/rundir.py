@@ -14,6 +14,7 @@ reader (the dashboard, a resume) never sees half a file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -64,26 +65,23 @@ def _jsonable(o):
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON value in ``path`` (any type; ``groklab.runs.read.load_json``): missing is
+    FileNotFoundError, anything else wrong a one-line ``RunFileError`` naming the file."""
+    from groklab.runs.read import load_json
+    if not Path(path).exists():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+    return load_json(path)
 
 
 def read_run_json(path: str | Path) -> Any:
     """A JSON file of a run or sweep directory; missing, unreadable or damaged is a one-line
-    ``ConfigError`` naming the file (never a traceback)."""
+    ``ConfigError`` naming the file (never a traceback). NaN and Infinity are refused."""
     from groklab.config import ConfigError
+    from groklab.runs.read import load_json
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{str(p)!r} is missing (not a run directory, or a damaged one)")
-    try:
-        return json.loads(p.read_bytes().decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"{str(p)!r} is damaged: not valid JSON ({str(e)[:80]})") from None
-    except OSError as e:
-        raise ConfigError(f"{str(p)!r} cannot be read: {e.strerror}") from None
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
+    return load_json(p, constants=False)
 
 
 def read_config(run_dir: str | Path):
@@ -98,20 +96,11 @@ def read_config(run_dir: str | Path):
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSON-lines file; a trailing half-written line (a live writer) is skipped."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    """The validated records of a JSON-lines file, ``[]`` if it does not exist
+    (``groklab.runs.read.read_records``: a damaged file is a one-line ``RunFileError``; a
+    trailing half-written line of a live writer is skipped)."""
+    from groklab.runs.read import read_records
+    return read_records(path)
 
 
 class JsonlLogger:
@@ -133,7 +122,7 @@ def truncate_jsonl(path: str | Path, before_step: int) -> None:
     """Keep only records with step < ``before_step`` (used when resuming from a checkpoint)."""
     p = Path(path)
     if p.exists():
-        keep = [r for r in read_jsonl(p) if r.get("step", 0) < before_step]
+        keep = [r for r in read_jsonl(p) if r["step"] < before_step]
         atomic_write_text(p, "".join(json.dumps(r) + "\n" for r in keep))
 
 
