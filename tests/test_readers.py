@@ -1,20 +1,25 @@
 """The reader of run-directory files (groklab.runs.read): whatever a file holds, reading it gives
 either records that keep the reader's promises or one line naming the file, never another
-exception."""
+exception; and every command that reads a run directory or a sweep's points goes through it."""
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import groklab
+from groklab.cli import main
 from groklab.runs import read
 from groklab.runs.read import (MAX_STEP, RunFileError, load_json, read_metrics, read_object,
                                read_records, read_summary)
 from groklab.runs.rundir import read_json, read_jsonl
 
+TINY = ["task.p=13", "task.frac=0.5", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32",
+        "train.eval_every=10", "train.steps=50"]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -257,3 +262,176 @@ def test_the_old_names_keep_their_contract(scratch):
     p.write_bytes(b"\xff")
     with pytest.raises(ValueError):                   # RunFileError is a ValueError, as before
         read_json(p)
+
+
+# ---- the commands -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "r"
+    groklab.run(groklab.resolve("default", overrides=TINY), out=out, report=False)
+    return out
+
+
+def _copy(tiny_run, tmp_path) -> Path:
+    d = tmp_path / "r"
+    shutil.copytree(tiny_run, d)
+    return d
+
+
+def _snapshot(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and not p.name.startswith(".lock")}
+
+
+def _write(name: str, data: str | bytes):
+    return lambda d: (d / name).write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def _line(name: str, i: int, text: str | bytes | None = None, old: str = "", new: str = ""):
+    """Replace line ``i`` of ``name`` by ``text``, or replace ``old`` by ``new`` in it."""
+    def do(d: Path) -> None:
+        lines = (d / name).read_bytes().split(b"\n")
+        if text is None:
+            lines[i] = lines[i].replace(old.encode(), new.encode(), 1)
+        else:
+            lines[i] = text.encode() if isinstance(text, str) else text
+        (d / name).write_bytes(b"\n".join(lines))
+    return do
+
+
+M, S = "metrics.jsonl", "summary.json"
+CURVES_ONLY = {"a foreign record"}  # refused where a training run's curves are read, not by export
+DAMAGE = {  # what is done to the run, the file then named, the line named (None: the file is JSON)
+    "binary metrics": (_write(M, b"\x89PNG\r\n\x1a\n\x00\x00\xff"), M, 1),
+    "latin-1 metrics": (_line(M, 2, b'{"step": 20, "note": "caf\xe9"}'), M, 3),
+    "step x": (_line(M, 3, '{"step": "x", "train_acc": 1}'), M, 4),
+    "negative step": (_line(M, 0, old='"step": 0', new='"step": -10'), M, 1),
+    "step 1e400": (_line(M, 1, old='"step": 10', new='"step": 1e400'), M, 2),
+    "steps go back": (_line(M, 2, old='"step": 20', new='"step": 0'), M, 3),
+    "a foreign record": (_line(M, 1, '{"step": 10, "loss": 1.0}'), M, 2),
+    "text accuracy": (_line(M, 1, old='"val_acc": ', new='"val_acc": "0.5", "x": '), M, 2),
+    "deep metrics": (_line(M, 1, '{"step": 10, "a": %s}' % nested(100_000)), M, 2),
+    "summary list": (_write(S, "[1, 2]"), S, None),
+    "summary types": (_write(S, '{"memorized_at": "soon"}'), S, None),
+    "deep summary": (_write(S, nested(100_000)), S, None),
+    "deep config": (_write("config.json", nested(100_000, '{"a":', "}")), "config.json", None),
+    "forecast budget": (_line("forecast.jsonl", 0, '{"step": 0, "budget": "all"}'), "forecast.jsonl", 1),
+    "measures step": (_line("measures.jsonl", 0, '{"step": null}'), "measures.jsonl", 1),
+}
+COMMANDS = {  # argv, the files it reads back
+    "analyze": (["analyze", "{d}", "--quiet", "--stride", "20"], {"metrics.jsonl", "summary.json", "config.json"}),
+    "resume": (["run", "--resume", "{d}", "--set", "train.steps=60", "--quiet"],
+               {"metrics.jsonl", "config.json", "forecast.jsonl", "measures.jsonl"}),
+    "export": (["export", "{d}", "--tensorboard"], {"metrics.jsonl", "config.json", "measures.jsonl"}),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_every_command_reading_a_damaged_run_says_one_line_naming_the_file(tiny_run, tmp_path, capsys,
+                                                                         command, damage):
+    if command == "export":
+        pytest.importorskip("tensorboard")
+    d = _copy(tiny_run, tmp_path)
+    do, name, line = DAMAGE[damage]
+    do(d)
+    before = _snapshot(d)
+    argv, reads = COMMANDS[command]
+    code = main([a.format(d=d) for a in argv])
+    err = capsys.readouterr().err
+    if name not in reads or (command == "export" and damage in CURVES_ONLY):
+        assert code == 0 and "Traceback" not in err, err
+        return
+    assert code == 2 and err.startswith("groklab: error: ") and err.count("\n") == 1, err
+    assert repr(str(d / name)) in err, err
+    if line is not None:
+        assert f"at line {line}:" in err, err
+    assert _snapshot(d) == before                                 # refused before writing anything
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_null_values_and_a_summary_without_fields_are_read_not_refused(tiny_run, tmp_path, capsys, command):
+    if command == "export":
+        pytest.importorskip("tensorboard")
+    d = _copy(tiny_run, tmp_path)
+    _line(M, 2, old='"val_acc": ', new='"val_acc": null, "x": ')(d)
+    (d / "summary.json").write_text("{}")
+    argv, _ = COMMANDS[command]
+    assert main([a.format(d=d) for a in argv]) == 0, capsys.readouterr().err
+
+
+def test_the_report_reads_through_the_reader(tiny_run, tmp_path):
+    from groklab.report import write_report
+    d = _copy(tiny_run, tmp_path)
+    write_report(d)                                          # a good run: curves and page
+    assert (d / "curves.png").is_file() and (d / "report.html").is_file()
+    _line(M, 1, '{"step": "x"}')(d)
+    with pytest.raises(RunFileError, match=r"metrics\.jsonl' is damaged at line 2: step 'x'"):
+        write_report(d)
+    d2 = _copy(tiny_run, tmp_path / "2")
+    (d2 / "summary.json").write_text('{"memorized_at": [1]}')
+    with pytest.raises(RunFileError, match=r"summary\.json' is damaged: memorized_at is a list"):
+        write_report(d2)
+
+
+# ---- a sweep rerun over damaged points ---------------------------------------------------------
+
+SPEC = """
+preset = "prieto"
+name = "tiny"
+ensemble = false
+report = false
+[base]
+"task.p" = 11
+"task.frac" = 0.5
+"model.hidden" = [16]
+"train.steps" = 30
+"train.eval_every" = 10
+"train.n_checkpoints" = 2
+[axes]
+"optim.lr" = [1e-3, 1e-2]
+"""
+
+
+@pytest.fixture(scope="module")
+def done_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    (tmp / "spec.toml").write_text(SPEC)
+    assert main(["sweep", str(tmp / "spec.toml"), "--out", str(tmp / "s"), "--workers", "1"]) == 0
+    return tmp / "spec.toml", tmp / "s"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("summary.json", b"garbage"),
+    ("summary.json", b"\xff\xfe\x00"),
+    ("summary.json", b"[]"),
+    ("summary.json", b'{"status": "completed", "steps_done": -1}'),
+    ("summary.json", nested(100_000).encode()),
+    ("metrics.jsonl", b"garbage\n"),
+    ("metrics.jsonl", b"\x00\x01\x02\xff\n"),
+    ("metrics.jsonl", b'{"step": "x"}\n'),
+    ("metrics.jsonl", b'{"step": 0, "train_loss": 1, "train_acc": 0, "val_loss": 1, "val_acc": 0}\n' * 2),
+])
+def test_a_sweep_rerun_over_a_damaged_point_refuses_in_one_line(done_sweep, tmp_path, capsys, name, content):
+    """docs/sweeps.md: a rerun reads back every finished point first; a file it cannot read is
+    one line naming it, exit code 2, and nothing is run or rewritten."""
+    spec, src = done_sweep
+    out = tmp_path / "s"
+    shutil.copytree(src, out)
+    point = sorted((out / "points").iterdir())[0]
+    (point / name).write_bytes(content)
+    before = _snapshot(out)
+    assert main(["sweep", str(spec), "--out", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("groklab: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert repr(str(point / name)) in err and "delete the point's directory to run it again" in err, err
+    assert _snapshot(out) == before
+
+
+def test_a_sweep_rerun_over_intact_points_runs_nothing(done_sweep, tmp_path, capsys):
+    spec, src = done_sweep
+    out = tmp_path / "s"
+    shutil.copytree(src, out)
+    assert main(["sweep", str(spec), "--out", str(out), "--workers", "1"]) == 0
+    assert "2 already finished, 0 to run" in capsys.readouterr().out

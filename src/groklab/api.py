@@ -14,6 +14,7 @@ from pathlib import Path
 from groklab.config import RESUMABLE, ConfigError, RunConfig, parse_overrides, resolve, set_key, validate
 from groklab.runs.checkpoint import resume_point
 from groklab.runs.lock import dir_lock
+from groklab.runs.read import read_metrics, read_records
 from groklab.runs.rundir import read_config, write_json
 from groklab.train.loop import Run, train
 
@@ -112,6 +113,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, progress: bo
             raise ConfigError(f"train.steps={cfg.train.steps} is below the {step} steps already done; "
                               f"allowed: >= {step}")
         _check_fits(cfg, weights, d, step)
+        _check_records(d)
         write_json(d / "config.json", cfg.to_dict())
         from groklab.ticket.run import resume_setup  # a ticket run resumes with its mask
         r = train(cfg, d, resume=True, progress=progress, sinks=sinks() if callable(sinks) else sinks,
@@ -135,6 +137,14 @@ def _check_fits(cfg: RunConfig, weights: dict, d: Path, step: int) -> None:
         bad = sorted(set(want.items()) ^ set(have.items()))[0][0]
         raise ConfigError(f"checkpoint step {step} in {str(d)!r} does not fit config.json "
                           f"(tensor {bad!r} differs)")
+
+
+def _check_records(d: Path) -> None:
+    """The files a resume reads back and truncates are readable (else a one-line RunFileError
+    naming the file, before anything is written)."""
+    read_metrics(d / "metrics.jsonl")
+    for name in ("measures.jsonl", "forecast.jsonl"):
+        read_records(d / name)
 
 
 def _report(d: Path) -> None:

@@ -23,7 +23,8 @@ from groklab.measure.phases import segment
 from groklab.measure.progress import measure_model
 from groklab.runs.checkpoint import list_checkpoints, load_weights, step_dir
 from groklab.runs.lock import dir_lock
-from groklab.runs.rundir import atomic_write_text, read_config, read_jsonl, read_run_json, write_json
+from groklab.runs.read import read_metrics, read_summary
+from groklab.runs.rundir import atomic_write_text, read_config, write_json
 
 
 def load_run(run_dir: Path):
@@ -68,6 +69,10 @@ def analyze(run_dir: str | Path, stride: int = 1, progress: bool = False, figure
 
 def _analyze(d: Path, stride: int, progress: bool, figures: bool, probes: bool = False) -> dict:
     cfg, task, frame, model = load_run(d)
+    # read (and so check) what is read back before the long part, so that a damaged file
+    # stops the command before anything is measured or written
+    metrics = read_metrics(d / "metrics.jsonl")
+    summary = read_summary(d / "summary.json") if (d / "summary.json").exists() else None
     steps = list_checkpoints(d)
     if not steps:
         raise ConfigError(f"{str(d)!r} has no checkpoints to analyse (train.n_checkpoints and "
@@ -93,7 +98,7 @@ def _analyze(d: Path, stride: int, progress: bool, figures: bool, probes: bool =
     if not steps:
         raise ConfigError(f"{str(d)!r}: no checkpoint could be read")
     if frame is None:
-        return _analyze_layers(d, task, model, steps, load, probes, progress, figures)
+        return _analyze_layers(d, task, model, steps, load, probes, progress, figures, metrics, summary)
     load(steps[-1])
     _, acts = grid_run(model, frame)
     clusters, best = circuit.neuron_clusters(acts, frame.n)
@@ -102,8 +107,6 @@ def _analyze(d: Path, stride: int, progress: bool, figures: bool, probes: bool =
 
     records = _measure_each(d, steps, load, progress,
                             lambda: measure_model(model, frame, K, cfg.train.loss_dtype, dtype))
-
-    metrics = read_jsonl(d / "metrics.jsonl")
     phases = segment(metrics, records, cfg.train.phase_threshold, has_key_freqs=bool(K))
     info = {
         "key_freqs": K, "neurons_per_freq": counts,
@@ -114,8 +117,7 @@ def _analyze(d: Path, stride: int, progress: bool, figures: bool, probes: bool =
         "neuron_freq": clusters.tolist(), "neuron_share": best.tolist(),
     }
     write_json(d / "analysis.json", info)
-    if (d / "summary.json").is_file():
-        summary = read_run_json(d / "summary.json")
+    if summary is not None:
         summary["phases"] = phases
         summary["key_freqs"] = K
         write_json(d / "summary.json", summary)
@@ -128,16 +130,14 @@ def _analyze(d: Path, stride: int, progress: bool, figures: bool, probes: bool =
 
 
 def _analyze_layers(d: Path, task, model, steps: list[int], load, probes: bool, progress: bool,
-                    figures: bool) -> dict:
+                    figures: bool, metrics: list[dict], summary: dict | None) -> dict:
     """Feature ranks (and probes) at each checkpoint, the validation surges; same files as above."""
     from groklab.measure.layers import measure_layers, plot_layers, surges
     records = _measure_each(d, steps, load, progress, lambda: measure_layers(model, task, probes))
-    metrics = read_jsonl(d / "metrics.jsonl")
     info = {"kind": "layers", "checkpoints": steps, "surges": surges(metrics), "probes": probes,
             "layers": [k[5:] for k in records[-1] if k.startswith("rank_")]}
     write_json(d / "analysis.json", info)
-    if (d / "summary.json").is_file():
-        summary = read_run_json(d / "summary.json")
+    if summary is not None:
         summary["surges"] = info["surges"]
         write_json(d / "summary.json", summary)
     if figures:

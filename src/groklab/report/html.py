@@ -14,7 +14,8 @@ import json
 import math
 from pathlib import Path
 
-from groklab.runs.rundir import atomic_write_text, read_json
+from groklab.runs.read import read_metrics, read_object, read_summary
+from groklab.runs.rundir import atomic_write_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}
@@ -84,7 +85,7 @@ def cost_html(cost: dict, cost_at: dict) -> str:
     head = "<tr><th>validation ≥</th><th>step</th><th>FLOPs</th><th>CPU s</th><th>wall s</th><th>J</th><th>g CO₂e</th></tr>"
     body = "".join(
         f"<tr><th>{html.escape(str(t))}</th>" + "".join(
-            f'<td class="num">{html.escape(fmt((c or {}).get(k)))}</td>'
+            f'<td class="num">{html.escape(fmt((c if isinstance(c, dict) else {}).get(k)))}</td>'
             for k in ("step", "flops", "cpu_seconds", "wall_seconds", "joules", "co2_g")) + "</tr>"
         for t, c in cost_at.items())
     note = (f'<p class="note">FLOPs: {html.escape(str(cost.get("flops_note", "")))}. Energy "rapl" is '
@@ -112,15 +113,16 @@ def own_metric_rows(d: Path) -> list[tuple[str, object]]:
     """("final val_<name>", value) for each metric the model logs itself (a GP's ELBO terms,
     TARNet's PEHE), from the last record of metrics.jsonl."""
     from groklab.report.plots import own_metrics
-    from groklab.runs.rundir import read_jsonl
-    records = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
+    records = read_metrics(d / "metrics.jsonl")
     return [(f"final val_{n}", records[-1][f"val_{n}"]) for n in own_metrics(records, limit=50)]
 
 
 def write_run_report(run_dir: str | Path) -> Path:
+    """The page of ``run_dir``. It shows whatever summary.json holds, escaped (only its shape is
+    checked: an object, objects where it iterates), so that even an odd value can be seen."""
     d = Path(run_dir)
-    summary = read_json(d / "summary.json") if (d / "summary.json").exists() else {}
-    config = read_json(d / "config.json")
+    summary = read_object(d / "summary.json") if (d / "summary.json").exists() else {}
+    config = read_object(d / "config.json")
     parts = [f"<h1>groklab run — {html.escape(d.name)}</h1>",
              f'<p class="phase">phase: {html.escape(str(summary.get("phase", "?")))} '
              f'· final validation accuracy {html.escape(fmt(summary.get("final_val_acc")))}</p>']
@@ -130,7 +132,8 @@ def write_run_report(run_dir: str | Path) -> Path:
     rows = [("status", summary.get("status")), ("steps done", summary.get("steps_done")),
             ("wall time", fmt(wall, " s") if isinstance(wall, (int, float)) else wall)]
     for kind in ("memorized_at", "generalized_at"):
-        for thr, step in (summary.get(kind) or {}).items():
+        events = summary.get(kind)
+        for thr, step in (events.items() if isinstance(events, dict) else []):
             rows.append((f"{kind}[{thr}]", step))
     for k in ("final_train_acc", "final_val_acc", "best_val_acc", "final_train_loss", "final_val_loss",
               "key_freqs", "message"):
@@ -140,7 +143,8 @@ def write_run_report(run_dir: str | Path) -> Path:
     rows += own_metric_rows(d)
     parts += ["<h2>Summary</h2>", table(rows)]
     if isinstance(summary.get("cost"), dict):
-        parts.append(cost_html(summary["cost"], summary.get("cost_at") or {}))
+        cost_at = summary.get("cost_at")
+        parts.append(cost_html(summary["cost"], cost_at if isinstance(cost_at, dict) else {}))
     if isinstance(summary.get("phases"), dict) and summary["phases"]:
         parts.append(phases_html(summary["phases"]))
     figs = sorted(d.glob("fig_*.png"))
@@ -158,13 +162,13 @@ def write_run_report(run_dir: str | Path) -> Path:
 def write_report(run_dir: str | Path) -> Path:
     """Draw ``curves.png`` from metrics.jsonl and write ``report.html``."""
     from groklab.report.plots import plot_curves
-    from groklab.runs.rundir import read_jsonl
+    from groklab.runs.rundir import read_config
     d = Path(run_dir)
-    records = read_jsonl(d / "metrics.jsonl")
-    summary = read_json(d / "summary.json") if (d / "summary.json").exists() else {}
-    cfg = read_json(d / "config.json")
+    records = read_metrics(d / "metrics.jsonl")
+    summary = read_summary(d / "summary.json") if (d / "summary.json").exists() else {}
+    cfg = read_config(d)
     if records:
-        t = cfg["task"]
-        title = f"{t['op']} mod {t['p']}" if t["name"] == "modular" else t["name"]
-        plot_curves(records, summary, d / "curves.png", title=f"{cfg.get('preset') or 'run'}: {title}")
+        t = cfg.task
+        title = f"{t.op} mod {t.p}" if t.name == "modular" else t.name
+        plot_curves(records, summary, d / "curves.png", title=f"{cfg.preset or 'run'}: {title}")
     return write_run_report(d)

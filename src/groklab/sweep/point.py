@@ -18,8 +18,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from groklab.runs.rundir import read_json, write_json
-from groklab.sweep.sweepdir import unreadable
+from groklab.runs.read import RunFileError, read_metrics, read_object, read_summary
+from groklab.runs.rundir import write_json
 from groklab.train.stopping import StopRun
 
 FINAL = ("completed", "early_stopped", "nan", "pruned")
@@ -54,9 +54,8 @@ class ForecastPruneSink:
 
     def log(self, step: int, rec: dict) -> None:
         if self.records is None:  # a resumed run: the history before its checkpoint counts too
-            from groklab.runs.rundir import read_jsonl
             path = self.run_dir / "metrics.jsonl" if self.run_dir else None
-            self.records = [r for r in read_jsonl(path) if r["step"] < step] if path and path.is_file() else []
+            self.records = [r for r in read_metrics(path) if r["step"] < step] if path else []
         self.records.append(rec)
         if step < self.next or step >= self.budget:
             return
@@ -95,51 +94,77 @@ class PruneSink:
 
 
 def point_state(d: Path) -> str:
-    """"done", "failed", "partial" (resume it) or "new"."""
+    """"done", "failed", "partial" (resume it) or "new". A ``summary.json`` that cannot be read
+    is a one-line RunFileError naming it, never "partial": the point would be run again over it."""
     if (d / "failed.json").is_file():
         return "failed"
-    if (d / "summary.json").is_file():
+    if (d / "summary.json").exists():
         try:
-            if read_json(d / "summary.json").get("status") in FINAL:
-                return "done"
-        except ValueError:
-            pass
-        return "partial"
+            status = read_summary(d / "summary.json").get("status")
+        except RunFileError as e:
+            raise RunFileError(f"{e}{HINT}") from None
+        return "done" if status in FINAL else "partial"
     return "partial" if d.exists() else "new"
+
+
+HINT = "; delete the point's directory to run it again"
 
 
 def read_result(job_id: str, d: Path) -> dict[str, Any]:
     """The result dict of a finished point from its directory; a file that cannot be read
-    back raises a one-line ConfigError naming it (a rerun reads every finished point)."""
+    back (its summary, failed.json, metrics.jsonl) raises a one-line RunFileError naming it (a
+    rerun reads every finished point)."""
     failed = (d / "failed.json").is_file()
     path = d / ("failed.json" if failed else "summary.json")
     try:
-        f = read_json(path)
-        if not isinstance(f, dict):
-            raise ValueError(f"expected a JSON object, got {type(f).__name__}")
         if failed:
+            f = read_object(path)
             if not isinstance(f.get("error"), str):
-                raise ValueError("no \"error\" message")
+                raise _bad(path, "no \"error\" message")
             summary = f.get("summary")
             if summary is not None:
-                _check_summary(summary)
-            return {"id": job_id, "status": "failed", "summary": summary, "error": f["error"]}
-        _check_summary(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise unreadable(path, e, "; delete the point's directory to run it again") from None
-    status = "failed" if f["status"] == "nan" else f["status"]
-    return {"id": job_id, "status": status, "summary": f,
-            "error": f.get("message") if status == "failed" else None}
+                _check_summary(path, summary)
+            result = {"id": job_id, "status": "failed", "summary": summary, "error": f["error"]}
+        else:
+            f = read_summary(path)
+            _check_summary(path, f)
+            status = "failed" if f["status"] == "nan" else f["status"]
+            result = {"id": job_id, "status": status, "summary": f,
+                      "error": f.get("message") if status == "failed" else None}
+        _check_metrics(d / "metrics.jsonl")  # the table reads it back for a diagram threshold
+    except RunFileError as e:
+        raise RunFileError(f"{e}{HINT}") from None
+    return result
 
 
-def _check_summary(s: Any) -> None:
+_CHECKED: dict[str, tuple] = {}  # metrics.jsonl files read whole since they last changed
+
+
+def _check_metrics(path: Path) -> None:
+    """``read_metrics(path)`` once per version of the file: the results table is rebuilt after
+    every finished point, and reading every point's metrics each time would grow as N²."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _CHECKED.get(str(path)) != key:
+        read_metrics(path)
+        _CHECKED[str(path)] = key
+
+
+def _bad(path: Path, why: str) -> RunFileError:
+    return RunFileError(f"{str(path)!r} is damaged: {why}")
+
+
+def _check_summary(path: Path, s: Any) -> None:
     if not isinstance(s, dict):
-        raise ValueError(f"the summary is a {type(s).__name__}, not a JSON object")
+        raise _bad(path, f"the summary is a {type(s).__name__}, not a JSON object")
     if s.get("status") not in FINAL:
-        raise ValueError(f"status {s.get('status')!r} is not one of: {', '.join(FINAL)}")
+        raise _bad(path, f"status {str(s.get('status'))[:40]!r} is not one of: {', '.join(FINAL)}")
     for k in ("memorized_at", "generalized_at"):
         if not isinstance(s.get(k) or {}, dict):
-            raise ValueError(f"{k} is not a JSON object")
+            raise _bad(path, f"{k} is not a JSON object")
 
 
 def run_point(job: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:

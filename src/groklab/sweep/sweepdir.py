@@ -9,13 +9,13 @@ duplicated steps into the same run directories.
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from groklab.config import ConfigError
 from groklab.runs.lock import HOLDER_NAME, LOCK_NAME, dir_lock
+from groklab.runs.read import RunFileError, load_json
 from groklab.runs.rundir import atomic_write_text, write_json
 
 META = "sweep.json"
@@ -32,9 +32,9 @@ def read_meta(out: Path) -> dict[str, Any]:
     path = out / META
     hint = "; it records which spec this directory holds: restore it or choose another --out"
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise unreadable(path, e, hint) from None
+        meta = load_json(path)
+    except RunFileError as e:
+        raise RunFileError(f"{e}{hint}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str):
         raise ConfigError(f"{str(path)!r} has no spec fingerprint{hint}")
     return meta

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from groklab.measure.events import THRESHOLDS, EventTracker
-from groklab.runs.rundir import atomic_write_text, read_jsonl
-from groklab.sweep.point import point_state, read_result
-from groklab.sweep.sweepdir import unreadable
+from groklab.runs.read import RunFileError, read_metrics
+from groklab.runs.rundir import atomic_write_text
+from groklab.sweep.point import HINT, point_state, read_result
 
 TAIL = ["steps_done", "wall_seconds", "final_train_acc", "final_val_acc", "best_val_acc", "error"]
 COST = {"flops": "flops", "cpu_seconds": "cpu_seconds", "joules": "joules", "energy_method": "method",
@@ -43,10 +43,9 @@ def row_for(point_dir: Path, point_id: str, values: dict[str, Any], seed: int,
     ths = thresholds(threshold)
     if any(str(t) not in gen for t in ths) and (point_dir / "metrics.jsonl").exists():
         try:
-            ev = EventTracker.from_records(read_jsonl(point_dir / "metrics.jsonl"), ths)
-        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-            raise unreadable(point_dir / "metrics.jsonl", e,
-                             "; delete the point's directory to run it again") from None
+            ev = EventTracker.from_records(read_metrics(point_dir / "metrics.jsonl"), ths)
+        except RunFileError as e:
+            raise RunFileError(f"{e}{HINT}") from None
         mem, gen = {**ev.memorized_at, **mem}, {**ev.generalized_at, **gen}
     for t in ths:
         row[f"memorized_at_{t}"] = mem.get(str(t))

@@ -32,6 +32,7 @@ from groklab.models import build_model
 from groklab.runs.checkpoint import (all_finite, list_checkpoints, load_latest_good, save_checkpoint,
                                      step_dir)
 from groklab.runs.cost import CostMeter, run_flops, step_forward_stands_in, train_pass_steps
+from groklab.runs.read import read_metrics
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
 from groklab.tasks import Task, build_task
 from groklab.train.optim import build_optimizer, get_lr, set_lr
@@ -330,7 +331,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
         for name in ("metrics.jsonl", "measures.jsonl", "forecast.jsonl"):
             truncate_jsonl(run_dir / name, start)
     write_json(run_dir / "summary.json",
-               summarize(cfg, read_jsonl(run_dir / "metrics.jsonl"), "running", tr.wall_before))
+               summarize(cfg, read_metrics(run_dir / "metrics.jsonl"), "running", tr.wall_before))
     tr.cost = meter.begin(st.get("cost"))
     extra: dict = {}
     try:
@@ -339,7 +340,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
         status, message, extra = e.status, str(e), e.summary
     finally:
         tr.cost.stop()
-    wall, records = tr.wall(), read_jsonl(run_dir / "metrics.jsonl")
+    wall, records = tr.wall(), read_metrics(run_dir / "metrics.jsonl")
     summary = summarize(cfg, records, status, wall, message)
     summary["cost"], summary["cost_at"] = tr.cost.finish(
         run_flops(cfg, tr.model, tr.loss_fn, tr.data), records,
