@@ -1,4 +1,4 @@
-"""``groklab gtn {train,eval,nas,sample}``: thin — parse, build a GTNConfig, call groklab.gtn."""
+"""``groklab gtn {train,eval,nas,sample,audit}``: thin — parse, build a GTNConfig, call groklab.gtn."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -68,6 +68,23 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from groklab.gtn.audit import audit_run
+    a = audit_run(args.dir, learners=args.learners)
+    nn = a["nearest"]
+    fmt = lambda v, p=3: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
+    print(f"taught {fmt(a['acc_gtn'])} vs real {fmt(a['acc_real'])} ({a['learners']} learners) · nearest real "
+          f"neighbour {fmt(nn['gen_median'])} vs real–real {fmt(nn['real_median'])} (ratio {fmt(nn['ratio'], 2)}) "
+          f"· diversity ratio {fmt(a['diversity_ratio'], 2)}")
+    print("class  asked  mass   taught  real   nn-ratio  diversity-ratio")
+    for r in a["classes"]:
+        print(f"{r['class']:>5}  {r['asked']:>5}  {fmt(r['mass'])}  {fmt(r['acc_gtn'])}   {fmt(r['acc_real'])}  "
+              f"{fmt(r['nn_ratio'], 2):>8}  {fmt(r['diversity_ratio'], 2):>15}  {r['why']}")
+    print(f"neglected: {', '.join(map(str, a['neglected'])) or 'none'}")
+    print(f"audit: {Path(args.dir) / 'audit.json'}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("gtn", help="Generative Teaching Networks: meta-train, evaluate, rank architectures")
     sub = p.add_subparsers(dest="gtn_command", metavar="GTN_COMMAND", required=True)
@@ -94,6 +111,10 @@ def register(subparsers) -> None:
     sp.add_argument("--seed", type=int, help="unroll k's plan from seed + k (default eval.seed + 7919: "
                                              "unroll k is evaluation learner k's data)")
     sp.set_defaults(func=cmd_sample)
+    au = sub.add_parser("audit", help="labels, per-class accuracy, copying and diversity of the teacher's data")
+    au.add_argument("dir", help="a GTN run directory")
+    au.add_argument("--learners", type=int, help="fresh learners (default: the run's eval.learners)")
+    au.set_defaults(func=cmd_audit)
     n = sub.add_parser("nas", help="rank sampled architectures by GTN data, by real data, by full training")
     n.add_argument("--gtn", required=True, metavar="DIR", help="a GTN run directory (its data and teacher)")
     n.add_argument("--out", help="new directory for nas.json and the report, never an existing one "

@@ -94,6 +94,24 @@ def _page(title: str, parts: list[str]) -> str:
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
 
 
+def audit_section(a: dict, d: Path) -> list[str]:
+    """The audit of ``groklab gtn audit`` (audit.json): headline, fig_audit.png, a row per class."""
+    f = lambda v, p=3: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
+    nn = a["nearest"]
+    head = (f"<p>{a['examples']} generated examples, {a['learners']} learners ({html.escape(a['learner'])}): "
+            f"taught {f(a['acc_gtn'])} vs real data {f(a['acc_real'])} · nearest real neighbour "
+            f"{f(nn['gen_median'])} vs real–real {f(nn['real_median'])} (ratio {f(nn['ratio'], 2)}) · "
+            f"diversity ratio {f(a['diversity_ratio'], 2)} · neglected: "
+            f"{', '.join(map(str, a['neglected'])) or 'none'}</p>")
+    cols = ("class", "asked", "argmax", "mass", "acc_gtn", "acc_real", "nn_ratio", "diversity_ratio", "why")
+    cell = lambda r, k: html.escape(str(r[k])) if k in ("class", "asked", "argmax", "why") else f(r[k])  # noqa: E731
+    body = "".join("<tr>" + "".join(f"<td>{cell(r, k)}</td>" for k in cols) + "</tr>" for r in a["classes"])
+    parts = ["<h2>Audit of the generated data</h2>", head]
+    if (d / "fig_audit.png").exists():
+        parts.append(img_tag(d / "fig_audit.png", "audit per class"))
+    return parts + [f"<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>"]
+
+
 def write_gtn_report(run_dir: str | Path) -> Path:
     """report.html: the headline (GTN vs real accuracy), fig_accuracy first, then the others."""
     d = Path(run_dir)
@@ -112,6 +130,8 @@ def write_gtn_report(run_dir: str | Path) -> Path:
                       ("fig_nas.png", "architecture ranking")):
         if (d / name).exists():
             parts.append(img_tag(d / name, alt))
+    if (d / "audit.json").exists():
+        parts += audit_section(read_json(d / "audit.json"), d)
     rows = [(k, v) for k, v in summary.items() if not isinstance(v, (dict, list))]
     if ev:
         rows += [(f"eval.{k}", v) for k, v in ev.items() if not isinstance(v, (dict, list))]
