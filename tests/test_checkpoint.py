@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from groklab.runs.checkpoint import (all_finite, flatten, list_checkpoints, load_checkpoint,
-                                     save_checkpoint, step_dir, unflatten)
+from groklab.runs.checkpoint import (all_finite, flatten, is_rolling, list_checkpoints,
+                                     load_checkpoint, save_checkpoint, step_dir, unflatten)
 
 
 def round_trip(obj):
@@ -130,3 +130,18 @@ def test_checkpoints_of_large_steps_and_a_root_that_does_not_exist_yet(tmp_path)
     save_checkpoint(root, 12_345_678, nn.Linear(1, 1), {})
     save_checkpoint(root, 3, nn.Linear(1, 1), {})
     assert list_checkpoints(root) == [3, 12_345_678]
+
+
+def test_a_checkpoint_says_whether_it_is_rolling_and_what_is_not_known_to_be_is_kept(tmp_path):
+    model = nn.Linear(2, 2)
+    save_checkpoint(tmp_path, 10, model, {"a": 1}, rolling=True)
+    save_checkpoint(tmp_path, 20, model, {"a": 1})
+    assert is_rolling(tmp_path, 10) and not is_rolling(tmp_path, 20)
+    assert load_checkpoint(tmp_path, 10)[1] == {"a": 1}        # the flag is not part of the state
+    meta = step_dir(tmp_path, 20) / "state.json"
+    meta.write_text(json.dumps({"step": 20, "state": {"a": 1}}))   # written before the flag existed
+    assert not is_rolling(tmp_path, 20)
+    for damaged in ("[1]", "{", "\xff"):
+        (step_dir(tmp_path, 10) / "state.json").write_text(damaged)
+        assert not is_rolling(tmp_path, 10)
+    assert not is_rolling(tmp_path, 30)                          # no such checkpoint

@@ -212,3 +212,31 @@ def test_a_killed_extension_says_running_and_lost_at_most_save_every_steps(tmp_p
     # rolling checkpoints replace each other; the log-spaced ones of the first run stay
     assert [c for c in ck if c > 100] in ([ck[-1]], [ck[-2], ck[-1]])
     assert {1, 2, 100} <= set(ck)
+
+
+class _CtrlC:
+    """A sink that presses Ctrl-C right after the evaluation at ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def log(self, step: int, rec: dict) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_resumed_run_keeps_the_checkpoints_of_a_run_never_interrupted(tmp_path):
+    """Rolling checkpoints (every save_every steps, not kept) replace each other; the one an
+    interrupted run stopped at, and the rolling one before it, go too once the resumed run
+    saves a newer one."""
+    cfg = groklab.resolve("default", overrides=TINY + [
+        "train.steps=40", "train.n_checkpoints=0", "train.checkpoint_every=0", "train.save_every=10"])
+    groklab.run(cfg, out=tmp_path / "one", report=False)
+    r = groklab.run(cfg, out=tmp_path / "two", report=False, sinks=[_CtrlC(20)])
+    assert r.summary["status"] == "interrupted"
+    stopped = r.summary["steps_done"]
+    assert list_checkpoints(tmp_path / "two") == [stopped]        # the resume point, and only it
+    groklab.resume(tmp_path / "two", report=False)
+    assert list_checkpoints(tmp_path / "one") == [40]
+    assert list_checkpoints(tmp_path / "two") == list_checkpoints(tmp_path / "one")
+

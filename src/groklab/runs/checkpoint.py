@@ -67,8 +67,11 @@ def list_checkpoints(root: str | Path) -> list[int]:
     return sorted(steps)
 
 
-def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, state: dict[str, Any]) -> Path:
-    """Write weights and ``state`` (any nesting of tensors and JSON values) for ``step``."""
+def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, state: dict[str, Any],
+                    rolling: bool = False) -> Path:
+    """Write weights and ``state`` (any nesting of tensors and JSON values) for ``step``.
+    ``rolling``: a resumable checkpoint that the next one replaces (``is_rolling``), recorded
+    in the checkpoint so that a resumed run knows which of the ones on disk it may remove."""
     final = step_dir(root, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
@@ -78,7 +81,8 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, state: 
         tensors: dict[str, torch.Tensor] = {}
         skel = flatten(state, "s", tensors)
         save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": step, "state": skel}))
+        meta = {"step": step, "state": skel, **({"rolling": True} if rolling else {})}
+        (tmp / "state.json").write_text(json.dumps(meta))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -86,6 +90,15 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, state: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def is_rolling(root: str | Path, step: int) -> bool:
+    """Whether checkpoint ``step`` was saved as a rolling one (False when it was kept, written
+    before checkpoints said so, or unreadable: what is not known to be rolling is kept)."""
+    try:
+        return json.loads((step_dir(root, step) / "state.json").read_text()).get("rolling") is True
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

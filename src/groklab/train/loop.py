@@ -29,8 +29,8 @@ from groklab.accel.transforms import build_transforms, global_norm, project_weig
 from groklab.config import RunConfig
 from groklab.measure.events import THRESHOLDS, EventTracker, phase_label
 from groklab.models import build_model
-from groklab.runs.checkpoint import (all_finite, list_checkpoints, load_latest_good, save_checkpoint,
-                                     step_dir)
+from groklab.runs.checkpoint import (all_finite, is_rolling, list_checkpoints, load_latest_good,
+                                     save_checkpoint, step_dir)
 from groklab.runs.cost import CostMeter, run_flops, step_forward_stands_in, train_pass_steps
 from groklab.runs.read import read_metrics
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
@@ -301,12 +301,12 @@ class Trainer:
                 **{f"train_{k}": v for k, v in tr_more.items()},
                 **{f"val_{k}": v for k, v in val_more.items()}}
 
-    def save(self, run_dir: Path, step: int) -> None:
+    def save(self, run_dir: Path, step: int, rolling: bool = False) -> None:
         """Checkpoint ``step``, refusing to call non-finite weights or optimiser state "good"."""
         state = self.state()
         if not (all_finite(self.model) and all_finite(state)):
             raise NonFiniteLoss(f"the weights are not finite after step {step}")
-        save_checkpoint(run_dir, step, self.model, state)
+        save_checkpoint(run_dir, step, self.model, state, rolling=rolling)
 
 
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True,
@@ -367,7 +367,17 @@ def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
     measures = JsonlLogger(run_dir / "measures.jsonl") if live else None
     bar = _progress_bar(t.steps, start, progress, cfg)
     stopper = EarlyStop(t.stop_threshold, t.patience)
-    status, message, rolling = "completed", "", None
+    status, message = "completed", ""
+    # resumable checkpoints that are not kept: each save removes the older ones, those of an
+    # interrupted run this one resumes included, so a resumed run keeps the same set as a run
+    # never interrupted
+    rolling = [c for c in list_checkpoints(run_dir) if c not in keep and is_rolling(run_dir, c)]
+
+    def save(s: int) -> None:
+        tr.save(run_dir, s, rolling=s not in keep)
+        for c in [c for c in rolling if c < s]:
+            shutil.rmtree(step_dir(run_dir, c), ignore_errors=True)
+        rolling[:] = [c for c in rolling if c > s] + ([s] if s not in keep else [])
     forecaster = None
     if t.forecast:
         from groklab.forecast.live import LiveForecast
@@ -412,10 +422,7 @@ def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
                     measures.log(live(tr.model, step))
                 tr.update(loss)
                 if step + 1 in keep or (step + 1) % t.save_every == 0:
-                    tr.save(run_dir, step + 1)
-                    if rolling is not None and rolling not in keep:
-                        shutil.rmtree(step_dir(run_dir, rolling), ignore_errors=True)
-                    rolling = step + 1
+                    save(step + 1)
                 if bar is not None:
                     bar.update(1)
             else:
@@ -426,7 +433,7 @@ def _loop(tr: Trainer, run_dir: Path, start: int, progress: bool, sinks: list,
                     raise NonFiniteLoss(f"loss is {rec['train_loss']} at step {step}")
                 log(rec)
             if step not in list_checkpoints(run_dir):
-                tr.save(run_dir, step)
+                save(step)
         except NonFiniteLoss as e:
             ck = list_checkpoints(run_dir)
             status = "nan"
