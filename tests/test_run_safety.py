@@ -1,5 +1,6 @@
 """Nothing is lost: resume refuses what would change or corrupt a run, checkpoints are finite,
 directories are locked while in use, a killed extension says so, damaged runs give one line."""
+import errno
 import json
 import os
 import signal
@@ -163,12 +164,16 @@ def test_a_directory_in_use_is_refused_with_its_holder(tmp_path, capsys):
     try:
         assert holder.stdout.readline().strip() == "held"
         before = _snapshot(d)
+        record = d / ".lock.json"
+        held = (record.read_bytes(), record.stat().st_ino, record.stat().st_mtime_ns)
         for argv in (["run", "--resume", str(d), "--set", "train.steps=60", "--quiet"],
-                     ["analyze", str(d), "--quiet"]):
+                     ["analyze", str(d), "--quiet"], ["gtn", "eval", str(d)]):
             assert main(argv) == 2
             err = _one_line_error(capsys)
             assert f"is in use by pid {holder.pid}" in err, err
         assert _snapshot(d) == before
+        # the holder's record is not rewritten, not even with the same bytes
+        assert (record.read_bytes(), record.stat().st_ino, record.stat().st_mtime_ns) == held
     finally:
         holder.kill()
         holder.communicate()
@@ -240,3 +245,42 @@ def test_a_resumed_run_keeps_the_checkpoints_of_a_run_never_interrupted(tmp_path
     assert list_checkpoints(tmp_path / "one") == [40]
     assert list_checkpoints(tmp_path / "two") == list_checkpoints(tmp_path / "one")
 
+
+def _read_only(monkeypatch, where: str, err: int) -> None:
+    """What a read-only directory does to the lock (these tests may run as root, for whom
+    permissions do not apply): the lock file cannot be created, or (it exists, read-only, and
+    flock takes it) the holder record cannot be written."""
+    from groklab.runs import lock
+
+    def refuse(path):
+        raise OSError(err, os.strerror(err), str(path))
+
+    if where == "lock":
+        class ReadOnlyLock(lock.FileLock):
+            def acquire(self, *a, **k):
+                refuse(self.lock_file)
+        monkeypatch.setattr(lock, "FileLock", ReadOnlyLock)
+    else:
+        real = Path.write_text
+
+        def write_text(self, *a, **k):
+            if self.name.startswith(".lock.json"):
+                refuse(self)
+            return real(self, *a, **k)
+        monkeypatch.setattr(Path, "write_text", write_text)
+
+
+@pytest.mark.parametrize("where", ["lock", "holder record"])
+@pytest.mark.parametrize("err", [errno.EACCES, errno.EROFS])
+def test_a_read_only_run_directory_is_one_line_for_every_command_that_locks_it(tmp_path, capsys,
+                                                                              monkeypatch, where, err):
+    d = _run(tmp_path)
+    before = _snapshot(d)
+    _read_only(monkeypatch, where, err)
+    for argv in (["run", "--resume", str(d), "--set", "train.steps=60", "--quiet"],
+                 ["analyze", str(d), "--quiet"], ["gtn", "eval", str(d)]):
+        assert main(argv) == 2, argv
+        msg = _one_line_error(capsys)
+        assert f"{str(d)!r} is not writable: {os.strerror(err)}" in msg, msg
+    assert _snapshot(d) == before
+    assert not list(d.glob(".lock.json.*"))                     # no temporary holder record left
