@@ -133,3 +133,25 @@ def test_a_lock_without_a_readable_holder_record_says_another_process(tmp_path):
                     pass
         finally:
             proc.kill()
+
+
+@pytest.mark.parametrize("record, says", [
+    ("[1, 2]", "another process"),
+    ('{"pid": 7, "host": "h", "command": "a\\nb\\rc", "since": "then"}', "pid 7 on h (a b c, since then)"),
+    ("[" * 100_000, "another process"),
+])
+def test_a_foreign_holder_record_still_gives_one_line(tmp_path, record, says):
+    """The refusal reads .lock.json, which anyone may have written: whatever it holds, the
+    message stays one line."""
+    code = ("import sys, time\nfrom groklab.runs.lock import dir_lock\n"
+            "with dir_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    with subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "held"
+            (tmp_path / ".lock.json").write_text(record)
+            with pytest.raises(DirectoryLocked) as e:
+                with dir_lock(tmp_path):
+                    pass
+            assert f"is in use by {says}; wait" in str(e.value) and "\n" not in str(e.value)
+        finally:
+            proc.kill()
