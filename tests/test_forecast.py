@@ -10,7 +10,7 @@ import pytest
 from groklab.config import ConfigError, resolve
 from groklab.forecast import model as M
 from groklab.forecast.dataset import build_table, families, time_label, within_budget
-from groklab.forecast.signals import FEATURES, features, oscillation_spectrum
+from groklab.forecast.signals import FEATURES, SIZE, features, oscillation_spectrum
 from groklab.runs.rundir import write_json
 from groklab.train.loop import summarize
 
@@ -67,7 +67,7 @@ def test_features_see_only_the_history_up_to_the_forecast_step():
     f_cut = features(recs[:31], cfg, 300)
     f_all = features(recs, cfg, 300)
     assert f_cut == pytest.approx(f_all, nan_ok=True)
-    assert list(f_all) == FEATURES
+    assert list(f_all) == FEATURES + SIZE
 
 
 def test_a_sigmoid_jump_is_read_as_a_rising_validation_accuracy():
@@ -78,7 +78,8 @@ def test_a_sigmoid_jump_is_read_as_a_rising_validation_accuracy():
     assert during["slope_val_acc"] > 1.0 > before["slope_val_acc"] > 0
     assert during["val_gain_recent"] > 0.3 and abs(flat["val_gain_recent"]) < 0.02
     assert during["val_above_chance"] == pytest.approx((recs[59]["val_acc"] - 1 / 31) / (1 - 1 / 31))
-    assert during["mem_ago"] > 0 and during["t_frac"] == pytest.approx(0.59)
+    assert during["mem_ago"] > 0
+    assert during["log_t_tau"] == pytest.approx(math.log10(590 * 0.01 * 1.0), rel=1e-6)   # lr·wd·t
 
 
 @pytest.mark.parametrize("period", [50, 100, 250])
@@ -86,7 +87,7 @@ def test_an_oscillation_of_known_frequency_is_found(period):
     steps = np.arange(0, 5000, 10)
     y = -steps / 1000 + 0.3 * np.sin(2 * np.pi * steps / period)
     s = oscillation_spectrum(y, dt=10.0)
-    assert s["osc_dom_freq"] == pytest.approx(1 / period, rel=0.05)
+    assert s["osc_cycles"] == pytest.approx(5000 / period, rel=0.05)       # cycles over the history
     assert s["hjorth_mobility"] > 0 and s["osc_log_energy"] > -3
     smooth = oscillation_spectrum(-steps / 1000.0, dt=10.0)
     assert smooth["osc_log_energy"] < s["osc_log_energy"] - 3
@@ -96,7 +97,7 @@ def test_the_loss_oscillation_feature_reads_the_training_loss():
     cfg = synth_cfg()
     wobbly = features(curve(range(0, BUDGET + 1, 10), False, 0, wobble=0.3), cfg, 990)
     calm = features(curve(range(0, BUDGET + 1, 10), False, 0), cfg, 990)
-    assert wobbly["osc_dom_freq"] == pytest.approx(0.01, rel=0.1)
+    assert wobbly["osc_cycles"] == pytest.approx(10, rel=0.1)
     assert wobbly["osc_log_energy"] > calm["osc_log_energy"] + 1
 
 
@@ -118,10 +119,13 @@ def test_a_run_that_never_groks_is_censored_not_a_time(tmp_path):
     tab = build_table(runs)
     assert not tab.event[0.9].any()                       # neither has a time
     assert set(tab.T[0.9][tab.run == 0]) == {BUDGET}      # censored at the budget
-    assert np.isnan(tab.y[0.9][tab.run == 1]).all()       # pruned: outcome unknown, not negative
-    assert (tab.t[tab.run == 1] <= 300).all()             # no forecast point after it stopped
-    lower, upper = M.aft_bounds(tab.T[0.9], tab.event[0.9], tab.t)
-    assert np.isinf(upper).all() and (lower >= 1).all()
+    B = tab.t * 10 ** tab.h.astype(float)
+    r0 = tab.run == 0
+    assert (tab.y[0.9][r0 & (B <= BUDGET)] == 0).all()    # trained past B without it: a negative
+    assert not (r0 & (B > BUDGET + 1)).any()              # beyond its budget: unknown, no row
+    r1 = tab.run == 1
+    assert (B[r1] <= 300 + 1).all()                       # pruned at 300: nothing known beyond
+    assert (tab.t[r1] <= 300).all()                       # no forecast point after it stopped
 
 
 def test_forecast_points_skip_runs_that_already_reached_the_threshold():
@@ -135,7 +139,7 @@ def test_forecast_points_skip_runs_that_already_reached_the_threshold():
 
 def test_families_name_the_op_model_and_optimiser():
     c = synth_cfg("x^2+xy+y^2")
-    assert families(c) == {"op": "poly", "model": "mlp", "optim": "adamw"}
+    assert families(c) == {"op": "poly", "model": "mlp", "optim": "adamw", "scale": "small"}
     c.accel.grokfast, c.optim.name = "ema", "adam"
     assert families(c)["optim"] == "grokfast"
     c.accel.grokfast = "none"
@@ -155,13 +159,14 @@ def test_model_round_trip_and_bit_for_bit_rebuild(tmp_path):
     M.save(m, tmp_path / "a")
     back = M.load(tmp_path / "a")
     for th in (0.9, 0.99):
-        assert np.array_equal(back.thresholds[th].p(tab.X, tab.t, tab.budget),
-                              m.thresholds[th].p(tab.X, tab.t, tab.budget))
-        assert np.array_equal(back.thresholds[th].ratio(tab.X), m.thresholds[th].ratio(tab.X))
-    for out in ("b", "c"):
-        assert main(["forecast", "build", str(root), "--out", str(tmp_path / out), "--rounds", "20"]) == 0
+        assert np.array_equal(back.thresholds[th].cdf(tab.X, tab.h), m.thresholds[th].cdf(tab.X, tab.h))
+        assert back.thresholds[th].margin == m.thresholds[th].margin
+    # from the runs' directory, then from the records file that build packed beside the model
+    assert main(["forecast", "build", str(root), "--out", str(tmp_path / "b"), "--rounds", "20"]) == 0
+    assert main(["forecast", "build", str(tmp_path / "b" / "records.jsonl.gz"), "--out", str(tmp_path / "c"),
+                 "--rounds", "20"]) == 0
     files = sorted(p.name for p in (tmp_path / "b").iterdir())
-    assert files == ["aft_0.9.ubj", "aft_0.99.ubj", "clf_0.9.ubj", "clf_0.99.ubj", "manifest.json"]
+    assert files == ["clf_0.9.ubj", "clf_0.99.ubj", "manifest.json", "records.jsonl.gz"]
     for f in files:
         assert (tmp_path / "b" / f).read_bytes() == (tmp_path / "c" / f).read_bytes(), f
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["meta"]["runs"] == 24
@@ -188,8 +193,10 @@ def test_the_shipped_model_loads_and_answers_in_range():
     cfg = synth_cfg()
     X = m.columns(np.array([[features(curve(range(0, 301, 10), g, 500), cfg, 300)[k] for k in FEATURES]
                             for g in (True, False)], dtype=np.float32))
-    p = m.thresholds[0.9].p(X, [300, 300], [BUDGET, BUDGET])
-    assert ((0 <= p) & (p <= 1)).all() and (m.thresholds[0.9].ratio(X) >= 1).all()
+    p = m.thresholds[0.9].cdf(X, np.array([0.5, 0.5]))
+    assert ((0 <= p) & (p <= 1)).all()
+    from groklab.forecast import records           # the records it was built from ship beside it
+    assert m.meta["runs"] == len(records.read(M.shipped_dir() / "records.jsonl.gz"))
 
 
 # --- the Forecast and the CLI --------------------------------------------------------------
@@ -217,7 +224,11 @@ def test_forecast_of_a_finished_run_and_its_cli(tmp_path, capsys):
 @pytest.mark.parametrize("argv, words", [
     (["forecast", "/nonexistent/run"], "not a run directory"),
     (["forecast", "RUN", "--at", "-5"], "--at -5"),
-    (["forecast", "build", "/nonexistent/corpus"], "not a directory"),
+    (["forecast", "build", "/nonexistent/corpus"], "does not exist"),
+    (["forecast", "learn", "/nonexistent/runs"], "not a directory of runs"),
+    (["forecast", "RUN", "--model", "/nonexistent/model"], "--model"),
+    (["forecast", "learn", "RUN", "--weight", "0"], "--weight 0"),
+    (["forecast", "evaluate", "RUN", "--axes", "colour"], "--axes"),
     (["forecast", "build", "RUN", "--rounds", "0"], "--rounds 0"),
     (["forecast", "corpus", "/nonexistent.toml"], "nonexistent.toml"),
     (["forecast", "a", "b", "c"], "expected RUN_DIR"),
@@ -254,7 +265,7 @@ def test_evaluation_credits_curves_where_the_config_cannot_tell(tmp_path):
     assert m["forecast"]["auroc"] > 0.9
     assert m["config only"]["auroc"] < 0.7
     assert m["forecast"]["brier"] < m["config only"]["brier"]
-    assert m["time"]["n_events"] > 0 and "forecast" in m["time"]
+    assert m["events"] > 0 and {"forecast", "twice the step", "first-passage law"} <= set(m["time"])
     assert "| 25% |" in markdown(res)
 
 
@@ -360,16 +371,21 @@ def test_the_corpus_command_runs_its_sweeps_and_continues(tmp_path, capsys):
     assert "two sweeps are named 'tiny'" in capsys.readouterr().err
 
 
-def test_runs_outside_the_corpus_are_flagged_and_never_pruned():
+def test_runs_outside_the_corpus_are_flagged_and_never_pruned(synth_model, monkeypatch):
     """A flat validation curve is doomed in the corpus's regime and pruned there; the same curve
-    on a run 3× the corpus's modulus is flagged as outside it, and the pruner lets it run."""
+    on a run 7× the corpus's modulus is flagged as outside it, and the pruner lets it run."""
     from groklab.sweep.point import ForecastPruneSink, Pruned
+    monkeypatch.setattr(M, "default_model", lambda: synth_model)
     recs = curve(range(0, 2001, 10), False, 0)
     inside = synth_cfg(budget=2000)
-    far = resolve("prieto", overrides=[("task.p", 97), ("train.steps", 2000)])
+    far = resolve("prieto", overrides=[("task.p", 211), ("train.steps", 2000)])
     import groklab
     assert groklab.forecast(recs, config=inside, at=600).outside == []
     fc = groklab.forecast(recs, config=far, at=600)
+    assert fc.outside and fc.evidence[0].startswith("outside the corpus")
+    assert fc.targets["0.9"].high - fc.targets["0.9"].low >= (                     # wider intervals
+        groklab.forecast(recs, config=inside, at=600).targets["0.9"].high
+        - groklab.forecast(recs, config=inside, at=600).targets["0.9"].low)
     assert any("classes" in o for o in fc.outside) and "outside the corpus" in fc.evidence[0]
     rule = {"risk": 0.5, "target": 0.9, "after": 0.1}
     with pytest.raises(Pruned):
@@ -405,6 +421,105 @@ def test_the_evaluate_command_writes_its_tables_and_figure(tmp_path, capsys):
     root = synth_corpus(tmp_path / "corpus", n_per_op=6)
     assert main(["forecast", "evaluate", str(root), "--rounds", "10", "--out", str(tmp_path / "ev")]) == 0
     md = (tmp_path / "ev" / "evaluation.md").read_text()
-    assert "held out by op" in md and "config only" in md and "median pruner" in md
+    assert "| op |" in md and "config only" in md and "first-passage" in md
     assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["runs"] == 18
-    assert (tmp_path / "ev" / "calibration.png").stat().st_size > 1000
+
+
+# --- coherence, the budget as an input, learning from the user's runs ------------------------
+
+@pytest.fixture(scope="module")
+def synth_model(tmp_path_factory):
+    from groklab.forecast.records import load
+    root = synth_corpus(tmp_path_factory.mktemp("c") / "corpus", n_per_op=8)
+    return M.fit(build_table(load(root)), rounds=30)
+
+
+@pytest.mark.parametrize("t_grok, groks", [(300, True), (500, True), (800, True), (0, False)])
+def test_answers_are_coherent_at_every_step(synth_model, t_grok, groks):
+    """P(0.99) ≤ P(0.9) and step(0.99) ≥ step(0.9) at every forecast of scripted curves, and the
+    predicted step is the median of the same distribution whose mass is P: by the last horizon
+    before the step the model gives at most half of P(within the budget), by the first after it at
+    least half."""
+    import groklab
+    from groklab.forecast.model import distribution
+    from groklab.forecast.signals import vector
+    cfg = synth_cfg()
+    recs = curve(range(0, BUDGET + 1, 10), groks, t_grok, seed=3)
+    for at in range(100, 800, 50):
+        fc = groklab.forecast(recs, config=cfg, at=at, model=synth_model, explain=False)
+        a, b = fc.targets["0.9"], fc.targets["0.99"]
+        if a.reached or b.reached:
+            continue
+        assert b.p <= a.p + 1e-9
+        assert b.step >= a.step and b.low >= a.low and b.high >= a.high
+        assert a.low <= a.step <= a.high and at < a.low and a.high <= BUDGET
+        if a.p < 0.05:
+            continue
+        x = synth_model.columns(vector(features(recs, cfg, at))[None, :])[0]
+        B, F = distribution(synth_model.thresholds[0.9], x, at, BUDGET)
+        before, after = F[B <= a.step * 0.999], F[B >= a.step * 1.001]
+        assert (before[-1] if len(before) else 0.0) <= 0.5 * a.p + 1e-3
+        assert after[0] >= 0.5 * a.p - 1e-3
+
+
+def test_the_budget_is_an_input(synth_model):
+    """The same history with a larger budget is never less likely to grok within it, and a
+    budget far beyond the corpus's (which only ran 1,000 steps) is not "outside"."""
+    import groklab
+    cfg = synth_cfg()
+    recs = curve(range(0, 301, 10), True, 600, seed=1)
+    ps = []
+    for budget in (400, 600, 1000, 3000, 20000):
+        c = cfg.model_copy(deep=True)
+        c.train.steps = budget
+        fc = groklab.forecast(recs, config=c, model=synth_model, explain=False)
+        assert fc.outside == [] and fc.budget == budget
+        ps.append(fc.targets["0.9"].p)
+    assert ps == sorted(ps) and ps[-1] > ps[0]
+
+
+def test_forecast_learn_fits_the_users_runs(tmp_path, monkeypatch, capsys):
+    """A family the corpus never saw (x/y whose curves grok late, at ~850, past every corpus
+    run's): the shipped model gives such a run no chance, the model learned with the user's runs
+    of it does; the runs it learned are packed beside it; --weight changes the model."""
+    import groklab
+    from groklab.cli import main
+    from groklab.forecast import model as Mod
+    from groklab.forecast import records
+    base = synth_corpus(tmp_path / "base", n_per_op=4)
+    M.save(M.fit(build_table(records.load(base)), rounds=20), tmp_path / "shipped")
+    records.write(records.load(base), [f"b{i}" for i in range(12)], tmp_path / "shipped" / "records.jsonl.gz")
+    monkeypatch.setattr(Mod, "shipped_dir", lambda: tmp_path / "shipped")
+    for i in range(6):
+        write_run(tmp_path / "mine" / f"r{i}", synth_cfg("x/y"), curve(range(0, BUDGET + 1, 10), True, 850, seed=i))
+    assert main(["forecast", "learn", str(tmp_path / "mine"), "--out", str(tmp_path / "learned"),
+                 "--rounds", "20"]) == 0
+    assert "6 of yours" in capsys.readouterr().out
+    learned = M.load(tmp_path / "learned")
+    assert learned.meta["learned_from"] == 6
+    assert len(records.read(tmp_path / "learned" / "records.jsonl.gz")) == 18
+    probe = curve(range(0, BUDGET + 1, 10), True, 850, seed=11)
+    at = 400
+    before = groklab.forecast(probe, config=synth_cfg("x/y"), at=at, model=M.load(tmp_path / "shipped"))
+    after = groklab.forecast(probe, config=synth_cfg("x/y"), at=at, model=learned)
+    assert before.targets["0.9"].p < 0.2 and after.targets["0.9"].p > 0.5
+    assert main(["forecast", "learn", str(tmp_path / "mine"), "--out", str(tmp_path / "w1"),
+                 "--rounds", "20", "--weight", "1"]) == 0
+    assert (tmp_path / "w1" / "clf_0.9.ubj").read_bytes() != (tmp_path / "learned" / "clf_0.9.ubj").read_bytes()
+    (tmp_path / "notamodel").mkdir()
+    (tmp_path / "notamodel" / "keep.txt").write_text("mine")
+    assert main(["forecast", "learn", str(tmp_path / "mine"), "--out", str(tmp_path / "notamodel")]) == 2
+    assert (tmp_path / "notamodel" / "keep.txt").read_text() == "mine"
+
+
+def test_records_file_round_trips_and_refuses_damage(tmp_path):
+    from groklab.forecast import records
+    root = synth_corpus(tmp_path / "c", n_per_op=2)
+    runs = records.load(root)
+    records.write(runs, [r["dir"] for r in runs], tmp_path / "r.jsonl.gz")
+    back = records.read(tmp_path / "r.jsonl.gz")
+    assert [r["records"] for r in back] == [r["records"] for r in runs]
+    assert [r["config"] for r in back] == [r["config"] for r in runs]
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match="not a records file"):
+        records.read(tmp_path / "bad.jsonl.gz")

@@ -84,16 +84,17 @@ def iter_run_dirs(root: str | Path):
 def load_runs(root: str | Path) -> list[dict[str, Any]]:
     """{"dir", "config", "records", "summary"} for every run under ``root`` whose summary has a
     final status (completed, early_stopped, nan, pruned); running or broken runs are skipped."""
-    from groklab.runs.rundir import read_json, read_jsonl
+    from groklab.runs.read import read_metrics, read_object, read_summary
     runs = []
     for d in iter_run_dirs(root):
         try:
-            summary = read_json(d / "summary.json")
-            cfg = RunConfig.from_dict(read_json(d / "config.json"))
+            summary = read_summary(d / "summary.json")
+            cfg = RunConfig.from_dict(read_object(d / "config.json"))
+            if summary.get("status") not in ("completed", "early_stopped", "nan", "pruned"):
+                continue
+            recs = read_metrics(d / "metrics.jsonl")
         except (OSError, ValueError, ConfigError):
-            continue
-        if summary.get("status") not in ("completed", "early_stopped", "nan", "pruned"):
-            continue
-        runs.append({"dir": str(d), "config": cfg, "records": read_jsonl(d / "metrics.jsonl"),
-                     "summary": summary})
+            continue          # a running, broken or damaged run is not a labelled one
+        if recs:
+            runs.append({"dir": str(d), "config": cfg, "records": recs, "summary": summary})
     return runs

@@ -1,21 +1,29 @@
-"""``groklab forecast evaluate CORPUS``: how well the forecast answers, on families it never saw.
+"""``groklab forecast evaluate CORPUS``: how well the forecast answers on runs it never saw.
 
-Leave-one-family-out on three axes (operation; model kind, MLP vs transformer; optimiser family):
-for each family, every model is trained on the corpus without it and scored on it. Scored
-forecast points sit in the run's own clock, at 10 % and 25 % of its budget, and only on runs that
-had not reached the threshold there.
+Held-out axes — for each, the model is trained without the held-out runs and scored on them:
 
-Probability of reaching the threshold within the budget (AUROC, Brier score): the forecast
-against the same learner (XGBoost classifier and AFT, blended and calibrated) on the config alone, on the weight norm
-alone, on Notsawo et al.'s loss-oscillation spectrum alone, and Optuna's ``MedianPruner`` rule (a
-run is kept while its best validation accuracy so far is at least the median of the training
-runs' at the same step; its score is that decision, 1 or 0). The **boundary subset** holds the
-runs whose config-only probability lies in [0.2, 0.8], where the config leaves the outcome open.
+* **family**: leave one family out on the operation, the model kind (MLP, 1- and 2-layer
+  transformer, PAIR's MLP) and the optimiser family; predictions pooled per axis;
+* **scale**: trained on modular runs with p ≤ 59 and the tasks without a modulus, scored on
+  p ≥ 97;
+* **budget**: trained on every run cut at ``SHORT`` = 5,000 steps (what happened later is
+  censored away: no label, no forecast point beyond it), scored on the runs whose budget is longer,
+  forecast at fractions of their own budgets.
 
-Time to grok (runs that reach the threshold after the forecast point): median |log(predicted /
-actual)| and the median lead (actual − forecast step), against "twice the current step" and the
-median time of the training runs at the same point; Harrell's concordance index (lifelines) on all
-open runs, censored ones included; and how often the 80 % interval holds the actual step.
+Each held-out run is forecast at 10 % and 25 % of its own budget (``AT``), if θ is still open
+there, with its budget as the horizon. Scored: AUROC and Brier score of P(reach θ within the
+budget) (a run stopped before its budget without reaching θ has no label); for runs that reached
+θ after the forecast point and within the budget, the median |ln(predicted / actual)| of the
+step, the median lead (actual − forecast step) as a fraction of the budget, and how often the
+80 % interval held it. Baselines, all fitted on the same training side: **config only** (the same
+learner on the config features and the horizon), **twice the step** (2t), the **training
+median** (t × the median T/t of the training runs that reached θ after a forecast point), and the
+**first-passage law** of Truong et al. 2026 (arXiv 2605.18845, preprint): T − T_mem =
+(a·ln V_mem + b)/(ηλ), a and b fitted by least squares on the training runs, defined for runs
+that have memorised by t and have decoupled weight decay.
+
+``learning_curve``: the forecast for a held-out family after 5, 10, 20 of its runs are added to
+the training side (groklab forecast learn), against the model without them, on the rest.
 """
 from __future__ import annotations
 
@@ -25,91 +33,87 @@ from typing import Any
 import numpy as np
 
 from groklab.forecast import model as M
-from groklab.forecast.dataset import Table, build_table
-from groklab.forecast.signals import CONFIG, FEATURES, NORM, SPECTRAL
+from groklab.forecast.dataset import build_table, families, time_label, within_budget
+from groklab.forecast.signals import CONFIG, FEATURES, decay_rate, history, mem_step
 
-AXES = ("op", "model", "optim")
+FAMILY_AXES = ("op", "model", "optim")
 AT = (0.1, 0.25)
-CLOCK = ["t_frac", "log_t", "log_budget_left"]
-BASELINES = {"config only": CONFIG + CLOCK, "weight norm": NORM + CLOCK, "spectral (Notsawo)": SPECTRAL + CLOCK}
-BOUNDARY = (0.2, 0.8)
+SHORT = 5000
+LEARN_K = (5, 10, 20)
 
 
-def median_pruner_keep(table: Table, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Optuna MedianPruner's decision at each test row: keep (1) when the run's best validation
-    accuracy so far is >= the median of the training runs' best at the same forecast point."""
-    best = table.X[:, FEATURES.index("val_best_above_chance")]
-    keep = np.zeros(test.sum())
-    for i, (pt, b) in enumerate(zip(table.point[test], best[test])):
-        ref = best[train & (table.point == pt)]
-        keep[i] = float(b >= np.median(ref)) if len(ref) else 1.0
-    return keep
+def cut(run: dict, horizon: int) -> dict:
+    """The run as if its budget had been ``horizon``: records up to it, θ reached later censored."""
+    recs = [r for r in run["records"] if r["step"] <= horizon]
+    s = dict(run["summary"])
+    gen = {k: v for k, v in (s.get("generalized_at") or {}).items() if v is not None and v <= horizon}
+    if recs and recs[-1]["step"] < int(s.get("steps_done") or 0):
+        s["status"] = "completed"
+    s.update(generalized_at=gen, steps_done=recs[-1]["step"] if recs else 0)
+    cfg = run["config"].model_copy(deep=True)
+    cfg.train.steps = min(int(cfg.train.steps), horizon)
+    return {**run, "records": recs, "summary": s, "config": cfg}
 
 
-def _fold(table: Table, axis: str, fam: str, ths, rounds) -> dict[str, Any]:
-    """Train on every family but ``fam`` of ``axis``; predict the held-out rows at AT."""
-    train = table.fam[axis] != fam
-    test = (~train) & np.isin(table.point, AT)
-    tr = table.take(train)
-    out: dict[str, Any] = {"rows": test}
-    full = M.fit(tr, FEATURES, ths, rounds)
-    Xt = table.X[test]
-    for th in ths:
-        tt, bt = table.t[test], table.budget[test]
-        r = out[th] = {"p": {"forecast": full.thresholds[th].p(Xt, tt, bt)}}
-        for name, cols in BASELINES.items():
-            bm = M.fit(tr, cols, [th], rounds)
-            r["p"][name] = bm.thresholds[th].p(bm.columns(Xt), tt, bt)
-        r["p"]["median pruner"] = median_pruner_keep(table, train, test)
-        r["when"] = np.stack(full.thresholds[th].when(Xt, table.t[test], table.budget[test]), axis=1)
-        ev = tr.event[th] & tr.open[th]
-        r["median_T"] = np.array([np.median(tr.T[th][ev & (tr.point == pt)]) if (ev & (tr.point == pt)).any()
-                                  else np.nan for pt in table.point[test]])
+def first_passage_fit(runs: list[dict], th: float) -> tuple[float, float] | None:
+    """(a, b) of (T_θ − T_mem)·ηλ = a·ln V_mem + b over the runs that reached θ."""
+    xs, ys = [], []
+    for r in runs:
+        T, ev = time_label(r["summary"], th)
+        rate = decay_rate(r["config"])
+        h = history(r["records"])
+        tm = mem_step(h)
+        if not ev or not math.isfinite(rate) or tm is None or T <= tm:
+            continue
+        v = h["weight_norm"][np.searchsorted(h["step"], tm)]
+        if np.isfinite(v) and v > 0:
+            xs.append(math.log(v))
+            ys.append((T - tm) * rate)
+    if len(xs) < 3:
+        return None
+    a, b = np.polyfit(xs, ys, 1)
+    return float(a), float(b)
+
+
+def first_passage_predict(run: dict, t: int, ab) -> float:
+    rate = decay_rate(run["config"])
+    h = history(run["records"], t)
+    tm = mem_step(h)
+    if ab is None or tm is None or not math.isfinite(rate):
+        return math.nan
+    v = h["weight_norm"][np.searchsorted(h["step"], tm)]
+    if not (np.isfinite(v) and v > 0):
+        return math.nan
+    return max(tm + max(ab[0] * math.log(v) + ab[1], 0.0) / rate, t + 1.0)
+
+
+def forecast_points(runs: list[dict], th: float, at: float) -> list[tuple[int, int]]:
+    """(run index, forecast step) of every run still open at ``at`` × its budget."""
+    out = []
+    for i, r in enumerate(runs):
+        steps = [x["step"] for x in r["records"] if x["step"] <= at * int(r["config"].train.steps)]
+        if not steps or steps[-1] <= 0:
+            continue
+        T, ev = time_label(r["summary"], th)
+        if ev and T <= steps[-1]:
+            continue
+        out.append((i, steps[-1]))
     return out
 
 
-def evaluate(runs: list[dict], thresholds=(0.99, 0.9), axes=AXES, rounds: int = M.ROUNDS,
-             log=None) -> dict[str, Any]:
-    """Leave-one-family-out on each axis; returns {"axes": {axis: {threshold: {point: metrics}}},
-    "folds": [...], "pooled": predictions per axis for the calibration plot}."""
-    table = build_table(runs)
-    res: dict[str, Any] = {"runs": len(runs), "rows": int(len(table.t)), "axes": {}, "folds": [],
-                           "families": {a: sorted(set(table.fam[a].tolist())) for a in axes}}
-    pooled: dict[str, Any] = {}
-    for axis in axes:
-        preds: dict[float, dict[str, list]] = {th: {} for th in thresholds}
-        rows = []
-        for fam in res["families"][axis]:
-            if (table.fam[axis] != fam).sum() == 0:
-                continue
-            if log:
-                print(f"  {axis}: leaving out {fam} ...", file=log, flush=True)
-            try:
-                f = _fold(table, axis, fam, thresholds, rounds)
-            except ValueError as e:  # a training side with one class only
-                res["folds"].append({"axis": axis, "family": fam, "skipped": str(e)})
-                continue
-            rows.append(np.nonzero(f["rows"])[0])
-            for th in thresholds:
-                for k, v in f[th]["p"].items():
-                    preds[th].setdefault(k, []).append(v)
-                preds[th].setdefault("when", []).append(f[th]["when"])
-                preds[th].setdefault("median_T", []).append(f[th]["median_T"])
-            res["folds"].append({"axis": axis, "family": fam, "test_rows": int(f["rows"].sum()),
-                                 **{f"{th:g}": score_probs(table, f["rows"], th, f[th]["p"], pt=0.25)
-                                    for th in thresholds}})
-        if not rows:
-            continue
-        idx = np.concatenate(rows)
-        res["axes"][axis] = {}
-        pooled[axis] = {"idx": idx}
-        for th in thresholds:
-            P = {k: np.concatenate(v) for k, v in preds[th].items()}
-            pooled[axis][th] = P
-            res["axes"][axis][f"{th:g}"] = {f"{pt:g}": score_all(table, idx, th, P, pt) for pt in AT}
-    res["pooled"] = pooled
-    res["table"] = table
-    return res
+def predict(model, runs: list[dict], pts: list[tuple[int, int]], th: float) -> dict[str, np.ndarray]:
+    """P within the budget, and (median, low, high), of ``model`` at each point."""
+    from groklab.forecast.predict import forecast
+    p, med, lo, hi = [], [], [], []
+    for i, t in pts:
+        r = runs[i]
+        fc = forecast(r["records"], config=r["config"], at=t, model=model, explain=False)
+        tg = fc.targets[f"{th:g}"]
+        p.append(tg.p)
+        med.append(tg.step or math.nan)
+        lo.append(tg.low or math.nan)
+        hi.append(tg.high or math.nan)
+    return {"p": np.array(p), "med": np.array(med, float), "lo": np.array(lo, float), "hi": np.array(hi, float)}
 
 
 def _auroc(y, s):
@@ -117,105 +121,194 @@ def _auroc(y, s):
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else math.nan
 
 
-def score_probs(table: Table, rows_mask: np.ndarray, th: float, P: dict, pt: float) -> dict:
-    """AUROC per predictor on the held-out rows at point ``pt`` (the per-fold table)."""
-    idx = np.nonzero(rows_mask)[0]
-    sel = (table.point[idx] == pt) & table.open[th][idx] & np.isfinite(table.y[th][idx])
-    y = table.y[th][idx][sel]
-    return {"n": int(sel.sum()), "positives": int(y.sum()),
-            **{k: _auroc(y, v[sel]) for k, v in P.items()}}
-
-
-def score_all(table: Table, idx: np.ndarray, th: float, P: dict, pt: float) -> dict[str, Any]:
-    """Every metric at forecast point ``pt`` over the pooled held-out rows ``idx``."""
-    from lifelines.utils import concordance_index
-    at = (table.point[idx] == pt) & table.open[th][idx]
-    cls = at & np.isfinite(table.y[th][idx])
-    y = table.y[th][idx][cls]
-    probs = [k for k in P if k not in ("when", "median_T")]
-    cfg_p = P["config only"][cls]
-    boundary = (cfg_p >= BOUNDARY[0]) & (cfg_p <= BOUNDARY[1])
-    out: dict[str, Any] = {"n": int(cls.sum()), "positives": int(y.sum()),
-                           "boundary_n": int(boundary.sum()), "boundary_positives": int(y[boundary].sum())}
-    for k in probs:
-        p = P[k][cls]
-        out[k] = {"auroc": _auroc(y, p), "brier": float(np.mean((p - y) ** 2)),
-                  "auroc_boundary": _auroc(y[boundary], p[boundary]),
-                  "brier_boundary": float(np.mean((p[boundary] - y[boundary]) ** 2)) if boundary.any() else math.nan}
-    t = table.t[idx][at]
-    T, ev = table.T[th][idx][at], table.event[th][idx][at]
-    pred, lo, hi = P["when"][at].T
-    e = ev & (T > t)
-    timing = {"n_events": int(e.sum()), "n_censored": int((~ev).sum())}
-    if e.any():
-        timing["median_lead"] = float(np.median(T[e] - t[e]))
-        timing["lead_frac_budget"] = float(np.median((T[e] - t[e]) / table.budget[idx][at][e]))
-        for name, guess in (("forecast", pred), ("twice the current step", 2 * t),
-                            ("training median", P["median_T"][at])):
-            ok = e & np.isfinite(guess)
-            timing[name] = {"median_abs_log_ratio": float(np.median(np.abs(np.log(guess[ok] / T[ok]))))
-                            if ok.any() else math.nan,
-                            "c_index": float(concordance_index(T, guess, ev)) if np.isfinite(guess).all()
-                            and len(T) > 1 else math.nan}
-        timing["interval_coverage"] = float(np.mean((lo[e] <= T[e]) & (T[e] <= hi[e])))
-    out["time"] = timing
+def score(runs, pts, th, preds: dict[str, dict], guesses: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Every metric of one held-out set at one forecast fraction."""
+    lab = np.array([within_budget(runs[i]["summary"], th, int(runs[i]["config"].train.steps))
+                    for i, _ in pts], dtype=object)
+    known = np.array([v is not None for v in lab])
+    y = np.array([float(v) for v in lab[known]])
+    t = np.array([t for _, t in pts], float)
+    T = np.array([time_label(runs[i]["summary"], th)[0] for i, _ in pts])
+    budget = np.array([int(runs[i]["config"].train.steps) for i, _ in pts], float)
+    ev = np.array([bool(v) for v in lab]) & known
+    out: dict[str, Any] = {"n": int(known.sum()), "positives": int(y.sum()), "events": int(ev.sum())}
+    for k, pr in preds.items():
+        p = pr["p"][known]
+        out[k] = {"auroc": _auroc(y, p), "brier": float(np.mean((p - y) ** 2)) if len(y) else math.nan}
+    if ev.any():
+        out["lead"] = float(np.median((T[ev] - t[ev]) / budget[ev]))
+        f = preds["forecast"]
+        out["coverage"] = float(np.mean((f["lo"][ev] <= T[ev]) & (T[ev] <= f["hi"][ev])))
+        for k, g in {"forecast": f["med"], **guesses}.items():
+            ok = ev & np.isfinite(g)
+            out.setdefault("time", {})[k] = {
+                "n": int(ok.sum()),
+                "median_abs_log_ratio": float(np.median(np.abs(np.log(g[ok] / T[ok])))) if ok.any() else math.nan}
     return out
 
 
-def calibration_figure(res: dict, th: float, pt: float, path) -> None:
-    """Reliability diagrams of the forecast and the config-only baseline, one panel per axis."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
-    table, axes = res["table"], list(res["pooled"])
-    fig, axs = plt.subplots(1, len(axes), figsize=(4 * len(axes), 4), squeeze=False)
-    for ax, axis in zip(axs[0], axes):
-        pool = res["pooled"][axis]
-        idx = pool["idx"]
-        sel = (table.point[idx] == pt) & table.open[th][idx] & np.isfinite(table.y[th][idx])
-        y = table.y[th][idx][sel]
-        for name, style in (("forecast", "o-"), ("config only", "s--")):
-            p = pool[th][name][sel]
-            frac, mean = calibration_curve(y, p, n_bins=8, strategy="quantile")
-            ax.plot(mean, frac, style, label=name)
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
-        ax.set(title=f"held out by {axis} (n={int(sel.sum())})", xlabel="predicted probability",
-               ylabel="fraction that reached it", xlim=(0, 1), ylim=(0, 1))
-        ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"P(val acc ≥ {th:g} within budget), forecast at {100 * pt:.0f} % of the budget")
-    fig.tight_layout()
-    from groklab.report.plots import save_figure
-    save_figure(fig, path)
-    plt.close(fig)
+def _train_median(train_table, th) -> float:
+    e = train_table.event[th] & train_table.open[th] & (train_table.T[th] > train_table.t)
+    ratio = train_table.T[th][e] / train_table.t[e]
+    return float(np.median(ratio)) if len(ratio) else 2.0
+
+
+def held_out(train_runs, test_runs, thresholds, rounds, at=AT) -> dict[str, Any]:
+    """Fit on ``train_runs``, score on ``test_runs``: {threshold: {at: metrics}}."""
+    table = build_table(train_runs)
+    full = M.fit(table, FEATURES, thresholds, rounds)
+    cfg_only = M.fit(table, CONFIG, thresholds, rounds)
+    out = {}
+    for th in thresholds:
+        ab = first_passage_fit(train_runs, th)
+        ratio = _train_median(table, th)
+        out[f"{th:g}"] = {}
+        for a in at:
+            pts = forecast_points(test_runs, th, a)
+            if not pts:
+                continue
+            t = np.array([t for _, t in pts], float)
+            preds = {"forecast": predict(full, test_runs, pts, th), "config only": predict(cfg_only, test_runs, pts, th)}
+            guesses = {"twice the step": 2 * t, "training median": ratio * t,
+                       "first-passage law": np.array([first_passage_predict(test_runs[i], s, ab) for i, s in pts])}
+            out[f"{th:g}"][f"{a:g}"] = score(test_runs, pts, th, preds, guesses)
+    return out
+
+
+def splits(runs: list[dict]) -> dict[str, list[tuple[str, list[int], list[int]]]]:
+    """axis -> [(name, train indices, test indices)] for every held-out axis."""
+    fams = [families(r["config"]) for r in runs]
+    out: dict[str, list] = {}
+    for axis in FAMILY_AXES:
+        names = sorted({f[axis] for f in fams})
+        out[axis] = [(n, [i for i, f in enumerate(fams) if f[axis] != n], [i for i, f in enumerate(fams) if f[axis] == n])
+                     for n in names if 0 < sum(f[axis] == n for f in fams) < len(runs)]
+    out["scale"] = [("p ≥ 97", [i for i, f in enumerate(fams) if f["scale"] in ("small", "other")],
+                     [i for i, f in enumerate(fams) if f["scale"] == "large"])]
+    out["budget"] = [(f"budget > {SHORT}", list(range(len(runs))),
+                      [i for i, r in enumerate(runs) if int(r["config"].train.steps) > SHORT])]
+    return out
+
+
+def evaluate(runs: list[dict], thresholds=(0.99, 0.9), axes=None, rounds: int = 100, log=None) -> dict[str, Any]:
+    """{"axes": {axis: {threshold: {at: metrics}}}, "folds": [...]}; each axis's held-out runs
+    are pooled (every run is scored by the one fold that held it out)."""
+    res: dict[str, Any] = {"runs": len(runs), "axes": {}, "folds": []}
+    for axis, folds in splits(runs).items():
+        if axes and axis not in axes:
+            continue
+        pooled_runs, pooled_preds = [], {}
+        for name, tr, te in folds:
+            if not te or not tr:
+                continue
+            if log:
+                print(f"  {axis}: holding out {name} ({len(te)} runs) ...", file=log, flush=True)
+            train = [runs[i] if axis != "budget" else cut(runs[i], SHORT) for i in tr]
+            try:
+                r = held_out(train, [runs[i] for i in te], thresholds, rounds)
+            except ValueError as e:
+                res["folds"].append({"axis": axis, "family": name, "skipped": str(e)})
+                continue
+            res["folds"].append({"axis": axis, "family": name, "runs": len(te), **r})
+            pooled_runs.append(r)
+        res["axes"][axis] = pool(pooled_runs, [f[2] for f in folds])
+    return res
+
+
+def pool(parts: list[dict], sizes) -> dict:
+    """Pool fold metrics into one per axis: counts summed, rates and medians weighted by the
+    fold's scored runs (an approximation of the pooled median, stated in the table's heading)."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for th, by_at in part.items():
+            for a, m in by_at.items():
+                out.setdefault(th, {}).setdefault(a, []).append(m)
+    res: dict[str, Any] = {}
+    for th, by_at in out.items():
+        for a, ms in by_at.items():
+            res.setdefault(th, {})[a] = _merge(ms)
+    return res
+
+
+def _merge(ms: list[dict]) -> dict:
+    def wmean(vals, ws):
+        ok = [(v, w) for v, w in zip(vals, ws) if v is not None and math.isfinite(v) and w > 0]
+        return sum(v * w for v, w in ok) / sum(w for _, w in ok) if ok else math.nan
+    out = {k: sum(m[k] for m in ms) for k in ("n", "positives", "events")}
+    for k in ("forecast", "config only"):
+        out[k] = {s: wmean([m[k][s] for m in ms], [m["n"] for m in ms]) for s in ("auroc", "brier")}
+    evs = [m.get("events", 0) for m in ms]
+    out["lead"] = wmean([m.get("lead") for m in ms], evs)
+    out["coverage"] = wmean([m.get("coverage") for m in ms], evs)
+    names = {k for m in ms for k in m.get("time", {})}
+    out["time"] = {k: {"median_abs_log_ratio": wmean([m["time"][k]["median_abs_log_ratio"] for m in ms if k in m.get("time", {})],
+                                                     [m["time"][k]["n"] for m in ms if k in m.get("time", {})]),
+                       "n": sum(m["time"][k]["n"] for m in ms if k in m.get("time", {}))} for k in sorted(names)}
+    return out
+
+
+def learning_curve(runs: list[dict], axis: str, family: str, ks=LEARN_K, weight: float = 5.0,
+                   rounds: int = 100, thresholds=(0.99, 0.9), seed: int = 0, log=None) -> dict[str, Any]:
+    """The held-out family's runs in a fixed random order: the first max(ks) are the user's
+    finished runs, the rest are scored; the model without them against the model with the
+    first k of them added (each weighing ``weight`` corpus runs)."""
+    fams = [families(r["config"])[axis] for r in runs]
+    base = [r for r, f in zip(runs, fams) if f != family]
+    mine = [r for r, f in zip(runs, fams) if f == family]
+    order = np.random.default_rng(seed).permutation(len(mine))
+    mine = [mine[i] for i in order]
+    kmax = max(ks)
+    if len(mine) <= kmax:
+        raise ValueError(f"{axis} = {family}: {len(mine)} runs, need more than {kmax}")
+    test = mine[kmax:]
+    out = {"family": f"{axis} = {family}", "test_runs": len(test), "steps": {}}
+    for k in (0, *ks):
+        if log:
+            print(f"  learn: {family} with {k} of its runs ...", file=log, flush=True)
+        train = base + mine[:k]
+        table = build_table(train)
+        extra = np.array([1.0] * len(base) + [weight] * k)[table.run]
+        m = M.fit(table, FEATURES, thresholds, rounds, extra=extra)
+        res = {}
+        for th in thresholds:
+            res[f"{th:g}"] = {}
+            for a in AT:
+                pts = forecast_points(test, th, a)
+                if pts:
+                    res[f"{th:g}"][f"{a:g}"] = score(test, pts, th, {"forecast": predict(m, test, pts, th)}, {})
+        out["steps"][k] = res
+    return out
 
 
 def markdown(res: dict) -> str:
     """The evaluation tables (docs/forecast.md quotes them)."""
-    lines = [f"{res['runs']} runs, {res['rows']} forecast rows; families: " +
-             "; ".join(f"{a}: {', '.join(v)}" for a, v in res["families"].items()), ""]
+    lines = [f"{res['runs']} runs. Per axis, the held-out runs of every fold pooled (rates and medians "
+             "weighted by the folds' counts).", ""]
+    lines += ["| axis | θ | at | n (reached) | AUROC forecast | AUROC config only | Brier | events | lead (× budget) "
+              "| time: forecast | twice the step | training median | first-passage (n) | 80 % coverage |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for axis, by_th in res["axes"].items():
-        for th, by_pt in by_th.items():
-            lines += [f"### held out by {axis}, P(val ≥ {th} within budget)", "",
-                      "| at | n (pos) | predictor | AUROC | Brier | boundary n (pos) | AUROC boundary | Brier boundary |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for pt, m in by_pt.items():
-                for k in ("forecast", *BASELINES, "median pruner"):
-                    v = m[k]
-                    lines.append(f"| {float(pt):.0%} | {m['n']} ({m['positives']}) | {k} | {v['auroc']:.3f} | "
-                                 f"{v['brier']:.3f} | {m['boundary_n']} ({m['boundary_positives']}) | "
-                                 f"{v['auroc_boundary']:.3f} | {v['brier_boundary']:.3f} |")
-            lines += ["", f"time to val ≥ {th} (runs that reach it after the forecast point):", "",
-                      "| at | events | censored | median lead (× budget) | predictor | median abs log ratio | c-index | 80 % interval coverage |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for pt, m in by_pt.items():
-                tm = m["time"]
-                if "median_lead" not in tm:
-                    continue
-                for k in ("forecast", "twice the current step", "training median"):
-                    cov = f"{tm['interval_coverage']:.2f}" if k == "forecast" else ""
-                    lines.append(f"| {float(pt):.0%} | {tm['n_events']} | {tm['n_censored']} | "
-                                 f"{tm['median_lead']:.0f} ({tm['lead_frac_budget']:.2f}) | {k} | "
-                                 f"{tm[k]['median_abs_log_ratio']:.3f} | {tm[k]['c_index']:.3f} | {cov} |")
-            lines.append("")
+        for th, by_at in by_th.items():
+            for a, m in by_at.items():
+                tm = m.get("time", {})
+                g = (lambda k: f"{tm[k]['median_abs_log_ratio']:.3f}" if k in tm else "–")
+                fp = f"{g('first-passage law')} ({tm['first-passage law']['n']})" if "first-passage law" in tm else "–"
+                lines.append(f"| {axis} | {th} | {float(a):.0%} | {m['n']} ({m['positives']}) | "
+                             f"{m['forecast']['auroc']:.3f} | {m['config only']['auroc']:.3f} | {m['forecast']['brier']:.3f} | "
+                             f"{m['events']} | {m['lead']:.2f} | {g('forecast')} | {g('twice the step')} | "
+                             f"{g('training median')} | {fp} | {m['coverage']:.2f} |")
+    lc = res.get("learning_curve")
+    if lc:
+        lines += ["", f"learning from the user's runs: {lc['family']} held out, scored on {lc['test_runs']} of its runs",
+                  "", "| its runs learned | θ | at | n (reached) | AUROC | Brier | time: forecast | 80 % coverage |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for k, by_th in lc["steps"].items():
+            for th, by_at in by_th.items():
+                for a, m in by_at.items():
+                    tm = m.get("time", {}).get("forecast", {}).get("median_abs_log_ratio", math.nan)
+                    lines.append(f"| {k} | {th} | {float(a):.0%} | {m['n']} ({m['positives']}) | {m['forecast']['auroc']:.3f} | "
+                                 f"{m['forecast']['brier']:.3f} | {tm:.3f} | {m.get('coverage', math.nan):.2f} |")
+    folds = [f for f in res["folds"] if "skipped" in f]
+    if folds:
+        lines += [""] + [f"- {f['axis']} = {f['family']}: skipped ({f['skipped']})" for f in folds]
     return "\n".join(lines)

@@ -1,27 +1,26 @@
-"""The forecast model: a calibrated classifier and a censoring-aware survival model per threshold.
+"""The forecast model: one distribution of *when*, from which P(within any budget) follows.
 
-For each threshold θ (0.9 and 0.99 of validation accuracy):
+For each threshold θ (0.9 and 0.99 of validation accuracy) one XGBoost classifier answers
+"is T_θ ≤ B?" from the features at the forecast step t (groklab.forecast.signals) and the
+horizon ``log10(B / t)`` — a discrete-time survival model (the budget is an input, not a
+constant of the corpus). Its output is forced to rise with the horizon (XGBoost's monotone
+constraint), then calibrated by isotonic regression fitted on out-of-fold predictions (5 folds
+grouped by config, so the seeds of one config never straddle a fold), so that for one forecast
 
-* **P(reach θ within the budget)** — the mean of two estimates, gradient-boosted trees (XGBoost
-  ``binary:logistic``) on the feature vector of groklab.forecast.signals and the survival model's
-  P(T ≤ budget | T > t) below, then isotonic calibration fitted on out-of-fold predictions
-  (5 folds grouped by config, so the seeds of one config never straddle a fold). The
-  calibration is stored as its knots and applied with ``numpy.interp``.
-* **When** — XGBoost's accelerated failure time objective (``survival:aft``, normal errors on
-  log time; Barnwal et al. 2022, arXiv 2006.04920) on the ratio ``T_θ / t`` of the time to grok
-  to the forecast step: runs that never reached θ enter as right-censored intervals
-  ``[stopped / t, ∞)``, never as a time. The predicted step is the median of that log-normal
-  truncated to (t, budget]: *when*, given that it happens within the budget (the classifier
-  says how likely that is). The 80 % interval is that median times the 10th and 90th
-  percentiles of the out-of-fold ratio actual/predicted on runs that grokked within the budget.
+    F(B) = P(T_θ ≤ B | the history up to t)
 
-Why XGBoost: one well-kept library gives both objectives, handles missing features (NaN) natively
-and saves to a documented non-pickle format (UBJSON) that loads without running any code; its
-``xgboost-cpu`` wheel is 5 MB where the default one pulls a GPU runtime. lifelines' AFT models
-are linear in the features, scikit-survival's forests save only by pickle.
+is a proper distribution function of B on (t, ∞) (it may stay below 1: a run may never grok).
+Everything a forecast says comes from F (groklab.forecast.predict): the probability within the
+budget is F(budget); *when* is the median of F restricted to (t, budget] (the step B where
+F(B) = F(budget)/2), and the 80 % interval its 10th and 90th percentiles, widened on each side by
+a margin (in log steps) fitted out of fold so that 80 % of actual steps fall inside it. Answers for 0.99 are clamped
+by those for 0.9 (P(0.99) ≤ P(0.9), step(0.99) ≥ step(0.9)).
 
-Everything is deterministic (one thread, fixed seeds, unshuffled folds), so ``groklab forecast
-build`` on the same corpus rebuilds the shipped files bit for bit.
+Why XGBoost: one well-kept library with monotone constraints, missing features (NaN) handled
+natively, and a documented non-pickle format (UBJSON) that loads without running any code; its
+``xgboost-cpu`` wheel is 5 MB where the default one pulls a GPU runtime. Everything is
+deterministic (one thread, fixed seeds, unshuffled folds), so ``groklab forecast build`` on
+the same records rebuilds the shipped files bit for bit.
 """
 from __future__ import annotations
 
@@ -36,16 +35,15 @@ import numpy as np
 
 from groklab.forecast.signals import FEATURES
 
-FORMAT = 1
+FORMAT = 2
 ROUNDS = 300
-BASE = {"eta": 0.05, "max_depth": 3, "min_child_weight": 2.0, "subsample": 0.8,
-        "colsample_bytree": 0.8, "lambda": 1.0, "nthread": 1, "seed": 0, "tree_method": "hist"}
-CLF = {**BASE, "objective": "binary:logistic", "eval_metric": "logloss"}
-SIGMA = 0.3             # the AFT's σ of log time (chosen on the corpus, docs/forecast.md)
-AFT = {**BASE, "objective": "survival:aft", "aft_loss_distribution": "normal",
-       "aft_loss_distribution_scale": SIGMA, "eval_metric": "aft-nloglik"}
+CLF = {"eta": 0.05, "max_depth": 4, "min_child_weight": 2.0, "subsample": 0.8, "colsample_bytree": 0.8,
+       "lambda": 1.0, "nthread": 1, "seed": 0, "tree_method": "hist", "objective": "binary:logistic",
+       "eval_metric": "logloss"}
 FOLDS = 5
-INTERVAL = (0.1, 0.9)   # the 80 % interval
+INTERVAL = (0.1, 0.9)    # the 80 % interval: these quantiles of F on (t, budget]
+GRID = 48                # horizons a forecast evaluates F at, log-spaced over (t, budget]
+OUTSIDE_WIDEN = 2.0      # runs outside the corpus's span: this many times the margin, plus 0.1
 
 
 def _xgb():
@@ -58,47 +56,19 @@ def _xgb():
 
 @dataclass
 class ThresholdModel:
-    clf: Any                          # xgboost.Booster, P(reach within budget), uncalibrated
+    clf: Any                          # xgboost.Booster on [features, log10(B/t)], monotone in the last
     calib_x: np.ndarray               # isotonic knots: raw probability -> calibrated
     calib_y: np.ndarray
-    aft: Any                          # xgboost.Booster, median of T/t
-    q_lo: float                       # log(actual/predicted) quantiles on out-of-fold events
-    q_hi: float
-    sigma: float = SIGMA
+    margin: float = 0.0               # the interval's extra width on each side (log steps)
 
-    def p(self, X: np.ndarray, t, budget) -> np.ndarray:
-        """Calibrated P(reach θ within ``budget``) at forecast step ``t``: the mean of the
-        classifier's probability and the AFT's P(T ≤ budget | T > t), through the isotonic map."""
-        raw = self.clf.inplace_predict(X, missing=np.nan)
-        if self.aft is not None:
-            t = np.maximum(np.asarray(t, float), 1.0)
-            mu = np.log(t * self.ratio(X))
-            from scipy.special import ndtr
-            raw = 0.5 * (raw + ndtr((np.log(np.maximum(np.asarray(budget, float), t)) - mu) / self.sigma))
-        return np.interp(raw, self.calib_x, self.calib_y) if len(self.calib_x) else raw
+    def raw(self, X: np.ndarray, h: np.ndarray) -> np.ndarray:
+        Xh = np.concatenate([X, np.asarray(h, np.float32).reshape(-1, 1)], axis=1)
+        return self.clf.inplace_predict(Xh, missing=np.nan)
 
-    def ratio(self, X: np.ndarray) -> np.ndarray:
-        """Predicted median T/t (>= 1) of the AFT model, not truncated."""
-        return np.maximum(self.aft.inplace_predict(X, missing=np.nan), 1.0)
-
-    def when(self, X: np.ndarray, t: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(median, low, high) step, given that θ is reached between ``t`` and ``budget``: the
-        AFT's log-normal truncated to (t, budget], its median, and the 80 % interval from the
-        out-of-fold residuals around that median, kept inside (t, budget]."""
-        t = np.maximum(np.asarray(t, float), 1.0)        # a forecast at step 0 is one at step 1
-        budget = np.maximum(np.asarray(budget, float), t + 1)
-        med = truncated_median(np.log(t * self.ratio(X)), self.sigma, np.log(t), np.log(budget))
-        lo = np.clip(med * math.exp(self.q_lo), t + 1, budget)
-        hi = np.clip(med * math.exp(self.q_hi), t + 1, budget)
-        return med, np.minimum(lo, med), np.maximum(hi, med)
-
-
-def truncated_median(mu: np.ndarray, sigma: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """exp of the median of N(mu, sigma²) truncated to [lo, hi] (all in log steps)."""
-    from scipy.special import ndtr, ndtri
-    a, b = ndtr((lo - mu) / sigma), ndtr((hi - mu) / sigma)
-    q = np.clip(a + 0.5 * (b - a), 1e-12, 1 - 1e-12)
-    return np.exp(np.clip(mu + sigma * ndtri(q), lo, hi))
+    def cdf(self, X: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """Calibrated P(T ≤ t·10^h) for rows X (features at t) and horizons h = log10(B/t)."""
+        r = self.raw(X, h)
+        return np.interp(r, self.calib_x, self.calib_y) if len(self.calib_x) else r
 
 
 @dataclass
@@ -115,11 +85,54 @@ class ForecastModel:
         return X[:, idx]
 
 
-def _weights(run: np.ndarray) -> np.ndarray:
-    """Every run weighs the same in total, however many forecast points it has (scaled so the
-    mean row weight is 1, which keeps XGBoost's min_child_weight meaningful)."""
+def horizon_grid(t: float, budget: float, n: int = GRID) -> np.ndarray:
+    """log10(B/t) for n budgets B log-spaced over (t, budget], the last exactly the budget."""
+    top = math.log10(max(budget, t + 1) / max(t, 1.0))
+    return np.linspace(top / n, top, n)
+
+
+def distribution(m: ThresholdModel, x: np.ndarray, t: float, budget: float) -> tuple[np.ndarray, np.ndarray]:
+    """(B, F(B)) on the horizon grid of one forecast, F made non-decreasing."""
+    h = horizon_grid(t, budget)
+    F = np.maximum.accumulate(m.cdf(np.repeat(x[None, :], len(h), axis=0), h))
+    return max(t, 1.0) * 10 ** h, F
+
+
+def quantiles(B: np.ndarray, F: np.ndarray, t: float, qs) -> list[float]:
+    """Steps where F reaches q·F(budget), interpolated in log steps (t where F is flat)."""
+    top = F[-1]
+    lb = np.log(np.concatenate([[max(t, 1.0)], B]))
+    Fz = np.concatenate([[0.0], F])
+    out = []
+    for q in qs:
+        if top <= 0:
+            out.append(float(B[-1]))
+            continue
+        target = q * top
+        j = int(np.searchsorted(Fz, target, side="left"))
+        j = min(max(j, 1), len(Fz) - 1)
+        f0, f1 = Fz[j - 1], Fz[j]
+        w = 0.0 if f1 <= f0 else (target - f0) / (f1 - f0)
+        out.append(float(np.exp(lb[j - 1] + w * (lb[j] - lb[j - 1]))))
+    return out
+
+
+def when(B: np.ndarray, F: np.ndarray, t: float, margin: float) -> tuple[float, float, float]:
+    """(median, low, high) of F restricted to (t, budget]; the interval widened on both sides
+    by ``margin`` in log steps and kept inside (t, budget]."""
+    lo, med, hi = quantiles(B, F, t, (INTERVAL[0], 0.5, INTERVAL[1]))
+    lo, hi = lo * math.exp(-margin), hi * math.exp(margin)
+    return med, float(np.clip(lo, t + 1, B[-1])), float(np.clip(hi, t + 1, B[-1]))
+
+
+# --- fitting ----------------------------------------------------------------------------------
+
+def _weights(run: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    """Every run weighs the same in total, however many rows it has (mean row weight 1, which
+    keeps XGBoost's min_child_weight meaningful); ``extra`` multiplies per row (forecast learn)."""
     _, inv, counts = np.unique(run, return_inverse=True, return_counts=True)
-    return (1.0 / counts[inv]) * (len(run) / len(counts))
+    w = (1.0 / counts[inv]) * (len(run) / len(counts))
+    return w * extra if extra is not None else w
 
 
 def _folds(group: np.ndarray, k: int = FOLDS) -> list[np.ndarray]:
@@ -129,25 +142,12 @@ def _folds(group: np.ndarray, k: int = FOLDS) -> list[np.ndarray]:
     return [fold == i for i in range(k)]
 
 
-def aft_bounds(T: np.ndarray, event: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AFT labels on the ratio T/t: an event is the interval [T/t, T/t]; a censored run is
-    [stopped/t, ∞) — it grokked later or never, and is never given a time."""
-    lower = np.maximum(T / t, 1.0)
-    return lower, np.where(event, lower, np.inf)
-
-
-def fit_classifier(X, y, w, rounds=ROUNDS):
+def fit_classifier(X, h, y, w, rounds=ROUNDS):
     xgb = _xgb()
-    d = xgb.DMatrix(X, label=y, weight=w, missing=np.nan)
-    return xgb.train(CLF, d, num_boost_round=rounds)
-
-
-def fit_aft(X, lower, upper, w, rounds=ROUNDS):
-    xgb = _xgb()
-    d = xgb.DMatrix(X, weight=w, missing=np.nan)
-    d.set_float_info("label_lower_bound", lower)
-    d.set_float_info("label_upper_bound", upper)
-    return xgb.train(AFT, d, num_boost_round=rounds)
+    Xh = np.concatenate([X, h.reshape(-1, 1)], axis=1)
+    d = xgb.DMatrix(Xh, label=y, weight=w, missing=np.nan)
+    mono = "(" + ",".join(["0"] * X.shape[1] + ["1"]) + ")"
+    return xgb.train({**CLF, "monotone_constraints": mono}, d, num_boost_round=rounds)
 
 
 def isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,71 +157,71 @@ def isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
     return np.asarray(iso.X_thresholds_, dtype=float), np.asarray(iso.y_thresholds_, dtype=float)
 
 
-def fit_threshold(X, t, run, group, T, event, y, open_, budget, rounds=ROUNDS, time=True) -> ThresholdModel:
-    """Both models of one threshold from the rows still open at their forecast point.
-
-    Out of fold (5 folds grouped by config over the open rows): the classifier's raw
-    probability, the AFT's P(T ≤ budget | T > t), and the AFT's truncated median. Their mean is
-    calibrated by isotonic regression; the residuals around the median give the interval.
-    With ``time`` False only the classifier is fitted and calibrated (the aft fields are None)."""
-    c = open_ & np.isfinite(y)                       # rows with a known outcome: the classifier's
-    a = open_ & (T > 0)                              # rows the AFT learns from (censored included)
+def fit_threshold(X, h, t, budget, run, group, point, T, event, y, open_, rounds=ROUNDS,
+                  extra: np.ndarray | None = None) -> ThresholdModel:
+    """The classifier of one threshold on the open rows with a known label, its isotonic
+    calibration and its interval width, both from out-of-fold predictions."""
+    c = open_ & np.isfinite(y)
     if len(np.unique(y[c])) < 2:
         raise ValueError(f"the corpus has only {'positive' if c.any() and y[c][0] else 'negative'} "
-                         f"runs for this threshold; a classifier needs both")
-    wc, wa = np.zeros(len(y)), np.zeros(len(y))
-    wc[c], wa[a] = _weights(run[c]), _weights(run[a])
-    lower, upper = aft_bounds(np.where(a, T, 1.0), event & a, np.maximum(t, 1))
-    raw = np.full(len(y), np.nan)
-    med = np.full(len(y), np.nan)
-    for te in _folds(np.where(open_, group, -1)):
-        te &= open_
-        tc, ta = c & ~te, a & ~te
-        if not te.any() or len(np.unique(y[tc])) < 2:
+                         f"rows for this threshold; a classifier needs both")
+    w = np.zeros(len(y))
+    w[c] = _weights(run[c], None if extra is None else extra[c])
+    oof = np.full(len(y), np.nan)
+    models = {}
+    for i, te in enumerate(_folds(np.where(c, group, -1))):
+        te &= c
+        tr = c & ~te
+        if not te.any() or len(np.unique(y[tr])) < 2:
             continue
-        m = ThresholdModel(fit_classifier(X[tc], y[tc], wc[tc], rounds), np.array([]), np.array([]),
-                           fit_aft(X[ta], lower[ta], upper[ta], wa[ta], rounds) if time else None, 0.0, 0.0)
-        raw[te] = m.p(X[te], t[te], budget[te])
-        if time:
-            med[te] = m.when(X[te], t[te], budget[te])[0]
-    ok = c & np.isfinite(raw)
-    # one config only: no out-of-fold prediction exists, so the mean is left uncalibrated
-    cx, cy = isotonic(raw[ok], y[ok], wc[ok]) if ok.any() else (np.array([]), np.array([]))
-    clf = fit_classifier(X[c], y[c], wc[c], rounds)
-    if not time:
-        return ThresholdModel(clf, cx, cy, None, math.nan, math.nan)
-    inside = a & event & (T <= budget) & np.isfinite(med)
-    resid = np.log(T[inside] / med[inside])
-    q_lo, q_hi = np.quantile(resid, INTERVAL) if len(resid) else (math.log(0.5), math.log(2.0))
-    return ThresholdModel(clf, cx, cy, fit_aft(X[a], lower[a], upper[a], wa[a], rounds), float(q_lo), float(q_hi))
+        models[i] = ThresholdModel(fit_classifier(X[tr], h[tr], y[tr], w[tr], rounds), np.array([]), np.array([]))
+        oof[te] = models[i].raw(X[te], h[te])
+    ok = c & np.isfinite(oof)
+    cx, cy = isotonic(oof[ok], y[ok], w[ok]) if ok.any() else (np.array([]), np.array([]))
+    margin = _fit_margin(models, _folds(np.where(c, group, -1)), cx, cy, X, t, budget, point, T, event, c)
+    return ThresholdModel(fit_classifier(X[c], h[c], y[c], w[c], rounds), cx, cy, margin)
+
+
+def _fit_margin(models, folds, cx, cy, X, t, budget, point, T, event, c) -> float:
+    """The margin (log steps, each side) that puts 80 % of the out-of-fold actual steps inside
+    the interval (one forecast per (run, point) whose run reached θ after t and within its
+    budget); 0 if there are none."""
+    need = []
+    for i, te in enumerate(folds):
+        if i not in models:
+            continue
+        m = ThresholdModel(models[i].clf, cx, cy)
+        te &= c & event & (T > t) & (T <= budget)
+        for p in np.unique(point[te]):
+            r = np.nonzero(te & (point == p))[0][0]
+            B, F = distribution(m, X[r], t[r], budget[r])
+            lo, hi = quantiles(B, F, t[r], INTERVAL)
+            need.append(max(0.0, math.log(T[r] / hi), math.log(lo / T[r])))
+    return float(np.quantile(need, 0.8)) if need else 0.0
 
 
 def fit(table, names: list[str] = FEATURES, thresholds=None, rounds: int = ROUNDS,
-        time: bool = True) -> ForecastModel:
-    """Train a ForecastModel on a groklab.forecast.dataset.Table using the columns ``names``."""
+        extra: np.ndarray | None = None) -> ForecastModel:
+    """Train a ForecastModel on a groklab.forecast.dataset.Table using the columns ``names``;
+    ``extra`` weighs rows (``forecast learn`` weighs the user's runs up)."""
     idx = [FEATURES.index(n) for n in names]
     X = table.X[:, idx]
     models = {}
     for th in thresholds or sorted(table.T):
-        models[th] = fit_threshold(X, table.t, table.run, table.group, table.T[th], table.event[th],
-                                   table.y[th], table.open[th], table.budget, rounds, time)
+        models[th] = fit_threshold(X, table.h, table.t, table.budget, table.run, table.group, table.point, table.T[th],
+                                   table.event[th], table.y[th], table.open[th], rounds, extra)
     return ForecastModel(list(names), models, {"rows": int(len(table.t)),
                                                "runs": int(len(np.unique(table.run))),
                                                "ranges": ranges(table)})
 
 
-RANGE_KEYS = ("log_n_train", "log_classes")
-
-
-def ranges(table) -> dict[str, list[float]]:
-    """The span of the corpus in the settings a forecast extrapolates worst: the task's size
-    (training examples, classes) and the budget (groklab.forecast.predict.outside). Learning
-    rate and weight decay are not checked: on the wd_lr diagram the forecast pruned runs at
-    learning rates 4× below the corpus's lowest and kept every label but one (docs/forecast.md)."""
-    from groklab.forecast.signals import FEATURES as ALL
-    out = {k: [float(np.nanmin(table.X[:, ALL.index(k)])), float(np.nanmax(table.X[:, ALL.index(k)]))]
-           for k in RANGE_KEYS}
-    out["budget"] = [float(table.budget.min()), float(table.budget.max())]
+def ranges(table) -> dict[str, Any]:
+    """The corpus's span in what a forecast extrapolates worst: the task's size (training
+    examples, classes) and the model kinds it has seen (groklab.forecast.predict.outside)."""
+    from groklab.forecast.signals import SIZE
+    out: dict[str, Any] = {k: [float(np.nanmin(table.size[:, i])), float(np.nanmax(table.size[:, i]))]
+                           for i, k in enumerate(SIZE)}
+    out["model"] = sorted({r["config"].model.arch for r in table.runs})
     return out
 
 
@@ -235,17 +235,14 @@ def save(model: ForecastModel, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     entries = {}
     for th, m in sorted(model.thresholds.items()):
-        files = {}
-        for kind in ("clf", "aft"):
-            name = f"{kind}_{th:g}.ubj"
-            raw = bytes(getattr(m, kind).save_raw("ubj"))
-            atomic_write_bytes(out / name, raw)
-            files[kind] = {"file": name, "sha256": hashlib.sha256(raw).hexdigest()}
-        entries[f"{th:g}"] = {**files, "calibration": {"x": m.calib_x.tolist(), "y": m.calib_y.tolist()},
-                              "interval_log_ratio": [m.q_lo, m.q_hi], "sigma": m.sigma}
+        name = f"clf_{th:g}.ubj"
+        raw = bytes(m.clf.save_raw("ubj"))
+        atomic_write_bytes(out / name, raw)
+        entries[f"{th:g}"] = {"clf": {"file": name, "sha256": hashlib.sha256(raw).hexdigest()},
+                              "calibration": {"x": m.calib_x.tolist(), "y": m.calib_y.tolist()},
+                              "margin": m.margin}
     write_json(out / "manifest.json", {"format": FORMAT, "features": model.features,
-                                       "thresholds": entries, "params": {"clf": CLF, "aft": AFT,
-                                                                         "rounds": ROUNDS},
+                                       "thresholds": entries, "params": {"clf": CLF, "rounds": ROUNDS},
                                        "meta": model.meta})
     return out
 
@@ -263,20 +260,15 @@ def load(path: str | Path) -> ForecastModel:
             raise ValueError(f"unknown features {sorted(unknown)}")
         models = {}
         for th, e in man["thresholds"].items():
-            boosters = {}
-            for kind in ("clf", "aft"):
-                raw = (path / e[kind]["file"]).read_bytes()
-                if hashlib.sha256(raw).hexdigest() != e[kind]["sha256"]:
-                    raise ValueError(f"{e[kind]['file']} does not match its sha256 in manifest.json")
-                b = xgb.Booster()
-                b.load_model(bytearray(raw))
-                b.set_param({"nthread": 1})
-                boosters[kind] = b
-            lo, hi = e["interval_log_ratio"]
-            models[float(th)] = ThresholdModel(boosters["clf"], np.array(e["calibration"]["x"], float),
-                                               np.array(e["calibration"]["y"], float), boosters["aft"],
-                                               float(lo), float(hi), float(e["sigma"]))
-    except (OSError, KeyError, TypeError, ValueError, xgb.core.XGBoostError) as e:
+            raw = (path / e["clf"]["file"]).read_bytes()
+            if hashlib.sha256(raw).hexdigest() != e["clf"]["sha256"]:
+                raise ValueError(f"{e['clf']['file']} does not match its sha256 in manifest.json")
+            b = xgb.Booster()
+            b.load_model(bytearray(raw))
+            b.set_param({"nthread": 1})
+            models[float(th)] = ThresholdModel(b, np.array(e["calibration"]["x"], float),
+                                               np.array(e["calibration"]["y"], float), float(e["margin"]))
+    except (OSError, KeyError, TypeError, ValueError, RecursionError, xgb.core.XGBoostError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"forecast model {path}: {msg}") from None
     return ForecastModel(list(man["features"]), models, man.get("meta", {}))
@@ -285,10 +277,14 @@ def load(path: str | Path) -> ForecastModel:
 _DEFAULT: ForecastModel | None = None
 
 
+def shipped_dir() -> Path:
+    from importlib.resources import files
+    return Path(str(files("groklab.forecast") / "model"))
+
+
 def default_model() -> ForecastModel:
     """The model shipped in the package (groklab/forecast/model/), loaded once."""
     global _DEFAULT
     if _DEFAULT is None:
-        from importlib.resources import files
-        _DEFAULT = load(Path(str(files("groklab.forecast") / "model")))
+        _DEFAULT = load(shipped_dir())
     return _DEFAULT

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from groklab.forecast.dataset import THRESHOLDS
+from groklab.forecast.model import OUTSIDE_WIDEN, distribution, when
 from groklab.forecast.signals import features, task_size, vector
 
 CONFIDENT = 0.8     # "grok ≈ step N" is shown once P(reach 0.9 within budget) is at least this
@@ -55,19 +56,21 @@ class Forecast:
 
 
 def _load_run(run) -> tuple[list[dict], Any, dict, Path | None]:
+    """Records, config and summary of a run directory, through the validated reader (a damaged
+    file is one line naming it)."""
     from groklab.config import ConfigError, RunConfig
-    from groklab.runs.rundir import read_json, read_jsonl
+    from groklab.runs.read import read_metrics, read_object, read_summary
     if hasattr(run, "dir") and hasattr(run, "config"):
         run = run.dir
     d = Path(run)
     if not (d / "config.json").is_file() or not (d / "metrics.jsonl").is_file():
         raise ConfigError(f"{str(d)!r} is not a run directory (it needs config.json and metrics.jsonl)")
     try:
-        cfg = RunConfig.from_dict(read_json(d / "config.json"))
+        cfg = RunConfig.from_dict(read_object(d / "config.json"))
     except ValueError as e:
         raise ConfigError(f"{d / 'config.json'}: {str(e).splitlines()[0]}") from None
-    summary = read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
-    return read_jsonl(d / "metrics.jsonl"), cfg, summary, d
+    summary = read_summary(d / "summary.json") if (d / "summary.json").is_file() else {}
+    return read_metrics(d / "metrics.jsonl"), cfg, summary, d
 
 
 def forecast(run_or_records, at: int | None = None, config=None, model=None,
@@ -99,8 +102,9 @@ def forecast(run_or_records, at: int | None = None, config=None, model=None,
              and t >= int(summary.get("steps_done", 0))) or t >= budget
     reached = {th: next((r["step"] for r in recs if r["val_acc"] >= th), None) for th in THRESHOLDS}
     need = not ended and any(v is None and th in model.thresholds for th, v in reached.items())
-    feats = features(recs, cfg, t, budget) if need or explain else None
+    feats = features(recs, cfg, t) if need or explain else None
     X = model.columns(vector(feats)[None, :]) if feats is not None else None
+    out = outside(feats, cfg, model)
     targets = {}
     for th in THRESHOLDS:
         if reached[th] is not None:
@@ -109,36 +113,60 @@ def forecast(run_or_records, at: int | None = None, config=None, model=None,
             targets[f"{th:g}"] = Target(th, 0.0, None, None, None)
         else:
             m = model.thresholds[th]
-            p = float(m.p(X, [t], [budget])[0])
-            med, lo, hi = (float(v[0]) for v in m.when(X, [t], [budget]))
-            targets[f"{th:g}"] = Target(th, round(p, 4), int(round(med)), int(round(lo)), int(round(hi)))
+            B, F = distribution(m, X[0], t, budget)
+            targets[f"{th:g}"] = (B, F, m.margin * OUTSIDE_WIDEN + 0.1 if out else m.margin)
+    _coherent(targets, t)
     if measures is None and run_dir is not None and (run_dir / "measures.jsonl").is_file():
-        from groklab.runs.rundir import read_jsonl
-        measures = [m for m in read_jsonl(run_dir / "measures.jsonl") if m.get("step", 0) <= t]
-    ev = evidence(feats, cfg, recs, measures or [], model, X) if explain else []
-    out = outside(feats if feats is not None else None, cfg, budget, model)
+        from groklab.runs.read import read_records
+        measures = [m for m in read_records(run_dir / "measures.jsonl") if m.get("step", 0) <= t]
+    ev = evidence(feats, cfg, recs, measures or [], model, X, budget, t) if explain else []
     if out and explain:
         ev.insert(0, "outside the corpus the model was trained on (" + "; ".join(out) + "): "
-                     "treat this forecast with caution, the forecast pruner does not stop such runs")
+                     "its 80 % intervals are wider, and the forecast pruner does not stop such runs")
     return Forecast(t, budget, targets, ev, ended, out)
 
 
-def outside(feats: dict | None, cfg, budget: int, model) -> list[str]:
-    """The settings of this run beyond the span of the model's corpus (manifest ``ranges``)."""
+def _coherent(targets: dict, t: int) -> None:
+    """Turn each open threshold's distribution (B, F, margin) into a Target, with 0.99 never
+    more likely, at no horizon, than 0.9 (F99 ≤ F90 pointwise), and never sooner."""
+    prev = None          # (F, med, lo, hi) of the lower threshold when it was open
+    for k in sorted(targets, key=float):
+        v = targets[k]
+        if isinstance(v, Target):
+            prev = None
+            continue
+        B, F, margin = v
+        if prev is not None:
+            F = np.minimum(F, prev[0])
+        med, lo, hi = when(B, F, t, margin)
+        if prev is not None:
+            med, lo, hi = max(med, prev[1]), max(lo, prev[2]), max(hi, prev[3])
+        prev = (F, med, lo, hi)
+        targets[k] = Target(float(k), round(float(F[-1]), 4), int(round(med)), int(round(lo)), int(round(hi)))
+
+
+def outside(feats: dict | None, cfg, model) -> list[str]:
+    """The settings of this run beyond the span of the model's corpus (manifest ``ranges``): the
+    task's size and the model kind. The budget is not among them: it is an input of the model."""
     from groklab.forecast.signals import config_features
     rng = model.meta.get("ranges") or {}
-    f = dict(feats or config_features(cfg), budget=float(budget))
-    names = {"log_n_train": "log10 training examples", "log_classes": "log10 classes",
-             "log_lr": "log10 lr", "log_init_scale": "log10 init scale", "budget": "budget"}
+    f = feats or config_features(cfg)
+    names = {"log_n_train": "log10 training examples", "log_classes": "log10 classes"}
     out = []
-    for k, (lo, hi) in rng.items():
+    for k, span in rng.items():
+        if k == "model":
+            if cfg.model.arch not in span:
+                out.append(f"model {cfg.model.arch!r} not in {span}")
+            continue
+        lo, hi = span
         v = f.get(k)
         if v is not None and math.isfinite(v) and not lo - 1e-9 <= v <= hi + 1e-9:
             out.append(f"{names.get(k, k)} {v:.3g} not in [{lo:.3g}, {hi:.3g}]")
     return out
 
 
-def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], model, X) -> list[str]:
+def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], model, X, budget: int,
+             t: int) -> list[str]:
     """One line per signal, in words, with the numbers the model read."""
     n_train, classes = task_size(cfg)
     mem = next((r["step"] for r in recs if r["train_acc"] >= 0.9), None)
@@ -152,8 +180,8 @@ def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], m
     if math.isfinite(f["log_wn_ratio"]):
         lines.append(f"weight norm {recs[-1]['weight_norm']:.4g}: ×{math.exp(f['log_wn_ratio']):.2f} since step "
                      f"{recs[0]['step']}, {100 * (1 - math.exp(-f['log_wn_below_peak'])):.0f} % below its peak")
-    if math.isfinite(f["osc_dom_freq"]):
-        period = 1 / f["osc_dom_freq"] if f["osc_dom_freq"] > 0 else math.inf
+    if math.isfinite(f["osc_cycles"]):
+        period = t / f["osc_cycles"] if f["osc_cycles"] > 0 else math.inf
         lines.append(f"train-loss oscillations (Notsawo et al. 2023): dominant period {period:.0f} steps, "
                      f"energy 10^{f['osc_log_energy']:.1f}, {100 * f['osc_low_share']:.0f} % at low frequency")
     if measures:
@@ -165,7 +193,11 @@ def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], m
     o = cfg.optim
     lines.append(f"config: lr {o.lr:g}, {o.name} wd {o.wd:g}, {n_train} training examples "
                  f"({100 * cfg.task.frac:.0f} %), {cfg.model.arch}, {_accel(cfg)}, budget {cfg.train.steps} steps")
-    top = _top_contributions(model, X)
+    if math.isfinite(f["log_t_tau"]):
+        lines.append(f"weight-decay clock: t = {10 ** f['log_t_tau']:.2f} × 1/(lr·wd)" +
+                     (f", memorised at {10 ** f['log_mem_tau']:.2f}" if math.isfinite(f["log_mem_tau"]) else "") +
+                     (f"; log norm {f['wn_rate_tau']:+.2f} per 1/(lr·wd) lately" if math.isfinite(f["wn_rate_tau"]) else ""))
+    top = _top_contributions(model, X, math.log10(max(budget, t + 1) / max(t, 1)))
     if top:
         lines.append("moved P(0.99) most: " + ", ".join(top))
     return lines
@@ -184,13 +216,15 @@ def _accel(cfg) -> str:
     return " + ".join(parts) or "no accelerator"
 
 
-def _top_contributions(model, X, k: int = 3) -> list[str]:
-    """The features whose SHAP contributions (XGBoost ``pred_contribs``) moved P(0.99) most."""
+def _top_contributions(model, X, h: float, k: int = 3) -> list[str]:
+    """The features whose SHAP contributions (XGBoost ``pred_contribs``) moved P(0.99 within the
+    budget) most (the horizon itself is left out)."""
     from groklab.forecast.model import _xgb
     m = model.thresholds.get(0.99)
     if m is None:
         return []
-    c = m.clf.predict(_xgb().DMatrix(X, missing=np.nan), pred_contribs=True)[0][:-1]
+    Xh = np.concatenate([X, np.array([[h]], np.float32)], axis=1)
+    c = m.clf.predict(_xgb().DMatrix(Xh, missing=np.nan), pred_contribs=True)[0][:-2]
     idx = np.argsort(-np.abs(c))[:k]
     return [f"{model.features[i]} ({'+' if c[i] > 0 else '−'}{abs(c[i]):.2f} log-odds)" for i in idx]
 

@@ -6,21 +6,30 @@ records, so a forecast made at ``t`` on a finished run equals the one a live run
 Task-agnostic signals come first, so the same vector is defined for modular arithmetic, parity
 and MNIST:
 
-* **curves** — the last train/validation accuracy and loss, validation accuracy above chance
-  (``(acc − 1/classes) / (1 − 1/classes)``), its best so far, validation loss below its peak,
-  slopes per decade of steps over the latest 30 % of the steps (``step >= 0.7 t``), when train accuracy
-  first reached 0.9 (memorisation) relative to ``t``, and how much validation accuracy has moved
-  since then; when validation accuracy first rose 0.05 above chance; the slopes of validation
-  accuracy and loss over the latest 10 %; the train loss above its minimum so far;
-* **weight norm** — its level against the first record and its peak, and its slope;
+* **curves** — the last train/validation accuracy and loss (losses over the chance loss
+  ln(classes)), validation accuracy above chance (``(acc − 1/classes) / (1 − 1/classes)``), its
+  best so far, validation loss below its peak, slopes per decade of steps over the latest 30 % of
+  the steps (``step >= 0.7 t``), when train accuracy first reached 0.9 (memorisation) relative to
+  ``t`` in log steps, and how much validation accuracy has moved since then; when validation
+  accuracy first rose 0.05 above chance; the slopes over the latest 10 %; the train loss above its
+  minimum so far. No feature reads the step or the budget in absolute units: a run at p = 113 for
+  40,000 steps reads like one at p = 31 for 2,000 (the budget enters the model only as the horizon
+  ``log10(B / t)``, groklab.forecast.model);
+* **time in weight-decay units** — with decoupled weight decay λ and learning rate η the norm
+  relaxes on the time scale 1/(ηλ) (Omnigrok, Liu et al. 2023), and the first-passage law of
+  Truong et al. 2026 (arXiv 2605.18845, preprint) puts T_grok − T_mem ≈ ln(V_mem/V*)/(2κηλ): so
+  ``log10(ηλ t)``, ``log10(ηλ T_mem)`` and ``log10(ηλ (t − T_mem))`` (NaN without weight decay);
+* **weight norm** — its level against the first record, its peak and at memorisation, its slope
+  per decade, and its relaxation rate d ln V / d(ηλ t) over the latest 30 % (the law's −2κ);
 * **loss oscillations** (Notsawo et al. 2023, arXiv 2306.13253, "Predicting grokking long before
   it happens") — the spectrum of the training loss's oscillations: log training loss, detrended by
-  a cubic in step and a quadratic in log step, its Fourier power spectrum (energy, dominant frequency in cycles per step,
-  share of the energy in the lowest tenth of the frequencies) and Hjorth's activity, mobility and
-  complexity of the residual;
-* **config** — log learning rate, decoupled weight decay, coupled L2, training fraction, training
-  examples, classes, init scale, and flags for the model kind and each accelerator. The
-  operation itself is not a feature, so a forecast can be asked about an operation it never saw.
+  a cubic in step and a quadratic in log step, its Fourier power spectrum (energy, dominant
+  frequency as cycles over the history, share of the energy in the lowest tenth of the
+  frequencies) and Hjorth's activity, mobility and complexity of the residual;
+* **config** — log learning rate, decoupled weight decay, coupled L2, training fraction, init
+  scale, the model kind and depth, and flags for MSE and each accelerator. Neither the operation
+  nor the task's size is a feature, so a forecast can be asked about an operation or a modulus it
+  never saw (the size is checked against the corpus's span: ``predict.outside``).
 
 Progress measures (Nanda et al. 2023; measures.jsonl) are read into the evidence when a run has
 them (groklab.forecast.predict) but are not model features: the corpus runs do not record them.
@@ -32,19 +41,21 @@ from typing import Any
 
 import numpy as np
 
-CURVE = ["t_frac", "log_t", "log_budget_left", "train_acc", "val_acc", "val_above_chance",
+CURVE = ["train_acc", "val_acc", "val_above_chance",
          "val_best_above_chance", "log_train_loss", "log_val_loss", "val_loss_below_peak",
          "slope_val_acc", "slope_log_val_loss", "slope_log_train_loss", "mem_ago",
          "val_gain_since_mem", "val_gain_recent", "rise_ago", "slope_val_acc_late",
          "slope_log_val_loss_late", "train_loss_above_min"]
-NORM = ["log_wn_ratio", "log_wn_below_peak", "slope_log_wn"]
-SPECTRAL = ["osc_log_energy", "osc_dom_freq", "osc_low_share", "hjorth_activity",
+TIME = ["log_t_tau", "log_mem_tau", "log_since_mem_tau"]
+NORM = ["log_wn_ratio", "log_wn_below_peak", "slope_log_wn", "log_wn_since_mem", "wn_rate_tau"]
+SPECTRAL = ["osc_log_energy", "osc_cycles", "osc_low_share", "hjorth_activity",
             "hjorth_mobility", "hjorth_complexity"]
-CONFIG = ["log_lr", "log_wd", "log_l2", "frac", "log_n_train", "log_classes", "log_init_scale",
-          "is_transformer", "orthograd", "grokfast", "grokfast_lamb", "wn_control", "stablemax",
+CONFIG = ["log_lr", "log_wd", "log_l2", "frac", "log_init_scale", "is_transformer", "n_layers",
+          "mse", "orthograd", "grokfast", "grokfast_lamb", "wn_control", "stablemax", "muon",
           "batch_frac"]
-FEATURES = CURVE + NORM + SPECTRAL + CONFIG
-GROUPS = {"curves": CURVE, "norm": NORM, "spectral": SPECTRAL, "config": CONFIG}
+SIZE = ["log_n_train", "log_classes"]      # not model inputs: the span check (predict.outside)
+FEATURES = CURVE + TIME + NORM + SPECTRAL + CONFIG
+GROUPS = {"curves": CURVE, "time": TIME, "norm": NORM, "spectral": SPECTRAL, "config": CONFIG}
 WINDOW = 0.3        # slopes over the latest 30 % of the steps
 MEM_THRESHOLD = 0.9
 RISE = 0.05         # validation accuracy this far above chance: it has started to move
@@ -71,10 +82,11 @@ def _log(v: np.ndarray | float) -> np.ndarray | float:
     return np.log(np.maximum(v, 1e-12))
 
 
-def curve_features(h: dict[str, np.ndarray], classes: int, budget: int) -> dict[str, float]:
+def curve_features(h: dict[str, np.ndarray], classes: int) -> dict[str, float]:
     s = h["step"]
     t = float(s[-1])
     chance = 1.0 / max(classes, 2)
+    chance_loss = math.log(max(classes, 2))
     above = (h["val_acc"] - chance) / (1 - chance)
     ls = np.log10(s + 1)
     recent = s >= (1 - WINDOW) * t
@@ -83,11 +95,10 @@ def curve_features(h: dict[str, np.ndarray], classes: int, budget: int) -> dict[
     mem = np.nonzero(h["train_acc"] >= MEM_THRESHOLD)[0]
     half = np.searchsorted(s, t / 2)
     return {
-        "t_frac": t / budget, "log_t": math.log10(t + 1),
-        "log_budget_left": math.log10(max(budget - t, 1) + 1),
         "train_acc": h["train_acc"][-1], "val_acc": h["val_acc"][-1],
         "val_above_chance": above[-1], "val_best_above_chance": float(np.nanmax(above)),
-        "log_train_loss": float(_log(h["train_loss"][-1])), "log_val_loss": float(_log(h["val_loss"][-1])),
+        "log_train_loss": float(_log(h["train_loss"][-1] / chance_loss)),
+        "log_val_loss": float(_log(h["val_loss"][-1] / chance_loss)),
         "val_loss_below_peak": float(_log(np.nanmax(h["val_loss"])) - _log(h["val_loss"][-1])),
         "slope_val_acc": slope(ls[recent], above[recent]),
         "slope_log_val_loss": slope(ls[recent], _log(h["val_loss"][recent])),
@@ -102,22 +113,47 @@ def curve_features(h: dict[str, np.ndarray], classes: int, budget: int) -> dict[
     }
 
 
-def norm_features(h: dict[str, np.ndarray]) -> dict[str, float]:
+def decay_rate(cfg) -> float:
+    """ηλ, the rate at which decoupled weight decay shrinks the weights per step (1/ηλ is the
+    relaxation time of Omnigrok and the first-passage law); NaN without decoupled decay."""
+    o = cfg.optim
+    decoupled = o.name not in ("adam", "sgd") and o.wd > 0
+    return o.lr * o.wd if decoupled else math.nan
+
+
+def mem_step(h: dict[str, np.ndarray]) -> float | None:
+    """The first evaluated step with train accuracy ≥ 0.9, or None."""
+    mem = np.nonzero(h["train_acc"] >= MEM_THRESHOLD)[0]
+    return float(h["step"][mem[0]]) if len(mem) else None
+
+
+def time_features(h: dict[str, np.ndarray], rate: float) -> dict[str, float]:
+    t, tm = float(h["step"][-1]), mem_step(h)
+    lg = (lambda v: math.log10(v * rate) if v > 0 and math.isfinite(rate) else math.nan)
+    return {"log_t_tau": lg(t), "log_mem_tau": lg(tm) if tm is not None else math.nan,
+            "log_since_mem_tau": lg(t - tm) if tm is not None else math.nan}
+
+
+def norm_features(h: dict[str, np.ndarray], rate: float) -> dict[str, float]:
     w = h["weight_norm"]
     if not np.isfinite(w).any():
         return dict.fromkeys(NORM, math.nan)
-    ls = np.log10(h["step"] + 1)
-    recent = h["step"] >= (1 - WINDOW) * h["step"][-1]
+    s = h["step"]
+    ls = np.log10(s + 1)
+    recent = s >= (1 - WINDOW) * s[-1]
+    mem = np.nonzero(h["train_acc"] >= MEM_THRESHOLD)[0]
     return {"log_wn_ratio": float(_log(w[-1]) - _log(w[0])),
             "log_wn_below_peak": float(_log(np.nanmax(w)) - _log(w[-1])),
-            "slope_log_wn": slope(ls[recent], _log(w[recent]))}
+            "slope_log_wn": slope(ls[recent], _log(w[recent])),
+            "log_wn_since_mem": float(_log(w[-1]) - _log(w[mem[0]])) if len(mem) else math.nan,
+            "wn_rate_tau": slope(s[recent] * rate, _log(w[recent])) if math.isfinite(rate) else math.nan}
 
 
 def oscillation_spectrum(y: np.ndarray, dt: float) -> dict[str, float]:
     """Notsawo et al.'s signal on one series sampled every ``dt`` steps: detrend (least squares
     on a cubic in the step and a quadratic in its log), then the residual's power spectrum and
     Hjorth parameters.
-    ``osc_dom_freq`` is in cycles per step."""
+    ``osc_cycles`` is the dominant frequency in cycles over the whole history."""
     n = len(y)
     if n < 8 or not np.isfinite(y).all():
         return dict.fromkeys(SPECTRAL, math.nan)
@@ -135,7 +171,7 @@ def oscillation_spectrum(y: np.ndarray, dt: float) -> dict[str, float]:
     mob = math.sqrt(var1 / var0) if var0 > 0 else 0.0
     mob1 = math.sqrt(var2 / var1) if var1 > 0 else 0.0
     return {"osc_log_energy": math.log10(total / n + 1e-12),
-            "osc_dom_freq": float(f[np.argmax(p)]) if total > 0 else 0.0,
+            "osc_cycles": float(f[np.argmax(p)] * n * dt) if total > 0 else 0.0,
             "osc_low_share": float(p[:low].sum() / total) if total > 0 else 0.0,
             "hjorth_activity": math.log10(var0 + 1e-12), "hjorth_mobility": mob,
             "hjorth_complexity": mob1 / mob if mob > 0 else 0.0}
@@ -163,32 +199,36 @@ def task_size(cfg) -> tuple[int, int]:
 
 
 def config_features(cfg) -> dict[str, float]:
-    o, a = cfg.optim, cfg.accel
+    o, a, m = cfg.optim, cfg.accel, cfg.model
     n_train, classes = task_size(cfg)
     coupled = o.name in ("adam", "sgd")
     return {"log_lr": math.log10(o.lr), "log_wd": math.log10(o.wd if not coupled and o.wd > 0 else 1e-4),
             "log_l2": math.log10(o.wd if coupled and o.wd > 0 else 1e-6),
             "frac": cfg.task.frac if cfg.task.name != "mnist" else math.nan,
             "log_n_train": math.log10(n_train), "log_classes": math.log10(classes),
-            "log_init_scale": math.log10(cfg.model.init_scale),
-            "is_transformer": float(cfg.model.arch == "transformer"),
+            "log_init_scale": math.log10(m.init_scale),
+            "is_transformer": float(m.arch == "transformer"),
+            "n_layers": float(m.n_layers if m.arch == "transformer" else len(m.hidden or []) + 1),
+            "mse": float(cfg.train.loss == "mse"),
             "orthograd": float(a.orthograd), "grokfast": float(a.grokfast != "none"),
             "grokfast_lamb": a.lamb if a.grokfast != "none" else 0.0,
             "wn_control": float(a.weight_norm > 0), "stablemax": float(cfg.train.loss == "stablemax"),
+            "muon": float(o.name == "muon"),
             "batch_frac": min(1.0, cfg.train.batch_size / n_train) if cfg.train.batch_size else 1.0}
 
 
-def features(records: list[dict], cfg, t: int | None = None, budget: int | None = None) -> dict[str, Any]:
+def features(records: list[dict], cfg, t: int | None = None) -> dict[str, Any]:
     """The feature vector (name -> float, NaN where undefined) at step ``t`` (default: the last
-    record). Raises ValueError when there is no record at or before ``t``."""
+    record), and the task's size (``SIZE``, for the span check). Raises ValueError when there is
+    no record at or before ``t``."""
     h = history(records, t)
     if len(h["step"]) == 0:
         raise ValueError(f"no evaluation record at or before step {t}")
-    budget = int(budget or cfg.train.steps)
     classes = task_size(cfg)[1]
-    out = {**curve_features(h, classes, budget), **norm_features(h), **spectral_features(h),
-           **config_features(cfg)}
-    return {k: float(out[k]) for k in FEATURES}
+    rate = decay_rate(cfg)
+    out = {**curve_features(h, classes), **time_features(h, rate), **norm_features(h, rate),
+           **spectral_features(h), **config_features(cfg)}
+    return {k: float(out[k]) for k in FEATURES + SIZE}
 
 
 def vector(feats: dict[str, float], names: list[str] = FEATURES) -> np.ndarray:
