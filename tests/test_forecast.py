@@ -523,3 +523,36 @@ def test_records_file_round_trips_and_refuses_damage(tmp_path):
     (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
     with pytest.raises(ConfigError, match="not a records file"):
         records.read(tmp_path / "bad.jsonl.gz")
+
+
+def test_a_learning_sweep_refits_as_its_points_finish(tmp_path, monkeypatch):
+    """[prune] learn = true: the shipped model until 5 points have finished, then a refit on them,
+    kept until their number doubles; the pruner of a new point forecasts with it."""
+    from groklab.forecast import model as Mod
+    from groklab.forecast import records
+    from groklab.forecast.learn import sweep_model
+    from groklab.sweep import parse_spec
+    from groklab.sweep.point import ForecastPruneSink
+    base = synth_corpus(tmp_path / "base", n_per_op=4)
+    M.save(M.fit(build_table(records.load(base)), rounds=10), tmp_path / "shipped")
+    records.write(records.load(base), [f"b{i}" for i in range(12)], tmp_path / "shipped" / "records.jsonl.gz")
+    monkeypatch.setattr(Mod, "shipped_dir", lambda: tmp_path / "shipped")
+    monkeypatch.setattr(Mod, "_DEFAULT", None)
+    monkeypatch.setattr("groklab.forecast.learn.ROUNDS", 10)
+    sweep = tmp_path / "sweep"
+    for i in range(4):
+        write_run(sweep / "points" / f"p{i}", synth_cfg("x/y"), curve(range(0, BUDGET + 1, 10), True, 850, seed=i))
+    assert sweep_model(sweep).meta.get("learned_from") is None          # 4 finished: the shipped one
+    write_run(sweep / "points" / "p4", synth_cfg("x/y"), curve(range(0, BUDGET + 1, 10), False, 0, seed=4))
+    assert sweep_model(sweep).meta["learned_from"] == 5
+    stamp = (sweep / "forecast-learned" / "manifest.json").stat().st_mtime_ns
+    for i in range(5, 9):
+        write_run(sweep / "points" / f"p{i}", synth_cfg("x/y"), curve(range(0, BUDGET + 1, 10), True, 850, seed=i))
+    assert sweep_model(sweep).meta["learned_from"] == 5                 # 9 < 2 × 5: kept
+    assert (sweep / "forecast-learned" / "manifest.json").stat().st_mtime_ns == stamp
+    write_run(sweep / "points" / "p9", synth_cfg("x/y"), curve(range(0, BUDGET + 1, 10), True, 850, seed=9))
+    rule = parse_spec({"axes": {"optim.wd": [0.1, 1.0]}, "prune": {"risk": 0.02, "learn": True}}).prune
+    sink = ForecastPruneSink(rule, synth_cfg("x/y"), sweep / "points" / "p10")
+    assert sink.model.meta["learned_from"] == 10
+    with pytest.raises(ConfigError, match="learn = 'yes'"):
+        parse_spec({"axes": {"optim.wd": [0.1, 1.0]}, "prune": {"risk": 0.02, "learn": "yes"}})

@@ -39,7 +39,9 @@ class ForecastPruneSink:
     """Stops a run once the forecast (groklab.forecast) gives P(validation accuracy reaches
     ``target`` within the budget) below ``risk``. It looks first at ``after`` × the budget, then
     at least every 5 % of the budget (a forecast costs a few milliseconds). A run whose settings
-    lie outside the span of the model's corpus (``Forecast.outside``) is never stopped."""
+    lie outside the span of the model's corpus (``Forecast.outside``) is never stopped. With
+    ``learn = true`` the model is refitted on the sweep's finished points as they finish
+    (groklab.forecast.learn.sweep_model)."""
 
     EVERY = 0.05
 
@@ -51,6 +53,9 @@ class ForecastPruneSink:
         self.records: list[dict] | None = None
         self.run_dir = run_dir
         self.model = default_model()
+        if rule.get("learn") and run_dir is not None:     # refitted on this sweep's finished points
+            from groklab.forecast.learn import sweep_model
+            self.model = sweep_model(Path(run_dir).parent.parent)
 
     def log(self, step: int, rec: dict) -> None:
         if self.records is None:  # a resumed run: the history before its checkpoint counts too

@@ -323,9 +323,11 @@ PRUNE_TARGETS = (0.9, 0.99)
 def parse_forecast_prune(p: Any, where: str, target: float = 0.9) -> dict[str, Any]:
     """The forecast pruner's rule: ``{risk = 0.02, target = 0.9, after = 0.1}`` — stop a point
     once P(val ≥ target within the budget) < risk, looking from ``after`` × the budget on."""
-    if not isinstance(p, dict) or "risk" not in p or set(p) - {"risk", "target", "after"}:
+    if not isinstance(p, dict) or "risk" not in p or set(p) - {"risk", "target", "after", "learn"}:
         raise ConfigError(f"{where} = {p!r}: expected {{risk = 0.02, target = 0.9, after = 0.1}} "
-                          f"(target and after optional)")
+                          f"(target, after and learn = true optional)")
+    if "learn" in p and not isinstance(p["learn"], bool):
+        raise ConfigError(f"{where} learn = {p['learn']!r}: expected true or false")
     risk, after = p["risk"], p.get("after", 0.1)
     tgt = p.get("target", target if target in PRUNE_TARGETS else 0.9)
     if not is_number(risk) or not 0 < risk < 1:
@@ -334,7 +336,8 @@ def parse_forecast_prune(p: Any, where: str, target: float = 0.9) -> dict[str, A
         raise ConfigError(f"{where} target = {tgt!r}: the forecast knows {', '.join(map(str, PRUNE_TARGETS))}")
     if not is_number(after) or not 0 <= after < 1:
         raise ConfigError(f"{where} after = {after!r} must be a fraction of the budget in [0, 1)")
-    return {"risk": float(risk), "target": float(tgt), "after": float(after)}
+    rule = {"risk": float(risk), "target": float(tgt), "after": float(after)}
+    return {**rule, "learn": True} if p.get("learn") else rule
 
 
 def _flatten_axes(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
