@@ -109,3 +109,104 @@ def test_a_resumed_sink_replaces_the_steps_it_logs_again(tmp_path):
     assert scalars(tmp_path / "tb")["accuracy/val"] == [(0, pytest.approx(0.1)), (10, pytest.approx(0.1)),
                                                         (20, pytest.approx(0.1))] + [
         (s, pytest.approx(0.9)) for s in range(30, 80, 10)]
+
+
+# --- the tracking URI: checked before anything, every request bounded ---------------------------
+
+@pytest.fixture
+def tiny_run(tmp_path, monkeypatch):
+    """A run directory with one metrics record, and no MLFLOW_* settings from the environment."""
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(k, raising=False)
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text('{"optim": {"lr": 0.01}}')
+    (d / "metrics.jsonl").write_text('{"step": 0, "time": 0.0, "val_acc": 0.5}\n')
+    return d
+
+
+def _one_line(capsys, code, needle):
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("groklab: error: ") and err.count("\n") == 1, err
+    assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("uri, needle", [
+    ("nosuch://x", "--tracking-uri 'nosuch://x': scheme 'nosuch' is not supported; allowed: a path, file://"),
+    ("databricks://profile", "scheme 'databricks' is not supported"),
+    ("postgresql://u@127.0.0.1:1/db", "a database store is not supported"),
+    ("mysql+pymysql://u@127.0.0.1:1/db", "a database store is not supported"),
+    ("http://", "--tracking-uri 'http://': no host"),
+    ("http://127.0.0.1:99999", "Port out of range"),
+])
+def test_an_unsupported_tracking_uri_is_one_line_before_anything_is_written(tiny_run, capsys, uri, needle):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    _one_line(capsys, main(["export", str(tiny_run), "--tensorboard", "--mlflow", "--tracking-uri", uri]), needle)
+    assert sorted(p.name for p in tiny_run.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
+def test_the_environment_tracking_uri_is_checked_too(tiny_run, capsys, monkeypatch):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuch://x")
+    _one_line(capsys, main(["export", str(tiny_run), "--mlflow"]), "$MLFLOW_TRACKING_URI 'nosuch://x': scheme")
+
+
+def test_tracking_uri_without_mlflow_is_refused(tiny_run, capsys):
+    _one_line(capsys, main(["export", str(tiny_run), "--tensorboard", "--tracking-uri", "http://h"]),
+              "--tracking-uri is read only with --mlflow")
+    assert not (tiny_run / "tensorboard").exists()
+
+
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_server_that_refuses_is_one_line_within_seconds(tiny_run, capsys):
+    """MLflow's defaults retry 7 times with a doubling backoff (minutes); the export's limits apply."""
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    import time
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    code = main(["export", str(tiny_run), "--tensorboard", "--mlflow", "--tracking-uri", uri])
+    assert time.monotonic() - t0 < 20
+    _one_line(capsys, code, f"MLflow tracking URI '{uri}': cannot reach it (Connection refused)")
+    assert sorted(p.name for p in tiny_run.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
+def test_a_server_that_never_answers_times_out_in_one_line(tiny_run, capsys, monkeypatch):
+    """A listening socket that never replies: the request timeout ends it (1 s here, as a user's
+    MLFLOW_HTTP_REQUEST_TIMEOUT is kept; the export's own default is HTTP_LIMITS)."""
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    import socket
+    import time
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)  # the kernel completes the handshake; nobody reads or answers
+        uri = f"http://127.0.0.1:{srv.getsockname()[1]}"
+        t0 = time.monotonic()
+        code = main(["export", str(tiny_run), "--mlflow", "--tracking-uri", uri])
+        assert time.monotonic() - t0 < 15
+    _one_line(capsys, code, f"MLflow tracking URI '{uri}': cannot reach it (")
+
+
+def test_bounded_http_sets_limits_only_where_the_user_has_not(monkeypatch):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    import os
+
+    from mlflow.environment_variables import (MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+                                              MLFLOW_HTTP_REQUEST_TIMEOUT)
+
+    from groklab.runs.export import HTTP_LIMITS, bounded_http
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
+    with bounded_http():
+        assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == int(HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+        assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 300
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert int(HTTP_LIMITS["MLFLOW_HTTP_REQUEST_TIMEOUT"]) * (1 + int(HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])) <= 30

@@ -8,16 +8,25 @@ measures.jsonl) into them afterwards (``groklab export DIR --tensorboard --mlflo
 Each needs its optional extra; without it the constructor raises ``ConfigError`` naming the
 extra, so the command line exits with code 2 and a one-line message instead of a traceback.
 MLflow writes offline into a file store inside the run directory unless ``tracking_uri`` (or
-the ``MLFLOW_TRACKING_URI`` environment variable) points elsewhere.
+the ``MLFLOW_TRACKING_URI`` environment variable) points elsewhere: a path, ``file://``,
+``http(s)://`` (an MLflow server) or ``sqlite:///`` (``TRACKING_SCHEMES``). A database URI
+(``postgresql://``, ``mysql://``) is refused: MLflow retries its connection for minutes with no
+setting to shorten it; put ``mlflow server`` in front of the database instead. Every request to
+a server has a timeout and a bounded number of retries (``HTTP_LIMITS``, unless the
+``MLFLOW_HTTP_REQUEST_*`` variables are set), and any failure to reach the tracker is one
+``ConfigError`` line.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urlparse
 
 from groklab.config import ConfigError
 
@@ -25,6 +34,58 @@ from groklab.config import ConfigError
 TB_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
            "val_acc": "accuracy/val", "lr": "optim/lr", "weight_norm": "optim/weight_norm"}
 SKIP = {"step", "time"}
+
+TRACKING_SCHEMES = ("file", "http", "https", "sqlite")  # and a plain path
+# MLflow's own defaults (120 s per request, 7 retries with a doubling backoff) wait minutes on an
+# address where no server answers; these give up after about 25 s.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def check_tracking_uri(uri: str, source: str = "--tracking-uri") -> str:
+    """``uri`` if it is a path, file://, http(s)://HOST or sqlite:///FILE; else a one-line ConfigError."""
+    allowed = "allowed: a path, file://PATH, http(s)://HOST[:PORT], sqlite:///FILE"
+    if not isinstance(uri, str) or not uri.strip():
+        raise ConfigError(f"{source} {uri!r}: expected an MLflow tracking URI; {allowed}")
+    try:
+        u = urlparse(uri)
+        u.port  # noqa: B018  (a port that is not a number or out of range raises ValueError)
+    except ValueError as e:
+        raise ConfigError(f"{source} {uri[:200]!r}: {e}; {allowed}") from None
+    scheme = u.scheme.lower()
+    if scheme in ("postgresql", "mysql", "mssql") or scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+        raise ConfigError(f"{source} {uri[:200]!r}: a database store is not supported (MLflow retries "
+                          f"its connection for minutes); run `mlflow server` in front of it and give "
+                          f"its http:// address")
+    if scheme and scheme not in TRACKING_SCHEMES:
+        raise ConfigError(f"{source} {uri[:200]!r}: scheme {scheme!r} is not supported; {allowed}")
+    if scheme in ("http", "https") and not u.hostname:
+        raise ConfigError(f"{source} {uri[:200]!r}: no host; {allowed}")
+    return uri
+
+
+@contextlib.contextmanager
+def bounded_http():
+    """MLflow's HTTP timeout and retries set to ``HTTP_LIMITS`` where the user has not set them."""
+    added = [k for k in HTTP_LIMITS if k not in os.environ]
+    os.environ.update({k: HTTP_LIMITS[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def _reason(e: BaseException) -> str:
+    """The short cause of a failed request: 'Connection refused', 'Read timed out', ..."""
+    text = f"{type(e).__name__}: {e}"
+    m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if m:
+        return m.group(1).strip()
+    if "timed out" in text.lower():
+        return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', HTTP_LIMITS['MLFLOW_HTTP_REQUEST_TIMEOUT'])} s"
+    line = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return line if len(line) <= 160 else line[:159] + "…"
 
 
 def scalars(record: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
@@ -96,23 +157,38 @@ class MLflowSink:
             raise ConfigError(f"MLflow export needs the mlflow extra "
                               f"(pip install 'groklab[mlflow]'): {e}") from None
         run_dir = Path(run_dir)
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:
+        if tracking_uri is not None:
+            uri = check_tracking_uri(tracking_uri)
+        elif os.environ.get("MLFLOW_TRACKING_URI"):
+            uri = check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI")
+        else:
             # MLflow 3 refuses its file store unless asked; an offline export into the run
             # directory is exactly the case that opt-out exists for.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             uri = (run_dir / "mlruns").resolve().as_uri()
-        self.tracking_uri = uri
-        self._c = MlflowClient(tracking_uri=uri)
-        exp = self._c.get_experiment_by_name(experiment)
-        eid = exp.experiment_id if exp else self._c.create_experiment(experiment)
-        self.run_id = self._c.create_run(eid, run_name=run_dir.name,
-                                         tags={"groklab.run_dir": str(run_dir)}).info.run_id
+        self.tracking_uri, self._broken = uri, False
+        self._c = self._call(MlflowClient, tracking_uri=uri)
+        exp = self._call(self._c.get_experiment_by_name, experiment)
+        eid = exp.experiment_id if exp else self._call(self._c.create_experiment, experiment)
+        self.run_id = self._call(self._c.create_run, eid, run_name=run_dir.name,
+                                 tags={"groklab.run_dir": str(run_dir)}).info.run_id
         if config is not None:
             from mlflow.entities import Param
             params = [Param(k, str(v)[:500]) for k, v in _leaves(config)]
             for i in range(0, len(params), 100):  # MLflow caps a batch at 100 params
-                self._c.log_batch(self.run_id, params=params[i:i + 100])
+                self._call(self._c.log_batch, self.run_id, params=params[i:i + 100])
+
+    def _call(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` with bounded HTTP requests; any failure is one ConfigError line."""
+        with bounded_http():
+            try:
+                return fn(*args, **kwargs)
+            except ConfigError:
+                raise
+            except Exception as e:  # MlflowException, requests' and SQLAlchemy's errors, a missing driver
+                self._broken = True
+                raise ConfigError(f"MLflow tracking URI {self.tracking_uri[:200]!r}: cannot reach it "
+                                  f"({_reason(e)})") from None
 
     def log(self, step: int, record: dict[str, Any], prefix: str = "") -> None:
         from mlflow.entities import Metric
@@ -120,10 +196,11 @@ class MLflowSink:
         # NaN/inf left out so that any MLflow store takes the batch; summary.json says it diverged
         ms = [Metric(k, v, now, int(step)) for k, v in scalars(record, prefix) if math.isfinite(v)]
         if ms:
-            self._c.log_batch(self.run_id, metrics=ms)
+            self._call(self._c.log_batch, self.run_id, metrics=ms)
 
     def close(self, status: str = "FINISHED") -> None:
-        self._c.set_terminated(self.run_id, status=status)
+        if not self._broken:  # a tracker that failed once is not asked (and waited for) again
+            self._call(self._c.set_terminated, self.run_id, status=status)
 
 
 def _leaves(d: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
@@ -146,6 +223,10 @@ def export_run(run_dir: str | Path, tensorboard: bool = False, mlflow: bool = Fa
         raise ConfigError(f"{str(d)!r} is not a run directory (no config.json)")
     if not (tensorboard or mlflow):
         raise ConfigError("nothing to export: pass --tensorboard and/or --mlflow")
+    if tracking_uri is not None:
+        if not mlflow:
+            raise ConfigError("--tracking-uri is read only with --mlflow")
+        check_tracking_uri(tracking_uri)
     try:
         config = read_json(d / "config.json")
     except (OSError, ValueError) as e:
