@@ -25,7 +25,8 @@ from groklab.forecast.signals import FEATURES, features, vector
 
 THRESHOLDS = (0.9, 0.99)
 POINTS = tuple(int(round(100 * 2 ** (k / 2))) for k in range(0, 21))       # 100 ... 102,400 steps
-HORIZONS = tuple(float(round(2 ** (k / 2), 3)) for k in range(1, 15))       # B / t: 1.41 ... 128
+# B / t: close to 1 (a forecast's distribution starts just after t), then 1.41 ... 128
+HORIZONS = (1.05, 1.1, 1.2) + tuple(float(round(2 ** (k / 2), 3)) for k in range(1, 15))
 
 
 def time_label(summary: dict, threshold: float) -> tuple[float, bool]:
