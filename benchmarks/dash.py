@@ -7,12 +7,25 @@ run: 10^5 steps at eval_every 10 is 10^4 lines). Timed over HTTP on 127.0.0.1, i
   run poll    GET /api/run with the previous token after 10 more lines (what the page does each second)
   reference   groklab.runs.rundir.read_jsonl of the whole file: re-reading everything per poll
 
+With ``--concurrent N`` it measures load instead: ``groklab dash`` runs as its own process (so
+the clients do not share its interpreter lock), N clients connect at once and each asks
+``/api/list`` (asyncio, one connection each, all on 127.0.0.1); it prints how many were
+answered within ``--deadline`` seconds, the median and slowest answer, and how often the
+kernel's listen queue overflowed meanwhile (``ListenOverflows`` in /proc/net/netstat, counted
+machine-wide). ``--huge-csv`` adds a sweep whose results.csv is a 512 MB sparse file without a
+newline (no disk used).
+
     python benchmarks/dash.py [--runs 200] [--lines 10000] [--repeat 20]
+    python benchmarks/dash.py --concurrent 200 [--runs 200] [--huge-csv] [--deadline 90]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -48,12 +61,73 @@ def best(fn, repeat: int) -> float:
     return min(ts)
 
 
+def listen_overflows() -> int | None:
+    """The kernel's count of connections dropped because a listen queue was full (Linux)."""
+    try:
+        head, vals = [ln.split() for ln in open("/proc/net/netstat") if ln.startswith("TcpExt:")][:2]
+        return int(vals[head.index("ListenOverflows")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def ask(port: int, path: str, deadline: float) -> float | None:
+    """Seconds until the whole answer to ``GET path`` arrived (status 200), or None."""
+    t = time.perf_counter()
+    try:
+        async with asyncio.timeout(deadline):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            body = await reader.read()
+            writer.close()
+    except (TimeoutError, OSError):
+        return None
+    return time.perf_counter() - t if body.startswith(b"HTTP/1.0 200") or body.startswith(b"HTTP/1.1 200") else None
+
+
+def load(root: Path, n: int, deadline: float) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "groklab.cli", "dash", "--root", str(root), "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline().split()[2].rstrip("/").rsplit(":", 1)[1])
+        asyncio.run(ask(port, "/api/list", deadline))  # warm: imports, page cache
+        before = listen_overflows()
+
+        async def burst():
+            return await asyncio.gather(*(ask(port, "/api/list", deadline) for _ in range(n)))
+
+        t = time.perf_counter()
+        got = asyncio.run(burst())
+        wall = time.perf_counter() - t
+        after = listen_overflows()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    ok = sorted(x for x in got if x is not None)
+    print(f"{n} concurrent /api/list, {len(list(root.rglob('config.json')))} runs: {len(ok)} answered "
+          f"within {deadline:g} s; median {statistics.median(ok) if ok else float('nan'):.2f} s, "
+          f"slowest {ok[-1] if ok else float('nan'):.2f} s, all done in {wall:.2f} s")
+    if before is not None and after is not None:
+        print(f"  listen queue overflows meanwhile (machine-wide): {after - before}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--lines", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--concurrent", type=int, default=0, help="clients at once (0: the latency benchmark)")
+    ap.add_argument("--deadline", type=float, default=90.0, help="seconds a client waits (with --concurrent)")
+    ap.add_argument("--huge-csv", action="store_true", help="a sweep with a 512 MB newline-free results.csv")
     a = ap.parse_args()
+    if a.concurrent:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_root(Path(tmp), a.runs, a.lines)
+            if a.huge_csv:
+                with open(Path(tmp) / "sweep/results.csv", "wb") as fh:
+                    fh.truncate(512 << 20)
+            load(Path(tmp), a.concurrent, a.deadline)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         long_run = make_root(Path(tmp), a.runs, a.lines)
         srv = make_server(tmp, port=0)

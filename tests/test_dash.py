@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import select
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -600,3 +602,73 @@ def test_files_streams_what_it_serves_and_refuses_a_file_over_its_cap(server, tm
         "error": "fig_huge.png is 512 MB; /files/ serves files up to 64 MB (open it from disk)"}
     assert dash_server.MAX_FILE == 64 << 20 and dash_server.CHUNK < len(body)
     assert get(server, "/files/fig_big.png") == (200, body)
+
+
+
+def test_200_connections_at_once_wait_in_the_listen_queue_and_are_all_answered(tmp_path):
+    """Before serving, 200 clients connect at once: each handshake must complete (the stdlib's
+    listen queue of 5 dropped the SYNs of all but 6, which then wait for a retransmission that
+    never finds room while nobody accepts); then every one of them is answered."""
+    for i in range(20):
+        make_run(tmp_path / "sweep" / f"t{i:03d}")
+    srv = make_server(tmp_path, port=0)
+    socks, serving = [socket.socket() for _ in range(200)], None
+    try:
+        for s in socks:
+            s.setblocking(False)
+            s.connect_ex(srv.server_address[:2])
+        pending, deadline = set(socks), time.monotonic() + 30  # a bound on "never", not a timing
+        while pending and time.monotonic() < deadline:
+            pending -= set(select.select([], list(pending), [], 0.5)[1])
+        assert len(pending) == 0, f"{len(pending)} of 200 connections were dropped by the listen queue"
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for s in socks)
+        serving = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        serving.start()
+        for s in socks:
+            s.setblocking(True)
+            s.settimeout(60)
+            s.sendall(f"GET /api/list HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        answers = []
+        for s in socks:
+            with s.makefile("rb") as fh:
+                answers.append((fh.readline().split()[1], len(json.loads(fh.read().split(b"\r\n\r\n", 1)[1])["runs"])))
+        assert answers == [(b"200", 20)] * 200
+    finally:
+        for s in socks:
+            s.close()
+        if serving is not None:
+            srv.shutdown()
+        srv.server_close()
+
+
+def test_listings_asked_together_share_one_reading_and_none_is_stale(server, tmp_path, monkeypatch):
+    make_run(tmp_path / "r")
+    calls, listed, gate = [], threading.Event(), threading.Event()
+    real = scan.listing
+
+    def held(root):
+        calls.append(1)
+        out = real(root)
+        if len(calls) == 1:  # the first listing is done reading, and held
+            listed.set()
+            gate.wait(30)
+        return out
+
+    monkeypatch.setattr(scan, "listing", held)
+    got: list = []
+    first = threading.Thread(target=lambda: got.append(get_json(server, "/api/list")))
+    first.start()
+    listed.wait(30)
+    make_run(tmp_path / "new")  # written while the first listing runs: the waiters must see it
+    rest = [threading.Thread(target=lambda: got.append(get_json(server, "/api/list"))) for _ in range(199)]
+    for t in rest:
+        t.start()
+    deadline = time.monotonic() + 30
+    while server.listing.waiting < 199 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    for t in (first, *rest):
+        t.join(60)
+    assert len(calls) == 2 and len(got) == 200 and all(code == 200 for code, _ in got)
+    seen = sorted(len(lst["runs"]) for _, lst in got)
+    assert seen == [1] + [2] * 199  # the first its own listing, the 199 one begun after they asked
