@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import re
 import select
+import socket
 import threading
 import time
 import urllib.error
@@ -672,3 +673,68 @@ def test_listings_asked_together_share_one_reading_and_none_is_stale(server, tmp
     assert len(calls) == 2 and len(got) == 200 and all(code == 200 for code, _ in got)
     seen = sorted(len(lst["runs"]) for _, lst in got)
     assert seen == [1] + [2] * 199  # the first its own listing, the 199 one begun after they asked
+
+
+def raw_status(srv, host_lines: bytes) -> int:
+    """The status of ``GET /api/list`` sent with exactly ``host_lines`` as its Host header(s)."""
+    with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10) as s:
+        s.sendall(b"GET /api/list HTTP/1.1\r\n" + host_lines + b"Connection: close\r\n\r\n")
+        return int(s.makefile("rb").readline().split()[1])
+
+
+def test_host_header_must_name_the_loopback_address_served(server):
+    port = server.server_address[1]
+    for lines in (b"Host: [::1].evil.com\r\n", b"Host: localhost:evil.com\r\n", b"Host:\r\n localhost\r\n",
+                  b"Host: localhost \r\n", b"Host: localhost.\r\n", b"Host: 127.0.0.1:\r\n",
+                  b"Host: 127.0.0.1:80:80\r\n", b"Host: 127.0.0.1.evil.com\r\n", b"Host: evil.com#127.0.0.1\r\n",
+                  b"Host: [::1]\r\n",  # a loopback address, but not the one served
+                  b"Host: 127.0.0.2\r\n", b"Host: \r\n", b"",
+                  b"Host: localhost\r\nHost: evil.com\r\n"):
+        assert raw_status(server, lines) == 403, lines
+    for host in (f"127.0.0.1:{port}", "127.0.0.1", "localhost", f"LOCALHOST:{port}", "localhost:9000"):
+        assert raw_status(server, f"Host: {host}\r\n".encode()) == 200, host
+
+
+def test_empty_host_or_root_and_binding_beyond_loopback_are_refused(tmp_path, monkeypatch, capsys):
+    from groklab.dash.server import DashServer
+    served = []
+    monkeypatch.setattr(DashServer, "serve_forever", lambda self, poll_interval=0.5: served.append(self))
+    monkeypatch.chdir(tmp_path)
+    for kw, says in (({"host": ""}, "--host '' is empty; allowed: a loopback address (127.0.0.1, ::1, localhost)"),
+                     ({"root": ""}, "--root '' is empty; allowed: the folder that holds your runs"),
+                     ({"root": " "}, "--root ' ' is empty"),
+                     ({"host": "0.0.0.0"}, "--host '0.0.0.0' is not a loopback address"),
+                     ({"host": "192.0.2.1"}, "add --allow-remote")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            make_server(**{"root": str(tmp_path), "port": 0, **kw})
+    for argv in (["--host", ""], ["--root", ""], ["--root", " "], ["--host", "0.0.0.0"], ["--host", "192.0.2.1"]):
+        assert main(["dash", "--root", str(tmp_path), "--port", "0", *argv]) == 2, argv
+        err = capsys.readouterr().err  # groklab.cli refuses empty values of every command itself
+        assert f"{argv[0]} {argv[1]!r}" in err and err.count("\n") == 1, err
+    assert served == []
+    # with the flag, bound (not listening: no traffic beyond loopback) and said in the banner
+    monkeypatch.setattr(DashServer, "server_activate", lambda self: None)
+    assert main(["dash", "--root", str(tmp_path), "--port", "0", "--host", "0.0.0.0", "--allow-remote"]) == 0
+    out = capsys.readouterr().out
+    assert "listening on 0.0.0.0 (--allow-remote)" in out and served[0].host_names is None
+    assert main(["dash", "--root", str(tmp_path), "--port", "0"]) == 0
+    assert "allow-remote" not in capsys.readouterr().out and served[1].host_names == {"127.0.0.1", "localhost"}
+
+
+def test_the_ipv6_loopback_is_served_by_its_own_name(tmp_path):
+    try:
+        srv = make_server(tmp_path, port=0, host="::1")
+    except ConfigError as e:
+        pytest.skip(f"no IPv6 loopback here: {e}")
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        port = srv.server_address[1]
+        assert srv.url == f"http://[::1]:{port}/" and srv.host_names == {"[::1]", "localhost"}
+        for host, code in ((f"[::1]:{port}", 200), ("localhost", 200), ("127.0.0.1", 403), ("[::1].evil.com", 403)):
+            with socket.create_connection(("::1", port), timeout=10) as s:
+                s.sendall(f"GET /api/list HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                assert int(s.makefile("rb").readline().split()[1]) == code, host
+    finally:
+        srv.shutdown()
+        srv.server_close()

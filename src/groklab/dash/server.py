@@ -13,8 +13,9 @@ five read-only JSON/file routes. No dependency, nothing from a CDN, so it works 
                                up to MAX_FILE bytes (larger: 403 with a message)
 
 Every request is answered, errors included, as JSON ``{"error": message}``; a broken run
-directory or a client that hangs up never stops the server. Bound to 127.0.0.1 by default, it
-also refuses requests whose Host header is not a loopback name (DNS rebinding).
+directory or a client that hangs up never stops the server. Bound to 127.0.0.1 by default (any
+other address only with ``allow_remote``), it also refuses requests whose Host header does not
+name the loopback address it serves (DNS rebinding; ``dash.hosts``).
 
 What is under the root is untrusted: every file is read through ``groklab.dash.files`` (inside
 the root after resolving symlinks, regular files only), and ``/files/`` answers carry a
@@ -28,6 +29,7 @@ import errno
 import json
 import mimetypes
 import os
+import socket
 import sys
 import traceback
 from http import HTTPStatus
@@ -36,7 +38,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from groklab.config import ConfigError
-from groklab.dash import files, inside, scan
+from groklab.dash import files, hosts, inside, scan
 from groklab.dash.coalesce import Coalesced
 
 STATIC = Path(__file__).parent / "static"
@@ -53,7 +55,6 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 # report.html keeps its inline style and base64 images.
 FILE_CSP = ("sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
             "base-uri 'none'; form-action 'none'")
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 class DashServer(ThreadingHTTPServer):
@@ -67,12 +68,18 @@ class DashServer(ThreadingHTTPServer):
         self.quiet = quiet
         # /api/list: the requests waiting at one moment share one listing, encoded once
         self.listing = Coalesced(lambda: json.dumps(scan.listing(self.root), allow_nan=False).encode())
+        if ":" in addr[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(addr, DashHandler)
+        bound = self.server_address[0]
+        # the Host names answered; None: bound beyond loopback (--allow-remote), any name
+        self.host_names = hosts.served_names(bound) if hosts.is_loopback(bound) else None
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 class DashHandler(BaseHTTPRequestHandler):
@@ -81,7 +88,8 @@ class DashHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         try:
-            if not self._host_ok():
+            names = self.server.host_names
+            if names is not None and not hosts.host_ok(self.headers.get_all("Host", []), names):
                 return self._json({"error": "bad Host header"}, HTTPStatus.FORBIDDEN)
             url = urlsplit(self.path)
             q = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -122,13 +130,6 @@ class DashHandler(BaseHTTPRequestHandler):
                 self._json({"error": f"{type(e).__name__}: {e}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
             except OSError:
                 pass
-
-    def _host_ok(self) -> bool:
-        if self.server.server_address[0] not in LOOPBACK:
-            return True
-        host = self.headers.get("Host") or ""
-        host = host.split("]")[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
-        return host in LOOPBACK
 
     def _inside(self, relpath: str) -> Path | None:
         """``root / relpath`` resolved, if it stays inside the root (no ``..`` or symlink escape)."""
@@ -198,8 +199,18 @@ class DashHandler(BaseHTTPRequestHandler):
 
 
 def make_server(root: str | Path, port: int = 8765, host: str = "127.0.0.1",
-                quiet: bool = True) -> DashServer:
-    """Bind the dashboard for ``root`` (``port=0``: any free port). Bad input → ConfigError."""
+                quiet: bool = True, allow_remote: bool = False) -> DashServer:
+    """Bind the dashboard for ``root`` (``port=0``: any free port) on ``host``, a loopback
+    address unless ``allow_remote``. Bad input → ConfigError."""
+    if not str(root).strip():  # Path("") is ".": refused before it becomes the current directory
+        raise ConfigError(f"--root {str(root)!r} is empty; allowed: the folder that holds your runs "
+                          f"(default: runs; '.' for the current directory)")
+    if not host.strip():  # the socket would bind every interface
+        raise ConfigError(f"--host {host!r} is empty; allowed: a loopback address (127.0.0.1, ::1, "
+                          f"localhost), or another address with --allow-remote")
+    if not allow_remote and not hosts.is_loopback(host):
+        raise ConfigError(f"--host {host!r} is not a loopback address; anyone who can reach it could read "
+                          f"every run under the root: add --allow-remote to bind it anyway")
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"--root {str(root)!r} does not exist or is not a directory; "
