@@ -84,3 +84,48 @@ def test_workers_that_cannot_see_the_sweep_directory_send_the_files_back(cluster
         assert [m["step"] for m in read_jsonl(d / "metrics.jsonl")] == [0, 10, 20]
         assert list_checkpoints(d)[-1] == 20
     assert not (tmp_path / "s" / ".sweep_token").exists()
+
+
+# --- an address that no cluster answers: one line, at once, nothing written ---------------------
+
+SPEC = 'name = "s"\npreset = "prieto"\n[base]\ntask.p = 11\ntrain.steps = 2\n[axes]\n"optim.lr" = [1e-3]\n'
+
+
+def _sweep_at(tmp_path, capsys, address):
+    import time
+
+    from groklab.cli import main
+    (tmp_path / "s.toml").write_text(SPEC)
+    t0 = time.monotonic()
+    code = main(["sweep", str(tmp_path / "s.toml"), "--executor", "ray", "--address", address,
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("groklab: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+    return err, time.monotonic() - t0
+
+
+def test_an_address_where_nothing_listens_is_one_line_at_once(tmp_path, capsys):
+    """Ray's ray.init retries such an address for minutes; the TCP check answers first."""
+    port = free_port()
+    err, seconds = _sweep_at(tmp_path, capsys, f"127.0.0.1:{port}")
+    assert f"--address '127.0.0.1:{port}': no Ray cluster answers at 127.0.0.1:{port} (Connection refused)" in err
+    assert seconds < 10
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", "http://h:1", "h:1:2", "ho st:1"])
+def test_a_malformed_address_is_one_line(tmp_path, capsys, address):
+    err, _ = _sweep_at(tmp_path, capsys, address)
+    assert f"--address {address!r}: expected HOST:PORT (e.g. 127.0.0.1:6379), ray://HOST:PORT or auto" in err
+
+
+@pytest.mark.slow
+def test_an_address_that_answers_but_is_no_cluster_gives_up_within_a_minute(tmp_path, capsys):
+    """A listening socket that never speaks Ray's protocol: one try of ray.init (about 40 s),
+    and Ray's C++ retry warnings are folded into the one line."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        address = f"127.0.0.1:{srv.getsockname()[1]}"
+        err, seconds = _sweep_at(tmp_path, capsys, address)
+    assert f"--address '{address}': cannot reach a Ray cluster" in err and seconds < 60

@@ -13,11 +13,17 @@ A job is either one point (``run_point``) or an ensemble of points trained toget
 
 Ray is imported only by ``RayExecutor``. Its tasks write straight into the sweep directory when
 a worker sees it (same machine or a shared file system: a token file proves it); otherwise the
-point runs in a temporary directory and its files travel back with the result.
+point runs in a temporary directory and its files travel back with the result. Before
+``ray.init`` the address gets a plain TCP connection with a timeout (``RAY_CONNECT_TIMEOUT``),
+so an address where nothing listens is one line at once; ``ray.init`` itself tries the cluster
+``RAY_GCS_TRIES`` times (Ray's default is 20, each up to about 40 s where no GCS answers).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import socket
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -184,11 +190,16 @@ class RayExecutor:
         self.files_received = 0
         self._token_written = False
         if not ray.is_initialized():
-            try:
-                ray.init(address=address or "auto", log_to_driver=False,
-                         include_dashboard=False, configure_logging=False)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ConfigError(f"--address {address!r}: cannot reach a Ray cluster ({e})") from None
+            check_reachable(address)
+            with _env_default("RAY_gcs_server_port_wait_time_s", str(RAY_GCS_TRIES)), \
+                    _fd2_held() as held:
+                try:
+                    ray.init(address=address or "auto", log_to_driver=False,
+                             include_dashboard=False, configure_logging=False)
+                except (ConnectionError, RuntimeError, ValueError) as e:
+                    held.drop()  # Ray's C++ retry warnings: the one line below says it
+                    raise ConfigError(f"--address {address or 'auto'!r}: cannot reach a Ray cluster "
+                                      f"({_first_line(e)})") from None
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.capacity = workers or max(1, cpus)
@@ -246,6 +257,12 @@ def check_workers(workers: Any) -> None:
         raise ConfigError(f"--workers {workers!r}: an integer from 1 to {MAX_WORKERS}")
 
 
+RAY_CONNECT_TIMEOUT = 10.0  # seconds for the TCP check of --address
+RAY_GCS_TRIES = 1           # ray.init's attempts at the cluster's GCS (the address answered TCP)
+ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})")
+ADDRESS_HELP = "expected HOST:PORT (e.g. 127.0.0.1:6379), ray://HOST:PORT or auto"
+
+
 def check_executor(name: Any, workers: Any = None, address: Any = None) -> None:
     """Every executor option, checked before anything is created or connected."""
     if name not in ("local", "ray"):
@@ -253,6 +270,86 @@ def check_executor(name: Any, workers: Any = None, address: Any = None) -> None:
     check_workers(workers)
     if address is not None and (name != "ray" or not isinstance(address, str) or not address):
         raise ConfigError(f"--address {address!r} is only used with --executor ray, as HOST:PORT or auto")
+    if address is not None and address != "auto":
+        m = ADDRESS.fullmatch(address)
+        if m is None or not 1 <= int(m.group(2)) <= 65535:
+            raise ConfigError(f"--address {address[:200]!r}: {ADDRESS_HELP}")
+
+
+def check_reachable(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """A TCP connection to the cluster's address (``auto``: the one Ray finds on this machine)
+    within ``timeout`` seconds; else a one-line ConfigError."""
+    shown = address or "auto"
+    if shown == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+            found = canonicalize_bootstrap_address("auto")
+        except Exception:  # Ray's own lookup failed: ray.init says why, in one line
+            return
+        if found is None:
+            raise ConfigError("--address auto: no running Ray cluster found on this machine; start one "
+                              "(ray start --head) or give --address HOST:PORT")
+        address = found
+    m = ADDRESS.fullmatch(address)
+    if m is None:
+        return
+    host, port = m.group(1).strip("[]"), int(m.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or (f"no answer within {timeout:g} s" if isinstance(e, TimeoutError) else str(e))
+        raise ConfigError(f"--address {shown[:200]!r}: no Ray cluster answers at {host}:{port} ({why})") from None
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str):
+    """``name=value`` in the environment while the block runs, unless the user has set it."""
+    added = name not in os.environ
+    if added:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if added:
+            os.environ.pop(name, None)
+
+
+class _Held:
+    def __init__(self, file):
+        self.file, self.dropped = file, False
+
+    def drop(self) -> None:
+        self.dropped = True
+
+
+@contextlib.contextmanager
+def _fd2_held():
+    """File descriptor 2 (where Ray's C++ core writes) goes to a temporary file while the block
+    runs, and is written out after it unless ``drop()`` was called."""
+    import sys
+    import tempfile
+    with tempfile.TemporaryFile() as f:
+        held = _Held(f)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not held.dropped:
+                f.seek(0)
+                text = f.read().decode("utf-8", "replace")
+                if text:
+                    sys.stderr.write(text)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= 200 else line[:199] + "…"
 
 
 def make_executor(name: str, root: Path, workers: int | None = None, address: str | None = None):
