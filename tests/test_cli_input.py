@@ -171,3 +171,38 @@ def test_race_options_are_bounded_and_checked_before_anything_starts(no_jobs, ca
 def test_race_options_within_bounds_reach_the_race(no_jobs, argv):
     with pytest.raises(Started):
         main(argv)
+
+
+# --- sweep --storage: a database server that does not answer --------------------------------------
+
+OPT_SPEC = ('name = "o"\npreset = "prieto"\nmode = "optimize"\n[base]\ntask.p = 11\ntrain.steps = 2\n'
+            '[axes]\n"optim.lr" = {log = [1e-3, 1e-1]}\n[optimize]\nn_trials = 1\n')
+
+
+def test_a_storage_server_that_never_answers_is_one_line_within_its_timeout(tmp_path, capsys, monkeypatch):
+    """psycopg's own default waits over two minutes; the URL gets connect_timeout (1 s here)."""
+    import socket
+    import time
+    pytest.importorskip("optuna")
+    pytest.importorskip("psycopg")
+    import groklab.sweep.optimize as opt
+    monkeypatch.setattr(opt, "STORAGE_CONNECT_TIMEOUT", 1)
+    (tmp_path / "o.toml").write_text(OPT_SPEC)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)  # accepts the connection, never speaks PostgreSQL
+        url = f"postgresql://u@127.0.0.1:{srv.getsockname()[1]}/db"
+        t0 = time.monotonic()
+        code = main(["sweep", str(tmp_path / "o.toml"), "--storage", url, "--out", str(tmp_path / "out")])
+        assert time.monotonic() - t0 < 10
+    one_line_error(capsys, code, f"--storage '{url}': cannot open the study")
+    assert not (tmp_path / "out").exists()
+
+
+def test_storage_urls_get_a_connect_timeout_unless_they_name_one():
+    from groklab.sweep.optimize import STORAGE_CONNECT_TIMEOUT, storage_url
+    t = f"connect_timeout={STORAGE_CONNECT_TIMEOUT}"
+    assert storage_url("mysql+pymysql://u@h/db").endswith(f"/db?{t}")
+    assert storage_url("postgresql://u@h/db?sslmode=require").endswith(f"?sslmode=require&{t}")
+    assert storage_url("postgresql://u@h/db?connect_timeout=3").endswith("?connect_timeout=3")
+    assert storage_url("sqlite:///x.db") == "sqlite:///x.db"

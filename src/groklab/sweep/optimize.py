@@ -148,12 +148,19 @@ def make_sampler(o: dict[str, Any]):
     return optuna.samplers.TPESampler(seed=o["sampler_seed"])
 
 
+STORAGE_CONNECT_TIMEOUT = 10  # seconds; a database server that does not answer is one line, not minutes
+
+
 def storage_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 (what the sweep extra installs) where it is installed,
-    whichever driver the installed SQLAlchemy would pick by default (psycopg2 before 2.1)."""
+    whichever driver the installed SQLAlchemy would pick by default (psycopg2 before 2.1).
+    A PostgreSQL or MySQL URL gets ``connect_timeout`` unless it names one (the drivers' own
+    default waits over two minutes on a server that does not answer)."""
     import importlib.util
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is not None:
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.split("+")[0].split(":")[0] in ("postgresql", "mysql") and "connect_timeout=" not in url:
+        url += ("&" if "?" in url else "?") + f"connect_timeout={STORAGE_CONNECT_TIMEOUT}"
     return url
 
 
