@@ -45,7 +45,8 @@ def make_root(root: Path, runs: int, lines: int) -> Path:
     for i in range(runs):
         d = root / f"sweep/trial_{i:04d}"
         d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({"preset": "nanda", "task": {"name": "modular", "op": "x+y", "p": 113},
+        (d / "config.json").write_text(json.dumps({"preset": "nanda",
+                                                   "task": {"name": "modular", "op": "x+y", "p": 113},
                                                    "model": {"arch": "transformer"}, "train": {"steps": 10 * lines}}))
         n = lines if i == 0 else 50
         (d / "metrics.jsonl").write_text("".join(record(10 * s) for s in range(n)))

@@ -21,6 +21,7 @@ def measure(T: int, block: int, sets: list[str], repeats: int) -> dict:
     import time
 
     import torch
+
     from groklab.gtn.config import resolve
     from groklab.gtn.data import load_data
     from groklab.gtn.meta import Teacher, make_optimizer, meta_step

@@ -11,3 +11,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """The dashboard's server on ``tmp_path``, on a free loopback port (tests/test_dash*.py)."""
+    import threading
+
+    from groklab.dash.server import make_server
+    srv = make_server(tmp_path, port=0)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()

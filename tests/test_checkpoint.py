@@ -7,8 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from groklab.runs.checkpoint import (all_finite, flatten, is_rolling, list_checkpoints,
-                                     load_checkpoint, save_checkpoint, step_dir, unflatten)
+from groklab.runs.checkpoint import (
+    all_finite,
+    flatten,
+    is_rolling,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    step_dir,
+    unflatten,
+)
 
 
 def round_trip(obj):
@@ -110,7 +118,8 @@ def test_no_usable_checkpoint_says_why_each_was_skipped(tmp_path):
         load_latest_good(tmp_path / "nowhere")
     save_checkpoint(tmp_path, 5, nn.Linear(2, 2), {"x": float("nan")})
     save_checkpoint(tmp_path, 6, nn.Linear(2, 2), {"x": float("inf")})
-    with pytest.raises(FileNotFoundError, match=r"\(step 6: holds non-finite numbers; step 5: holds non-finite numbers\)$"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"\(step 6: holds non-finite numbers; step 5: holds non-finite numbers\)$"):
         load_latest_good(tmp_path)
 
 

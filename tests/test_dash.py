@@ -37,16 +37,6 @@ def make_run(d: Path, n: int = 3, summary: dict | None = None, measures: bool = 
     return d
 
 
-@pytest.fixture()
-def server(tmp_path):
-    srv = make_server(tmp_path, port=0)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
 def get(srv, path: str, headers: dict | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(srv.url.rstrip("/") + path, headers=headers or {})
     try:
@@ -628,7 +618,7 @@ def test_200_connections_at_once_wait_in_the_listen_queue_and_are_all_answered(t
         for s in socks:
             s.setblocking(True)
             s.settimeout(60)
-            s.sendall(f"GET /api/list HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            s.sendall("GET /api/list HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         answers = []
         for s in socks:
             with s.makefile("rb") as fh:

@@ -270,7 +270,8 @@ def test_page_shows_a_training_run_and_its_curve_grows(tmp_path):
         wait_for(lambda: js(chart_points("#acc", f"{other}|val_acc")) == 11, "the overlaid run")
         assert js(points) == final and "with=" in js("location.hash")
         js('document.querySelector(\'#sweeps li[data-path="sweep-lr"] .name\').click()')
-        wait_for(lambda: js("[...document.querySelectorAll('#sweepfigs img')].some(i => i.complete && i.naturalWidth > 0)"),
+        wait_for(lambda: js("[...document.querySelectorAll('#sweepfigs img')]"
+                            ".some(i => i.complete && i.naturalWidth > 0)"),
                  "the sweep's phase diagram")
         assert js("document.querySelectorAll('#sweeptable tr').length") == 2
         shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=sess)["data"])
@@ -362,7 +363,8 @@ def test_file_values_render_as_text_labels_do_not_overlap_and_the_side_bar_keeps
         # 2. the phase labels of close boundaries do not overlap, and stay inside the chart
         boxes = js("""[...document.querySelectorAll('#acc .mark')].map(e => {
             const r = e.getBoundingClientRect(), c = document.getElementById('acc').getBoundingClientRect();
-            return {text: e.textContent, l: r.left, r: r.right, t: r.top, b: r.bottom, inside: r.left >= c.left && r.right <= c.right}; })""")
+            return {text: e.textContent, l: r.left, r: r.right, t: r.top, b: r.bottom,
+                    inside: r.left >= c.left && r.right <= c.right}; })""")
         assert len(boxes) == len(MARKS), boxes
         assert all(b["inside"] for b in boxes), boxes
         overlaps = [(a["text"], b["text"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
@@ -397,7 +399,8 @@ def test_file_values_render_as_text_labels_do_not_overlap_and_the_side_bar_keeps
         # 5. the side bar says "completed" as soon as the header does, even with the list stale
         browser.send("Fetch.enable", {"patterns": [{"urlPattern": "*/api/list*"}]}, session=sess)
         js("location.hash = '#run=live'")
-        wait_for(lambda: js("(document.querySelector('#runhead .badge') || {}).textContent") == "running", "the live run")
+        wait_for(lambda: js("(document.querySelector('#runhead .badge') || {}).textContent") == "running",
+                 "the live run")
         write_json(root / "live" / "summary.json", {"status": "completed", "phase": "confusion"})
         wait_for(lambda: js("document.querySelector('#runhead .badge').textContent") == "completed", "the run's end")
         assert js("document.querySelector('#runs li[data-path=\"live\"] .badge').textContent") == "completed"
@@ -451,7 +454,8 @@ def test_the_accuracy_chart_shows_the_runs_forecast_and_then_that_it_was_reached
         wait_for(lambda: js(text) == want, f"the forecast text {want!r}")
         assert js("document.getElementById('forecast').hidden") is False
         wait_for(lambda: js(chart_points("#acc", "fc|val_acc")) == 31, "the run's curve")
-        assert js("[...document.querySelectorAll('#acc .mark.forecast')].map(e => e.textContent)") == ["forecast ≥ 0.9 443"]
+        forecast_marks = js("[...document.querySelectorAll('#acc .mark.forecast')].map(e => e.textContent)")
+        assert forecast_marks == ["forecast ≥ 0.9 443"]
         assert js("document.getElementById('acc')._u.scales.x.max") >= 560  # the step axis reaches the interval
         # the band is drawn: a pixel between low and high (away from the dashed line) is shaded
         shaded = js("""(() => { const u = document.getElementById('acc')._u, c = u.ctx;
@@ -508,19 +512,23 @@ def test_inside_the_model_scrubs_through_the_checkpoints_of_a_modular_run(tmp_pa
         assert js(f"{panel}.hidden") is False
         assert js("document.querySelectorAll('#ingroups figure.neuron').length") == 8
         assert js("document.querySelectorAll('#ingroups figure.neuron canvas.wave').length") == 8
-        groups = js("[...document.querySelectorAll('#ingroups .group')].map(g => [g.dataset.freq, g.querySelectorAll('figure.neuron').length])")
-        assert sum(n for _, n in groups) == 8 and groups == sorted(groups, key=lambda g: (g[0] == "mixed", int(g[0]) if g[0] != "mixed" else 0))
-        wait_for(lambda: js(chart_points("#inacc", "pair-run|val_acc")) == len(read_jsonl(root / "pair-run" / "metrics.jsonl")),
+        groups = js("[...document.querySelectorAll('#ingroups .group')]"
+                    ".map(g => [g.dataset.freq, g.querySelectorAll('figure.neuron').length])")
+        assert sum(n for _, n in groups) == 8
+        assert groups == sorted(groups, key=lambda g: (g[0] == "mixed", int(g[0]) if g[0] != "mixed" else 0))
+        metrics = root / "pair-run" / "metrics.jsonl"
+        wait_for(lambda: js(chart_points("#inacc", "pair-run|val_acc")) == len(read_jsonl(metrics)),
                  "the accuracy chart in the panel")
         wave = "document.querySelector('#ingroups figure.neuron[data-neuron=\"0\"] canvas.wave').toDataURL()"
-        mark = "(() => { const m = document.querySelector('#inacc .mark.slider'); return m && [m.textContent, m.getBoundingClientRect().left]; })()"
+        mark = ("(() => { const m = document.querySelector('#inacc .mark.slider');"
+                " return m && [m.textContent, m.getBoundingClientRect().left]; })()")
         before, mark_before = js(wave), wait_for(lambda: js(mark), "the checkpoint marker")
         assert mark_before[0] == f"checkpoint {steps[-1]}"
         # a keyboard user: Home on the slider shows the first checkpoint
         js("document.getElementById('inslider').focus()")
         for kind in ("keyDown", "keyUp"):
-            browser.send("Input.dispatchKeyEvent", {"type": kind, "key": "Home", "code": "Home", "windowsVirtualKeyCode": 36},
-                         session=sess)
+            browser.send("Input.dispatchKeyEvent",
+                         {"type": kind, "key": "Home", "code": "Home", "windowsVirtualKeyCode": 36}, session=sess)
         wait_for(lambda: js(f"{panel}.dataset.step") == str(steps[0]), "the first checkpoint after Home")
         assert js(wave) != before
         after = js(mark)

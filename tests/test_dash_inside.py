@@ -9,7 +9,6 @@ import threading
 
 import pytest
 import torch
-from test_dash import get, get_json, make_run, server, strict_json  # noqa: F401  (fixture)
 
 import groklab
 from groklab.dash import inside
@@ -18,6 +17,7 @@ from groklab.measure.neurons import frame_tokens, neuron_view
 from groklab.models import build_model
 from groklab.runs.checkpoint import save_checkpoint, step_dir
 from groklab.tasks import build_task
+from test_dash import get, get_json, make_run, strict_json
 
 STEPS = (1, 5, 20)
 

@@ -58,7 +58,8 @@ def test_the_deep_mnist_preset_is_the_papers_depth_12_recipe():
     m, o, t = cfg.model, cfg.optim, cfg.train
     assert (cfg.task.name, cfg.task.n_train) == ("mnist", 2000)
     assert (m.arch, m.hidden, m.act, m.bias, m.init_scale) == ("mlp", [400] * 11, "relu", True, 8.0)
-    assert (o.name, o.lr, o.wd, o.warmup, o.beta1, o.beta2, o.schedule) == ("adamw", 1e-3, 0.01, 0, 0.9, 0.999, "constant")
+    assert (o.name, o.lr, o.wd, o.warmup, o.beta1, o.beta2, o.schedule) == \
+        ("adamw", 1e-3, 0.01, 0, 0.9, 0.999, "constant")
     assert (t.loss, t.dtype, t.batch_size, t.steps) == ("mse", "float64", 200, 100_000)
     assert "2405.19454" in groklab.presets.PRESETS["deep-mnist"].__doc__
     model = MLPNet(10, m.hidden, d_in=784, bias=True, init_scale=8.0)

@@ -12,7 +12,6 @@ from groklab.gtn.meta import Teacher, make_unroll, meta_backward
 from groklab.gtn.unroll import meta_backward_checkpointed, meta_backward_plain, meta_loss_plain
 from groklab.runs.checkpoint import list_checkpoints, load_checkpoint
 from groklab.runs.rundir import read_json, read_jsonl
-
 from gtn_tiny import one_thread, tiny_cfg, tiny_data  # noqa: F401
 
 

@@ -12,7 +12,6 @@ from groklab.gtn.config import resolve
 from groklab.gtn.meta import cosine_lr
 from groklab.runs.checkpoint import list_checkpoints, load_checkpoint
 from groklab.runs.rundir import read_json, read_jsonl
-
 from gtn_tiny import one_thread, tiny_cfg, tiny_data  # noqa: F401
 
 TINY_CLI = ["generator.z_dim=4", "generator.hidden=8", "learner.hidden=8", "inner.steps=2",

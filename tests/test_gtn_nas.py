@@ -7,7 +7,6 @@ import torch
 from groklab.cli import main
 from groklab.gtn.nas import ranks, spearman, top_k_overlap
 from groklab.runs.rundir import read_json
-
 from gtn_tiny import one_thread  # noqa: F401
 from test_gtn_meta import TINY_CLI
 

@@ -5,7 +5,6 @@ import torch
 
 from groklab.gtn.meta import Teacher, make_unroll
 from groklab.gtn.unroll import meta_backward_checkpointed, meta_backward_plain, meta_loss_plain
-
 from gtn_tiny import one_thread, tiny_cfg, tiny_data  # noqa: F401
 
 

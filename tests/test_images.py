@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import groklab
 from groklab.config import ConfigError
 from groklab.gtn.config import resolve as gtn_resolve
 from groklab.gtn.data import load_data
-import groklab
 from groklab.models import build_model
 from groklab.tasks import images
 
@@ -132,8 +132,8 @@ def test_idx_errors_name_the_missing_file_and_the_unsupported_type(tmp_path):
 
 
 def test_the_mnist_task_trains_on_n_train_images_and_validates_on_the_rest():
-    from groklab.tasks import build_task
     from groklab.config import resolve
+    from groklab.tasks import build_task
     cfg = resolve("omnigrok-mnist", overrides=["task.n_train=300", "task.label_noise=30"])
     t = build_task(cfg.task)
     assert (len(t.y_train), len(t.y_val), t.d_in, t.n_classes, t.kind) == (300, 4700, 784, 10, "vectors")

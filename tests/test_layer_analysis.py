@@ -3,6 +3,7 @@ feature rank (and probes) per layer at every checkpoint, and the surges of valid
 from __future__ import annotations
 
 import json
+
 import torch
 
 import groklab

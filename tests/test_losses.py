@@ -3,8 +3,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groklab.accel.losses import (build_loss, collapse_fraction, cross_entropy, mse_onehot, stablemax,
-                                  stablemax_cross_entropy, stablemax_s)
+from groklab.accel.losses import (
+    build_loss,
+    collapse_fraction,
+    cross_entropy,
+    mse_onehot,
+    stablemax,
+    stablemax_cross_entropy,
+    stablemax_s,
+)
 
 
 def logits_and_labels(seed=0, b=16, c=7, scale=3.0):

@@ -76,7 +76,8 @@ def test_analyze_writes_measures_phases_figures_and_report(tiny_run, capsys):
     # the live measures of the same run: every 50 steps, equal to the analysis where both measured
     live = read_jsonl(tiny_run / "measures.jsonl")
     assert [r["step"] for r in live] == [0, 50, 100, 150]
-    assert {"sum_sq_weights", "sum_sq_per_tensor", "softmax_collapse", "zero_loss_frac", "gini_E", "gini_L"} <= set(live[0])
+    assert {"sum_sq_weights", "sum_sq_per_tensor", "softmax_collapse", "zero_loss_frac", "gini_E",
+            "gini_L"} <= set(live[0])
     at100 = next(r for r in recs if r["step"] == 100)
     assert live[2]["sum_sq_weights"] == pytest.approx(at100["sum_sq_weights"], rel=1e-9)
     assert live[2]["gini_E"] == pytest.approx(at100["gini_E"], rel=1e-6)

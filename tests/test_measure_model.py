@@ -7,7 +7,7 @@ import torch
 from groklab.measure import circuit
 from groklab.measure.extract import embedding, grid_run, neuron_logit_map
 from groklab.measure.fourier import frame_for
-from groklab.measure.norms import gini, per_frequency, fourier_norms
+from groklab.measure.norms import fourier_norms, gini, per_frequency
 from groklab.measure.progress import measure_model
 from groklab.models import MLPNet, Transformer
 from groklab.tasks import modular_task

@@ -21,9 +21,9 @@ def test_half_broken_embedding_counts_the_intact_part():
     p, g = 17, torch.Generator().manual_seed(2)
     E = torch.arange(p, dtype=torch.float64)[:, None] * torch.ones(4)
     E[8:] = 30 * torch.randn(9, 4, generator=g, dtype=torch.float64)
-    def count(m):  # quadruples i<j<=k<l<m with i+l=j+k
-        return sum(1 for i in range(m) for j in range(i + 1, m) for k in range(j, m) for l in range(k + 1, m)
-                   if i + l == j + k)
+    def count(m):  # quadruples i<j<=k<q<m with i+q=j+k
+        return sum(1 for i in range(m) for j in range(i + 1, m) for k in range(j, m) for q in range(k + 1, m)
+                   if i + q == j + k)
     # normalisation rescales every dimension alike, so intact quadruples stay exact
     assert rqi(E) >= count(8) / count(p)
     assert rqi(E) < 0.5

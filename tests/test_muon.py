@@ -27,8 +27,8 @@ def reference_muon(theta, grads, lr, wd, mu):
     buf = torch.zeros_like(theta)
     for g in grads:
         buf = mu * buf + g
-        O = newton_schulz(g + mu * buf).float()
-        theta = theta * (1 - lr * wd) - lr * math.sqrt(max(1.0, theta.shape[0] / theta.shape[1])) * O
+        ortho = newton_schulz(g + mu * buf).float()
+        theta = theta * (1 - lr * wd) - lr * math.sqrt(max(1.0, theta.shape[0] / theta.shape[1])) * ortho
     return theta
 
 

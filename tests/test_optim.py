@@ -80,6 +80,7 @@ def test_a_run_logs_the_scheduled_lr_and_its_optimiser_steps_with_it(tmp_path):
 
 def test_set_lr_sets_every_parameter_group():
     import torch
+
     from groklab.train.optim import set_lr
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 5.0}], lr=1.0)
@@ -90,6 +91,7 @@ def test_set_lr_sets_every_parameter_group():
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
 def test_build_optimizer_passes_every_setting_on(name):
     import torch
+
     from groklab.config import RunConfig
     from groklab.train.optim import build_optimizer
     o = RunConfig().optim
@@ -109,6 +111,7 @@ def test_adamw_decays_decoupled_and_adam_and_sgd_coupled():
     exactly; Adam and SGD see wd·w as the gradient (coupled L2): Adam moves each weight by lr
     towards 0 (m / sqrt(v) = sign), SGD by lr·wd·w."""
     import torch
+
     from groklab.config import RunConfig
     from groklab.train.optim import build_optimizer
     moved = {}
@@ -127,6 +130,7 @@ def test_adamw_decays_decoupled_and_adam_and_sgd_coupled():
 
 def test_an_unknown_optimiser_is_named():
     import torch
+
     from groklab.train.optim import build_optimizer
     with pytest.raises(ValueError, match="^unknown optim.name 'lion'; allowed: adamw, adam, sgd, muon$"):
         build_optimizer([torch.nn.Parameter(torch.ones(1))], SimpleNamespace(name="lion"))

@@ -30,7 +30,8 @@ def test_the_preset_is_pairs_setup():
     t, m, o, tr = cfg.task, cfg.model, cfg.optim, cfg.train
     assert (t.name, t.op, t.p, t.frac, t.pairs) == ("modular", "x+y", 67, 0.4, "a<=b")
     assert (m.arch, m.d_model, m.d_mlp, m.act, m.init_scale) == ("pair", 500, 24, "relu", 1.0)
-    assert (o.name, o.lr, o.wd, o.beta1, o.beta2, o.warmup, o.schedule) == ("adamw", 1e-3, 1.0, 0.9, 0.98, 0, "constant")
+    assert (o.name, o.lr, o.wd, o.beta1, o.beta2, o.warmup, o.schedule) == \
+        ("adamw", 1e-3, 1.0, 0.9, 0.98, 0, "constant")
     assert o.eps == pytest.approx(67e-8)          # CE/67 with eps 1e-8, see the test below
     assert (tr.loss, tr.dtype, tr.loss_dtype, tr.batch_size, tr.steps) == ("ce", "float64", "float64", 0, 50_000)
 
@@ -51,8 +52,10 @@ def test_a_le_b_keeps_each_unordered_pair_once_and_40_percent_is_911():
     assert len(xd) == 27 and bool((xd[:, 0] <= xd[:, 1]).all()) and bool((xd[:, 1] > 0).all())
 
 
-@pytest.mark.parametrize("sets, needle", [(["task.pairs=a<b"], "task.pairs"),
-                                         (["task.name=parity", "model.arch=mlp"], "applies to task.name=.modular. only")])
+@pytest.mark.parametrize("sets, needle", [
+    (["task.pairs=a<b"], "task.pairs"),
+    (["task.name=parity", "model.arch=mlp"], "applies to task.name=.modular. only"),
+])
 def test_task_pairs_is_validated(sets, needle):
     with pytest.raises(ConfigError, match=needle):
         groklab.resolve("pair", overrides=sets)

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 import groklab
 from groklab.cli import main
 from groklab.runs import read
-from groklab.runs.read import (MAX_STEP, RunFileError, load_json, read_metrics, read_object,
-                               read_records, read_summary)
+from groklab.runs.read import MAX_STEP, RunFileError, load_json, read_metrics, read_object, read_records, read_summary
 from groklab.runs.rundir import read_json, read_jsonl
 
 TINY = ["task.p=13", "task.frac=0.5", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32",

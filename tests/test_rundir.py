@@ -14,8 +14,16 @@ import torch
 
 from groklab.config import ConfigError
 from groklab.runs.lock import DirectoryLocked, dir_lock
-from groklab.runs.rundir import (JsonlLogger, atomic_write_text, is_run_dir, read_json, read_jsonl,
-                                 read_run_json, truncate_jsonl, write_json)
+from groklab.runs.rundir import (
+    JsonlLogger,
+    atomic_write_text,
+    is_run_dir,
+    read_json,
+    read_jsonl,
+    read_run_json,
+    truncate_jsonl,
+    write_json,
+)
 
 
 @pytest.mark.parametrize("const", ["NaN", "Infinity", "-Infinity"])
@@ -35,7 +43,8 @@ def test_write_json_takes_numpy_and_torch_numbers_and_names_what_it_cannot(tmp_p
 
 def test_json_files_are_indented_and_jsonl_takes_numpy_numbers(tmp_path):
     write_json(tmp_path / "deep" / "er" / "c.json", {"a": [1, 2], "b": {"c": None}})   # parents made
-    assert (tmp_path / "deep/er/c.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": {\n    "c": null\n  }\n}\n'
+    assert (tmp_path / "deep/er/c.json").read_text() == \
+        '{\n  "a": [\n    1,\n    2\n  ],\n  "b": {\n    "c": null\n  }\n}\n'
     log = JsonlLogger(tmp_path / "m.jsonl")
     log.log({"step": np.int64(2), "acc": np.float32(0.5)})
     log.close()

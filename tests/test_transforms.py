@@ -5,9 +5,18 @@ from collections import deque
 import pytest
 import torch
 
-from groklab.accel.transforms import (build_transforms, chain, clip_by_global_norm, global_norm,
-                                      grokfast_ema, grokfast_ma, identity, orthograd,
-                                      project_weight_norm, scale_to_norm)
+from groklab.accel.transforms import (
+    build_transforms,
+    chain,
+    clip_by_global_norm,
+    global_norm,
+    grokfast_ema,
+    grokfast_ma,
+    identity,
+    orthograd,
+    project_weight_norm,
+    scale_to_norm,
+)
 from groklab.config import RunConfig
 from groklab.runs.checkpoint import flatten, unflatten
 

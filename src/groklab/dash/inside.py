@@ -108,7 +108,8 @@ def neurons_detail(root: Path, d: Path, step: str | None) -> dict[str, Any]:
     step that is not a checkpoint raises ViewError."""
     root = Path(root).resolve()
     task = modular_task(root, d)
-    out: dict[str, Any] = {"path": rel(root, d), "available": False, "reason": None, "steps": [], "step": None, "view": None}
+    out: dict[str, Any] = {"path": rel(root, d), "available": False, "reason": None, "steps": [], "step": None,
+                           "view": None}
     if isinstance(task, str):
         return {**out, "reason": task}
     steps = checkpoint_steps(root, d)

@@ -210,6 +210,7 @@ def plot_audit(result: dict, path: Path) -> None:
     """Per class: taught vs real-data accuracy, nearest-real-neighbour distance and diversity of
     generated vs real examples."""
     import matplotlib.pyplot as plt
+
     from groklab.report.plots import save_figure
     rows = result["classes"]
     c = np.arange(len(rows))

@@ -123,7 +123,8 @@ def register(subparsers) -> None:
     n.add_argument("--full-steps", type=int, default=2000, help="real-data steps of full training (default 2000)")
     n.add_argument("--seeds", type=int, default=2, help="full-training runs per architecture (default 2)")
     n.add_argument("--proxy-learners", type=int,
-                   help="learners per architecture and proxy (default: --seeds); proxies are cheap, more learners lower their noise")
+                   help="learners per architecture and proxy (default: --seeds); proxies are cheap, "
+                        "more learners lower their noise")
     n.add_argument("--top-k", type=int, help="top-k overlap size (default archs // 4)")
     n.add_argument("--kinds", default="mlp,cnn", help="learner kinds to sample (default mlp,cnn)")
     n.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")

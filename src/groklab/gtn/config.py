@@ -11,8 +11,23 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from groklab.schema import (Bool, Config, ConfigError, Field, Float, FloatList, Int, IntList, Section, Str,
-                            apply_dict, load_toml, parse_overrides, set_key, validate)
+from groklab.schema import (
+    Bool,
+    Config,
+    ConfigError,
+    Field,
+    Float,
+    FloatList,
+    Int,
+    IntList,
+    Section,
+    Str,
+    apply_dict,
+    load_toml,
+    parse_overrides,
+    set_key,
+    validate,
+)
 
 SEED_MAX = 2**32 - 1
 MAX_EVAL_LEARNERS = 10_000

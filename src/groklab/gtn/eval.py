@@ -9,7 +9,6 @@ initialisations trained T steps on real training batches of the same size B, SGD
 """
 from __future__ import annotations
 
-
 import torch
 
 from groklab.gtn.data import GTNData

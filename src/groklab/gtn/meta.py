@@ -24,8 +24,14 @@ from groklab.gtn.curriculum import Curriculum
 from groklab.gtn.data import GTNData, random_shift
 from groklab.gtn.generator import build_generator
 from groklab.gtn.learners import Learner, LearnerSpec, init_params, spec_for_step
-from groklab.gtn.unroll import (Unroll, initial_state, meta_backward_checkpointed,
-                                meta_backward_plain, real_loss, sgd_momentum_step)
+from groklab.gtn.unroll import (
+    Unroll,
+    initial_state,
+    meta_backward_checkpointed,
+    meta_backward_plain,
+    real_loss,
+    sgd_momentum_step,
+)
 from groklab.runs.checkpoint import all_finite, list_checkpoints, resume_point, save_checkpoint
 from groklab.runs.rundir import JsonlLogger, truncate_jsonl
 

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from groklab.config import ConfigError
-from groklab.runs.lock import dir_lock
-from groklab.gtn.eval import BASELINE_MOMENTUM, generated_batches, real_batches, teach
 from groklab.gtn.config import SEED_MAX
+from groklab.gtn.eval import BASELINE_MOMENTUM, generated_batches, real_batches, teach
 from groklab.gtn.learners import SPACE, LearnerSpec, init_params, sample_spec
+from groklab.runs.lock import dir_lock
 from groklab.runs.rundir import atomic_write_text, write_json
 
 
@@ -264,6 +264,7 @@ def proxy_statistics(rows: list[dict], grid, steps: int, k: int, secs: dict) -> 
 
 def plot_nas(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
+
     from groklab.gtn.report import save_figure
     rows = result["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from groklab.measure import circuit
 from matplotlib.ticker import MaxNLocator
 
+from groklab.measure import circuit
 from groklab.report.plots import plt, save_figure
 
 PHASE_STYLE = (("memorization_end", "tab:green", "memorization ends"),
@@ -38,7 +37,8 @@ def plot_measures(metrics: list[dict], records: list[dict], info: dict, path: Pa
     ax = axes[0, 0]
     if metrics:
         ax.plot([m["step"] for m in metrics], [m["train_loss"] for m in metrics], color="tab:blue", lw=1, label="train")
-        ax.plot([m["step"] for m in metrics], [m["val_loss"] for m in metrics], color="tab:red", lw=1, label="validation")
+        ax.plot([m["step"] for m in metrics], [m["val_loss"] for m in metrics], color="tab:red", lw=1,
+                label="validation")
     ax.plot(st, [r["restricted_loss"] for r in records], "o-", ms=3, color="tab:olive", label="restricted")
     ax.plot(st, [r["excluded_loss"] for r in records], "o-", ms=3, color="tab:cyan", label="excluded")
     ax.set_yscale("log")

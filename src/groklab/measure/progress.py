@@ -57,7 +57,8 @@ def measure_model(model, frame: Frame, key_freqs: list[int], loss_dtype: str = "
     rec["key_share_L"] = _key_share(per_frequency(nL), key_freqs)
     rec.update(weight_norms(model))
     # collapse is a float-precision event: test it in the model's own precision
-    rec["softmax_collapse"] = collapse_fraction(L[tr].to(model_dtype), "float64" if model_dtype == torch.float64 else "float32")
+    collapse_dtype = "float64" if model_dtype == torch.float64 else "float32"
+    rec["softmax_collapse"] = collapse_fraction(L[tr].to(model_dtype), collapse_dtype)
     rec["zero_loss_frac"] = zero_loss_fraction(L[tr].to(model_dtype), y[tr], loss_dtype)
     rec["rqi"] = rqi(E)
     return rec

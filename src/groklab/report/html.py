@@ -82,7 +82,8 @@ def cost_html(cost: dict, cost_at: dict) -> str:
             ("CO₂e", f"{fmt(cost.get('co2_g'), ' g')} ({cost.get('country')}: {cost.get('carbon_source')})")]
     if cost.get("gpu_joules") is not None:
         rows.insert(4, ("GPU energy (NVML)", fmt(cost["gpu_joules"], " J")))
-    head = "<tr><th>validation ≥</th><th>step</th><th>FLOPs</th><th>CPU s</th><th>wall s</th><th>J</th><th>g CO₂e</th></tr>"
+    head = ("<tr><th>validation ≥</th><th>step</th><th>FLOPs</th><th>CPU s</th><th>wall s</th><th>J</th>"
+            "<th>g CO₂e</th></tr>")
     body = "".join(
         f"<tr><th>{html.escape(str(t))}</th>" + "".join(
             f'<td class="num">{html.escape(fmt((c if isinstance(c, dict) else {}).get(k)))}</td>'

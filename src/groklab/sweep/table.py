@@ -1,10 +1,10 @@
 """The table of a sweep: one row per point (or trial) from its run directory, as ``results.csv``.
 
 Columns: ``id``, ``seed``, one column per axis key, ``status`` (completed, early_stopped, pruned,
-"pruned (forecast)" when the forecast pruner stopped it, failed), ``phase`` (Liu et al. 2022's label at ``train.phase_threshold``), ``memorized_at_T`` and
-``generalized_at_T`` for T in 0.5, 0.9, 0.95, 0.99 and the diagram threshold (empty = never
-reached), ``steps_done``, ``wall_seconds``, ``final_train_acc``, ``final_val_acc``,
-``best_val_acc``, the run's cost (``flops``, ``cpu_seconds``, ``joules``, ``energy_method``,
+"pruned (forecast)" when the forecast pruner stopped it, failed), ``phase`` (Liu et al. 2022's label at
+``train.phase_threshold``), ``memorized_at_T`` and ``generalized_at_T`` for T in 0.5, 0.9, 0.95, 0.99
+and the diagram threshold (empty = never reached), ``steps_done``, ``wall_seconds``, ``final_train_acc``,
+``final_val_acc``, ``best_val_acc``, the run's cost (``flops``, ``cpu_seconds``, ``joules``, ``energy_method``,
 ``co2_g``: ``groklab.runs.cost``), ``error``. Rebuilt from disk after every finished point, so it is always
 complete for what has finished.
 """

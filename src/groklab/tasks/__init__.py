@@ -34,7 +34,8 @@ def build_task(cfg) -> Task:
         return sine_task(cfg.n_train, cfg.n_val, cfg.noise, cfg.split_seed)
     if cfg.name == "line":
         return line_task(cfg.n_train, cfg.n_val, cfg.split_seed)
-    raise ValueError(f"unknown task.name {cfg.name!r}; allowed: modular, permutation, parity, mnist, causal, concealed_parity, concealed_modular, sine, line")
+    raise ValueError(f"unknown task.name {cfg.name!r}; allowed: modular, permutation, parity, mnist, causal, "
+                     "concealed_parity, concealed_modular, sine, line")
 
 
 __all__ = ["Task", "build_task", "split_indices", "modular_task", "permutation_task",

@@ -24,8 +24,16 @@ from groklab.config import RESUMABLE, ConfigError, RunConfig, parse_overrides, s
 from groklab.runs.checkpoint import list_checkpoints, load_checkpoint, resume_point
 from groklab.runs.lock import dir_lock
 from groklab.runs.rundir import read_config, write_json
-from groklab.ticket.mask import (apply_mask, magnitude_mask, maskable, matrix_norm, projection,
-                                 random_mask, same_norm, sparsity)
+from groklab.ticket.mask import (
+    apply_mask,
+    magnitude_mask,
+    maskable,
+    matrix_norm,
+    projection,
+    random_mask,
+    same_norm,
+    sparsity,
+)
 from groklab.train.loop import Run, Trainer, train
 
 CONTROLS = ("none", "random", "same-norm")
