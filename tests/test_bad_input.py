@@ -1,6 +1,5 @@
 """Bad input anywhere is one line, exit 2, no traceback and nothing on disk — checked on the
 cases found by hand, then on arbitrary ``--set`` values and TOML documents (Hypothesis)."""
-import os
 import string
 from pathlib import Path
 

@@ -1,7 +1,6 @@
 """The command line refuses what would silently mean something else: an empty value, a missing
 command, options that cannot go together. Every refusal is one line, exit 2, before any
 training starts and before any file is written."""
-from pathlib import Path
 
 import pytest
 
@@ -155,7 +154,8 @@ def test_resolve_refuses_an_empty_preset():
     (["--threads", "99999999"], "--threads 99999999: out of range; allowed: an integer from 1 to 1,024"),
     (["--tune", "-1"], "--tune -1: out of range; allowed: an integer from 0 to 10,000"),
     (["--tune", "99999999999"], "--tune 99999999999: out of range"),
-    (["--tune", "1", "--tune-split", "-1"], "--tune-split -1: out of range; allowed: an integer from 0 to 4,294,967,295"),
+    (["--tune", "1", "--tune-split", "-1"],
+     "--tune-split -1: out of range; allowed: an integer from 0 to 4,294,967,295"),
     (["--tune", "1", "--tune-split", "99999999999"], "--tune-split 99999999999: out of range"),
     (["--tune", "1", "--task", "nanda"], "--task and --tasks/--tune do not mix"),
 ])

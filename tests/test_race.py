@@ -3,8 +3,16 @@ import json
 
 import pytest
 
-from groklab.accel.race import (RaceRun, aggregate, first_crossing, format_cell, format_table,
-                                median_spread, race_config, run_race)
+from groklab.accel.race import (
+    RaceRun,
+    aggregate,
+    first_crossing,
+    format_cell,
+    format_table,
+    median_spread,
+    race_config,
+    run_race,
+)
 from groklab.cli import main
 from groklab.config import ConfigError
 from groklab.presets import get_preset

@@ -12,7 +12,6 @@ from groklab.models.ops import take_rows
 from groklab.presets import get_preset
 from groklab.sweep.diagram import write_sweep_report
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -110,10 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# what an option that names a path expects, for the message that refuses an empty one
-PATHS = {"preset": "a preset name (see `groklab presets`)", "out": "a directory path", "resume": "a run directory", "dir": "a run directory",
-         "run_dir": "a run directory", "gtn": "a GTN run directory", "root": "a directory path",
-         "config": "a TOML file path", "spec": "a sweep spec file path"}
+# what an option expects, for the message that refuses an empty one (others: "a non-empty value")
+PATHS = {"preset": "a preset name (see `groklab presets`)", "out": "a directory path",
+         "resume": "a run directory", "dir": "a run directory", "run_dir": "a run directory",
+         "gtn": "a GTN run directory", "root": "a directory path", "config": "a TOML file path",
+         "spec": "a sweep spec file path"}
 
 
 def _chosen_actions(parser: argparse.ArgumentParser, args) -> list[argparse.Action]:

@@ -14,8 +14,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, model_validator
 
-from groklab.schema import (Bool, Config, ConfigError, Field, Float, Int, IntList, Section, Str,
-                            all_keys, apply_dict, load_toml, parse_overrides, set_key, validate)
+from groklab.schema import (
+    Bool,
+    Config,
+    ConfigError,
+    Field,
+    Float,
+    Int,
+    IntList,
+    Section,
+    Str,
+    all_keys,
+    apply_dict,
+    load_toml,
+    parse_overrides,
+    set_key,
+    validate,
+)
 
 SEED_MAX = 2**32 - 1   # numpy's and torch's common seed range
 BIG = 10**9            # step counts and periods: far beyond any run, far below an overflow
@@ -48,8 +63,9 @@ class TaskConfig(Section):
 
 
 class ModelConfig(Section):
+    # pair: PAIR's tied MLP (d_model, d_mlp); tarnet: causal
     arch: Literal["transformer", "mlp", "pair", "tarnet",
-                  "gp", "gp-regression", "linear", "bnn"] = "transformer"  # pair: PAIR's tied MLP (d_model, d_mlp); tarnet: causal
+                  "gp", "gp-regression", "linear", "bnn"] = "transformer"
     n_layers: Int = Field(1, ge=1, le=32)
     d_model: Int = Field(128, ge=1, le=8192)
     n_heads: Int = Field(4, ge=1, le=256)

@@ -83,7 +83,8 @@ def _reason(e: BaseException) -> str:
     if m:
         return m.group(1).strip()
     if "timed out" in text.lower():
-        return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', HTTP_LIMITS['MLFLOW_HTTP_REQUEST_TIMEOUT'])} s"
+        key = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+        return f"no answer within {os.environ.get(key, HTTP_LIMITS[key])} s"
     line = text.strip().splitlines()[0] if text.strip() else type(e).__name__
     return line if len(line) <= 160 else line[:159] + "…"
 

@@ -227,7 +227,7 @@ class RayExecutor:
             return job, _failed_results(job, f"ray task failed: {type(e).__name__}: {e}")
         files = out["files"] or {}
         dirs = [Path(j["dir"]).resolve() for j in (job["jobs"] if job.get("kind") == "ensemble" else [job])]
-        for path, data in files.items():
+        for path in files:
             p = Path(path).resolve()
             if not any(p.is_relative_to(d) for d in dirs):  # a worker writes only its own points
                 return job, _failed_results(job, f"ray task sent a file outside its point: {path}")

@@ -76,7 +76,8 @@ def parse_optimize(d: Any, spec: Spec) -> dict[str, Any]:
     if not isinstance(o["stop_on_success"], bool):
         raise ConfigError(f"[optimize] stop_on_success = {o['stop_on_success']!r} must be true or false")
     if isinstance(o["prune"], list):
-        if not 1 <= len(o["prune"]) <= 2 or len({"risk" in r for r in o["prune"] if isinstance(r, dict)}) != len(o["prune"]):
+        kinds = {"risk" in r for r in o["prune"] if isinstance(r, dict)}  # forecast rule or metric rule
+        if not 1 <= len(o["prune"]) <= 2 or len(kinds) != len(o["prune"]):
             raise ConfigError(f"[optimize] prune = {o['prune']!r}: a list holds one metric rule and one forecast rule")
         o["prune"] = [_parse_prune(r) for r in o["prune"]]
     elif o["prune"] is not None:
@@ -354,6 +355,7 @@ def run_optimize(spec: Spec, out: Path, executor, storage: str | None = None, st
 def write_study_report(spec: Spec, study, out: Path, seconds: float) -> None:
     """``results.csv`` (one row per trial), ``fig_history.png`` and ``report.html``."""
     import optuna
+
     from groklab.report.plots import plt, save_figure
     from groklab.sweep.diagram import write_sweep_report
     from groklab.sweep.table import write_csv
