@@ -195,7 +195,7 @@ def test_the_shipped_model_loads_and_answers_in_range():
                             for g in (True, False)], dtype=np.float32))
     p = m.thresholds[0.9].cdf(X, np.array([0.5, 0.5]))
     assert ((0 <= p) & (p <= 1)).all()
-    from groklab.forecast import records           # the records it was built from ship beside it
+    from groklab.forecast import records  # the records it was built from ship beside it
     assert m.meta["runs"] == len(records.read(M.shipped_dir() / "records.jsonl.gz"))
 
 

@@ -177,7 +177,8 @@ def _evaluate(corpus: Path, args) -> int:
         axes = [a for a in args.axes.split(",")]
         bad = [a for a in axes if a not in ("op", "model", "optim", "scale", "budget")]
         if bad or not axes:
-            raise ConfigError(f"--axes {args.axes!r}: expected a comma-separated subset of op, model, optim, scale, budget")
+            raise ConfigError(f"--axes {args.axes!r}: expected a comma-separated subset of "
+                              f"op, model, optim, scale, budget")
     learn = None
     if args.learn is not None:
         axis, _, fam = args.learn.partition("=")
@@ -185,7 +186,7 @@ def _evaluate(corpus: Path, args) -> int:
             raise ConfigError(f"--learn {args.learn!r}: expected AXIS=FAMILY with AXIS one of op, model, optim")
         learn = (axis, fam)
     t0 = time.perf_counter()
-    res = evaluate(runs, axes=axes, rounds=rounds, log=sys.stdout) if axes != [] else {"runs": len(runs), "axes": {}, "folds": []}
+    res = evaluate(runs, axes=axes, rounds=rounds, log=sys.stdout)
     if learn:
         try:
             res["learning_curve"] = learning_curve(runs, *learn, rounds=rounds, log=sys.stdout)

@@ -170,7 +170,8 @@ def held_out(train_runs, test_runs, thresholds, rounds, at=AT) -> dict[str, Any]
             if not pts:
                 continue
             t = np.array([t for _, t in pts], float)
-            preds = {"forecast": predict(full, test_runs, pts, th), "config only": predict(cfg_only, test_runs, pts, th)}
+            preds = {"forecast": predict(full, test_runs, pts, th),
+                     "config only": predict(cfg_only, test_runs, pts, th)}
             guesses = {"twice the step": 2 * t, "training median": ratio * t,
                        "first-passage law": np.array([first_passage_predict(test_runs[i], s, ab) for i, s in pts])}
             out[f"{th:g}"][f"{a:g}"] = score(test_runs, pts, th, preds, guesses)
@@ -183,7 +184,8 @@ def splits(runs: list[dict]) -> dict[str, list[tuple[str, list[int], list[int]]]
     out: dict[str, list] = {}
     for axis in FAMILY_AXES:
         names = sorted({f[axis] for f in fams})
-        out[axis] = [(n, [i for i, f in enumerate(fams) if f[axis] != n], [i for i, f in enumerate(fams) if f[axis] == n])
+        out[axis] = [(n, [i for i, f in enumerate(fams) if f[axis] != n],
+                      [i for i, f in enumerate(fams) if f[axis] == n])
                      for n in names if 0 < sum(f[axis] == n for f in fams) < len(runs)]
     out["scale"] = [("p ≥ 97", [i for i, f in enumerate(fams) if f["scale"] in ("small", "other")],
                      [i for i, f in enumerate(fams) if f["scale"] == "large"])]
@@ -205,7 +207,7 @@ def evaluate(runs: list[dict], thresholds=(0.99, 0.9), axes=None, rounds: int = 
     for axis, folds in splits(runs).items():
         if axes and axis not in axes:
             continue
-        pooled_runs, pooled_preds = [], {}
+        pooled_runs = []
         for name, tr, te in folds:
             if not te or not tr:
                 continue
@@ -249,9 +251,11 @@ def _merge(ms: list[dict]) -> dict:
     out["lead"] = wmean([m.get("lead") for m in ms], evs)
     out["coverage"] = wmean([m.get("coverage") for m in ms], evs)
     names = {k for m in ms for k in m.get("time", {})}
-    out["time"] = {k: {"median_abs_log_ratio": wmean([m["time"][k]["median_abs_log_ratio"] for m in ms if k in m.get("time", {})],
-                                                     [m["time"][k]["n"] for m in ms if k in m.get("time", {})]),
-                       "n": sum(m["time"][k]["n"] for m in ms if k in m.get("time", {}))} for k in sorted(names)}
+    out["time"] = {}
+    for k in sorted(names):
+        have = [m["time"][k] for m in ms if k in m.get("time", {})]
+        ratio = wmean([h["median_abs_log_ratio"] for h in have], [h["n"] for h in have])
+        out["time"][k] = {"median_abs_log_ratio": ratio, "n": sum(h["n"] for h in have)}
     return out
 
 
@@ -299,22 +303,25 @@ def markdown(res: dict) -> str:
         for th, by_at in by_th.items():
             for a, m in by_at.items():
                 tm = m.get("time", {})
-                g = (lambda k: f"{tm[k]['median_abs_log_ratio']:.3f}" if k in tm else "–")
+                g = (lambda k, tm=tm: f"{tm[k]['median_abs_log_ratio']:.3f}" if k in tm else "–")
                 fp = f"{g('first-passage law')} ({tm['first-passage law']['n']})" if "first-passage law" in tm else "–"
                 lines.append(f"| {axis} | {th} | {float(a):.0%} | {m['n']} ({m['positives']}) | "
-                             f"{m['forecast']['auroc']:.3f} | {m['config only']['auroc']:.3f} | {m['forecast']['brier']:.3f} | "
+                             f"{m['forecast']['auroc']:.3f} | {m['config only']['auroc']:.3f} | "
+                             f"{m['forecast']['brier']:.3f} | "
                              f"{m['events']} | {m['lead']:.2f} | {g('forecast')} | {g('twice the step')} | "
                              f"{g('training median')} | {fp} | {m['coverage']:.2f} |")
     lc = res.get("learning_curve")
     if lc:
-        lines += ["", f"learning from the user's runs: {lc['family']} held out, scored on {lc['test_runs']} of its runs",
+        lines += ["", f"learning from the user's runs: {lc['family']} held out, "
+                      f"scored on {lc['test_runs']} of its runs",
                   "", "| its runs learned | θ | at | n (reached) | AUROC | Brier | time: forecast | 80 % coverage |",
                   "|---|---|---|---|---|---|---|---|"]
         for k, by_th in lc["steps"].items():
             for th, by_at in by_th.items():
                 for a, m in by_at.items():
                     tm = m.get("time", {}).get("forecast", {}).get("median_abs_log_ratio", math.nan)
-                    lines.append(f"| {k} | {th} | {float(a):.0%} | {m['n']} ({m['positives']}) | {m['forecast']['auroc']:.3f} | "
+                    lines.append(f"| {k} | {th} | {float(a):.0%} | {m['n']} ({m['positives']}) | "
+                                 f"{m['forecast']['auroc']:.3f} | "
                                  f"{m['forecast']['brier']:.3f} | {tm:.3f} | {m.get('coverage', math.nan):.2f} |")
     folds = [f for f in res["folds"] if "skipped" in f]
     if folds:

@@ -7,7 +7,8 @@ once P(reach 0.9 within the budget) is at least 0.8. A forecast takes a few mill
 it never costs more than ``SHARE`` (1 %) of the run's time, an evaluation is skipped while the
 time spent forecasting is above that share of the wall time so far (on a model as fast as the
 corpus MLPs, a step every ~2 ms, that is most of them; on the default run, none). The
-evaluation where a threshold is first reached and the last one of the budget are never skipped. ``forecast.jsonl`` lines are
+evaluation where a threshold is first reached and the last one of the budget are never skipped.
+``forecast.jsonl`` lines are
 ``{"step", "p": {"0.9", "0.99"}, "at": {...}, "low": {...}, "high": {...}, "reached": {...},
 "seconds"}`` (``seconds``: the time this forecast took). The last line goes into summary.json.
 If the model cannot be loaded the run goes on without a forecast and says so once.

@@ -171,9 +171,11 @@ def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], m
     n_train, classes = task_size(cfg)
     mem = next((r["step"] for r in recs if r["train_acc"] >= 0.9), None)
     lines = [
-        f"validation accuracy {f['val_acc']:.3f} (chance {1 / classes:.3f}), best {max(r['val_acc'] for r in recs):.3f}; "
+        f"validation accuracy {f['val_acc']:.3f} (chance {1 / classes:.3f}), "
+        f"best {max(r['val_acc'] for r in recs):.3f}; "
         f"{_per_decade(f['slope_val_acc'])} over the latest steps",
-        f"train accuracy {f['train_acc']:.3f}" + (f", ≥ 0.9 since step {mem}" if mem is not None else ", not memorised yet"),
+        f"train accuracy {f['train_acc']:.3f}"
+        + (f", ≥ 0.9 since step {mem}" if mem is not None else ", not memorised yet"),
         f"validation loss {math.exp(f['log_val_loss']):.3g}, {100 * (1 - math.exp(-f['val_loss_below_peak'])):.0f} % "
         f"below its peak; train loss {math.exp(f['log_train_loss']):.3g}",
     ]
@@ -196,7 +198,8 @@ def evidence(f: dict[str, float], cfg, recs: list[dict], measures: list[dict], m
     if math.isfinite(f["log_t_tau"]):
         lines.append(f"weight-decay clock: t = {10 ** f['log_t_tau']:.2f} × 1/(lr·wd)" +
                      (f", memorised at {10 ** f['log_mem_tau']:.2f}" if math.isfinite(f["log_mem_tau"]) else "") +
-                     (f"; log norm {f['wn_rate_tau']:+.2f} per 1/(lr·wd) lately" if math.isfinite(f["wn_rate_tau"]) else ""))
+                     (f"; log norm {f['wn_rate_tau']:+.2f} per 1/(lr·wd) lately"
+                      if math.isfinite(f["wn_rate_tau"]) else ""))
     top = _top_contributions(model, X, math.log10(max(budget, t + 1) / max(t, 1)))
     if top:
         lines.append("moved P(0.99) most: " + ", ".join(top))
