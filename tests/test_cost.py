@@ -60,6 +60,21 @@ def test_train_pass_steps_follow_the_loop():
     assert C.train_pass_steps(cfg, 84, recs, "completed", model=type("M", (), {"metrics": None})()) == {0, 10, 20}
 
 
+def test_flops_are_counted_once_per_run_shape_not_per_step(tmp_path, monkeypatch):
+    """FlopCounterMode is slow (a traced step on a meta copy of the model): a run counts one
+    step and one evaluation after its loop and multiplies, and a second run of the same shape
+    (a race's next seed) reuses the count."""
+    calls, count = [], C.count_flops
+    monkeypatch.setattr(C, "_FLOPS", {})
+    monkeypatch.setattr(C, "count_flops", lambda *a, **k: calls.append(1) or count(*a, **k))
+    cfg = groklab.resolve("default", overrides=TINY + ["train.forecast=false"])
+    r = groklab.run(cfg, out=tmp_path / "a", report=False)
+    assert len(calls) == 1 and r.summary["cost"]["flops"] > 40 * r.summary["cost"]["flops_per_step"] > 0
+    cfg.train.seed = 1
+    groklab.run(cfg, out=tmp_path / "b", report=False)
+    assert len(calls) == 1
+
+
 def test_rapl_is_a_measurement_and_wraps(tmp_path, monkeypatch):
     zone = tmp_path / "intel-rapl:0"
     (zone / "intel-rapl:0:0").mkdir(parents=True)  # a sub-zone: not counted twice

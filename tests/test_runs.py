@@ -191,3 +191,49 @@ def test_a_division_run_resumes(tmp_path):
     groklab.run(groklab.resolve("default", overrides=over), out=tmp_path / "r", report=False)
     r = groklab.resume(tmp_path / "r", overrides=["train.steps=10"], report=False)
     assert r.summary["steps_done"] == 10
+
+
+def test_the_forecast_model_loads_before_the_runs_clock_starts(tmp_path, monkeypatch):
+    """Its first load (importing XGBoost, ~1 s) is set-up, like the cost meter's hardware probe:
+    it must not count in the run's wall_seconds or its records' time (benchmarks/run_overhead.py)."""
+    from groklab.forecast import model as fm
+    from groklab.train import loop
+    events, load, build = [], fm.default_model, loop.Trainer.build.__func__
+
+    def default_model():
+        events.append("forecast model")
+        return load()
+
+    def build_and_start_clock(cls, cfg):
+        tr = build(cls, cfg)
+        events.append("clock starts")
+        return tr
+    monkeypatch.setattr(fm, "default_model", default_model)
+    monkeypatch.setattr(loop.Trainer, "build", classmethod(build_and_start_clock))
+    groklab.run(groklab.resolve("default", overrides=TINY + ["train.steps=10"]), out=tmp_path / "f",
+                report=False)
+    assert events[:2] == ["forecast model", "clock starts"]
+    assert (tmp_path / "f" / "forecast.jsonl").is_file()
+    events.clear()
+    groklab.run(groklab.resolve("default", overrides=TINY + ["train.steps=10", "train.forecast=false"]),
+                out=tmp_path / "off", report=False)
+    assert events == ["clock starts"]                      # not loaded at all when off
+
+
+def test_a_run_evaluates_only_every_eval_every_steps_and_passes_over_the_training_set_once(tmp_path,
+                                                                                          monkeypatch):
+    """The full-batch step's own forward stands in for the training set's evaluation, so a run
+    of 30 steps evaluating every 10 passes over the validation set 4 times (steps 0, 10, 20 and
+    the last) and over the training set once (the last, after the final update)."""
+    from groklab.train import loop
+    passes, evaluate_all = [], loop.evaluate_all
+
+    def counted(model, x, y, loss_fn):
+        passes.append(len(y))
+        return evaluate_all(model, x, y, loss_fn)
+    monkeypatch.setattr(loop, "evaluate_all", counted)
+    r = groklab.run(groklab.resolve("default", overrides=TINY + ["train.steps=30", "train.forecast=false"]),
+                    out=tmp_path / "e", report=False)
+    n_train, n_val = len(r.task.y_train), len(r.task.y_val)
+    assert [m["step"] for m in r.metrics] == [0, 10, 20, 30]
+    assert sorted(passes) == sorted([n_val] * 4 + [n_train])
