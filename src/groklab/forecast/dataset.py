@@ -25,8 +25,8 @@ from groklab.forecast.signals import FEATURES, features, vector
 
 THRESHOLDS = (0.9, 0.99)
 POINTS = tuple(int(round(100 * 2 ** (k / 2))) for k in range(0, 21))       # 100 ... 102,400 steps
-# B / t: close to 1 (a forecast's distribution starts just after t), then 1.41 ... 128
-HORIZONS = (1.05, 1.1, 1.2) + tuple(float(round(2 ** (k / 2), 3)) for k in range(1, 15))
+# B / t: close to 1 (a forecast's distribution starts just after t), then 2^(k/4): 1.19 ... 128
+HORIZONS = (1.05, 1.1) + tuple(float(round(2 ** (k / 4), 3)) for k in range(1, 29))
 
 
 def time_label(summary: dict, threshold: float) -> tuple[float, bool]:
