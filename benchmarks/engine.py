@@ -99,7 +99,9 @@ def plain_step(model, opt, sch, x, y) -> float:
     """One step of the plain reference: every position through the model, logits at the last."""
     loss = ce_high_precision(model(x)[:, -1], y)
     loss.backward()
-    opt.step(); sch.step(); opt.zero_grad()
+    opt.step()
+    sch.step()
+    opt.zero_grad()
     return loss.item()
 
 
@@ -167,7 +169,6 @@ def main() -> None:
     opt_flags, sch_flags = plain_adamw(plain_flags, cfg.optim, fused=True)
     opt_fast = build_optimizer(fast.parameters(), cfg.optim)
     loss_fn = build_loss(cfg.train.loss, cfg.train.loss_dtype)
-    o = cfg.optim
 
     def nanda_loop_step():  # train and test loss every epoch, as in the paper's loop (with grad)
         ce_high_precision(plain_loop(xte)[:, -1], yte).item()
@@ -178,12 +179,13 @@ def main() -> None:
     losses = {k: [] for k in times}
     for step in range(a.steps):
         torch.set_flush_denormal(False)
-        t0 = time.perf_counter(); losses["plain (Nanda's loop)"].append(nanda_loop_step())
-        t1 = time.perf_counter(); losses["plain (train step only)"].append(
-            plain_step(plain_step_model, opt_step, sch_step, xtr, ytr))
+        t0 = time.perf_counter()
+        losses["plain (Nanda's loop)"].append(nanda_loop_step())
+        t1 = time.perf_counter()
+        losses["plain (train step only)"].append(plain_step(plain_step_model, opt_step, sch_step, xtr, ytr))
         torch.set_flush_denormal(True)
-        t2 = time.perf_counter(); losses["plain (step, fused, flush)"].append(
-            plain_step(plain_flags, opt_flags, sch_flags, xtr, ytr))
+        t2 = time.perf_counter()
+        losses["plain (step, fused, flush)"].append(plain_step(plain_flags, opt_flags, sch_flags, xtr, ytr))
         t3 = time.perf_counter()
         val = (xte, yte) if step % a.eval_every == 0 else None
         losses["groklab"].append(groklab_step(fast, opt_fast, cfg, step, xtr, ytr, loss_fn, val))

@@ -31,6 +31,10 @@ def main(full: str, pruned: str) -> None:
     print(f"steps: full {steps_a:,}, pruned {steps_b:,} = {steps_b / steps_a:.3f} of the full sweep")
     print(f"pruned by the forecast: {len(stopped)} points")
     print(f"phase labels kept: {len(same)} of {len(keys)}")
+    col = next((c for c in ("generalized_at_0.9", "generalized_at_0.99") if c in next(iter(a.values()))), None)
+    if col:
+        lost = [k for k in stopped if a[k][col] not in ("", "None")]
+        print(f"points that reached {col[15:]} in the full sweep and were stopped: {len(lost)}")
     for k in keys:
         if k not in same:
             print(f"  lr {k[0]} wd {k[1]}: {a[k]['phase']} -> {b[k]['phase']} ({b[k]['status']}, "

@@ -60,8 +60,8 @@ def _metrics(d):
 def test_resume_continues_exactly_as_one_uninterrupted_run(tmp_path):
     """200 steps, then a resume to 400, equal 400 in one go: weights and every logged number.
     Minibatches, dropout, warm-up and a Grokfast filter make every piece of state count."""
-    one = groklab.run(groklab.resolve("default", overrides=RESUME + ["train.steps=400"]),
-                      out=tmp_path / "one", report=False)
+    groklab.run(groklab.resolve("default", overrides=RESUME + ["train.steps=400"]),
+                out=tmp_path / "one", report=False)
     cfg = groklab.resolve("default", overrides=RESUME + ["train.steps=400"])
     cfg.train.steps = 200                      # the same recipe, stopped half way
     groklab.run(cfg, out=tmp_path / "two", report=False)
@@ -179,7 +179,8 @@ def test_a_toml_config_and_dotted_overrides_apply_in_order(tmp_path):
 def test_presets_list_every_setting_and_their_paper(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    for name in ("default", "nanda", "power", "power-adam", "grokfast-baseline", "prieto", "omnigrok-mnist", "deep-mnist"):
+    for name in ("default", "nanda", "power", "power-adam", "grokfast-baseline", "prieto", "omnigrok-mnist",
+                 "deep-mnist"):
         assert f"\n{name}\n" in f"\n{out}"
     assert "arXiv 2301.05217" in out and "optim.wd = " in out and "train.eval_every = " in out
 

@@ -29,8 +29,14 @@ from groklab.accel.transforms import build_transforms, global_norm, project_weig
 from groklab.config import RunConfig
 from groklab.measure.events import THRESHOLDS, EventTracker, phase_label
 from groklab.models import build_model
-from groklab.runs.checkpoint import (all_finite, is_rolling, list_checkpoints, load_latest_good,
-                                     save_checkpoint, step_dir)
+from groklab.runs.checkpoint import (
+    all_finite,
+    is_rolling,
+    list_checkpoints,
+    load_latest_good,
+    save_checkpoint,
+    step_dir,
+)
 from groklab.runs.cost import CostMeter, run_flops, step_forward_stands_in, train_pass_steps
 from groklab.runs.read import read_metrics
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
