@@ -556,3 +556,17 @@ def test_a_learning_sweep_refits_as_its_points_finish(tmp_path, monkeypatch):
     assert sink.model.meta["learned_from"] == 10
     with pytest.raises(ConfigError, match="learn = 'yes'"):
         parse_spec({"axes": {"optim.wd": [0.1, 1.0]}, "prune": {"risk": 0.02, "learn": "yes"}})
+
+
+def test_no_forecast_before_the_corpus_first_point(synth_model):
+    """A forecast at step 0 (a run's first evaluation) once showed "grok ≈ step 3": the model has
+    no forecast point before step 100, so it refuses there, and the live forecast writes nothing."""
+    import groklab
+    from groklab.forecast.live import LiveForecast
+    recs = curve(range(0, BUDGET + 1, 10), True, 500)
+    with pytest.raises(ConfigError, match="too early"):
+        groklab.forecast(recs, config=synth_cfg(), at=90, model=synth_model)
+    assert groklab.forecast(recs, config=synth_cfg(), at=100, model=synth_model).targets["0.9"].p >= 0
+    live = LiveForecast.__new__(LiveForecast)
+    live.records, live.model, live.cfg, live.last, live.grok = [], synth_model, synth_cfg(), None, None
+    assert live(recs[0]) is None and live.last is None

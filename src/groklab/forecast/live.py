@@ -52,7 +52,8 @@ class LiveForecast:
     def __call__(self, rec: dict) -> int | None:
         """Forecast after ``rec``; returns the confident predicted step of 0.9, or None."""
         self.records.append(rec)
-        if self.model is None:
+        from groklab.forecast.predict import EARLIEST
+        if self.model is None or rec["step"] < EARLIEST:     # too early to forecast
             return None
         crossed = self.last is not None and any(
             rec["val_acc"] >= float(k) and not v for k, v in self.last["reached"].items())

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from groklab.forecast.dataset import THRESHOLDS
+from groklab.forecast.dataset import POINTS, THRESHOLDS
 from groklab.forecast.model import OUTSIDE_WIDEN, distribution, when
 from groklab.forecast.signals import features, task_size, vector
 
 CONFIDENT = 0.8     # "grok ≈ step N" is shown once P(reach 0.9 within budget) is at least this
+EARLIEST = POINTS[0]  # no forecast before the corpus's first forecast point (100 steps)
 
 
 @dataclass
@@ -102,6 +103,9 @@ def forecast(run_or_records, at: int | None = None, config=None, model=None,
              and t >= int(summary.get("steps_done", 0))) or t >= budget
     reached = {th: next((r["step"] for r in recs if r["val_acc"] >= th), None) for th in THRESHOLDS}
     need = not ended and any(v is None and th in model.thresholds for th, v in reached.items())
+    if need and t < EARLIEST:
+        raise ConfigError(f"a forecast at step {t} is too early: the model forecasts from step {EARLIEST} on "
+                          f"(its corpus has no earlier forecast point)")
     feats = features(recs, cfg, t) if need or explain else None
     X = model.columns(vector(feats)[None, :]) if feats is not None else None
     out = outside(feats, cfg, model)

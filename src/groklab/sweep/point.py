@@ -62,7 +62,8 @@ class ForecastPruneSink:
             path = self.run_dir / "metrics.jsonl" if self.run_dir else None
             self.records = [r for r in read_metrics(path) if r["step"] < step] if path else []
         self.records.append(rec)
-        if step < self.next or step >= self.budget:
+        from groklab.forecast.predict import EARLIEST
+        if step < self.next or step >= self.budget or step < EARLIEST:
             return
         self.next = step + self.EVERY * self.budget
         from groklab.forecast.live import compact
