@@ -176,9 +176,13 @@ def fit_threshold(X, h, t, budget, run, group, point, T, event, y, open_, rounds
             continue
         models[i] = ThresholdModel(fit_classifier(X[tr], h[tr], y[tr], w[tr], rounds), np.array([]), np.array([]))
         oof[te] = models[i].raw(X[te], h[te])
-    ok = c & np.isfinite(oof)
+    # calibration and interval margin from the corpus's rows only: the user's runs (extra > 1,
+    # forecast learn) are often one config, so their out-of-fold predictions come from a model
+    # that never saw their family — that would calibrate the learned model to its own absence
+    base = c if extra is None else c & (extra <= 1)
+    ok = base & np.isfinite(oof)
     cx, cy = isotonic(oof[ok], y[ok], w[ok]) if ok.any() else (np.array([]), np.array([]))
-    margin = _fit_margin(models, _folds(np.where(c, group, -1)), cx, cy, X, t, budget, point, T, event, c)
+    margin = _fit_margin(models, _folds(np.where(c, group, -1)), cx, cy, X, t, budget, point, T, event, base)
     return ThresholdModel(fit_classifier(X[c], h[c], y[c], w[c], rounds), cx, cy, margin)
 
 
