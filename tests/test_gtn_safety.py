@@ -49,6 +49,14 @@ def test_a_damaged_config_or_summary_is_one_line(tmp_path, capsys):
     assert "is damaged: not valid JSON" in _one_line(capsys)
 
 
+def test_resume_with_out_is_refused_not_ignored(tmp_path, capsys):
+    d = _trained(tmp_path)
+    before = sorted(p.name for p in d.iterdir())
+    assert main(["gtn", "train", "--resume", str(d), "--out", str(tmp_path / "elsewhere"), "--quiet"]) == 2
+    assert "drop --out" in _one_line(capsys)
+    assert not (tmp_path / "elsewhere").exists() and sorted(p.name for p in d.iterdir()) == before
+
+
 def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
     d = _trained(tmp_path)
     assert list_checkpoints(d) == [3, 6]

@@ -12,6 +12,8 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.recipe or args.config or args.set:
             raise ConfigError("--resume continues a run with its own config.json; drop --recipe/--config/--set")
+        if args.out:
+            raise ConfigError(f"--resume {args.resume!r} continues in its own directory; drop --out {args.out!r}")
         out = gtn_run.resume(args.resume, progress=not args.quiet, evaluate=not args.no_eval)
     else:
         cfg = resolve(args.config, args.set, recipe=args.recipe)
