@@ -107,6 +107,12 @@ def test_show_prints_the_summary(tmp_path, capsys):
     assert main(["show", str(tmp_path / "s")]) == 0
     assert json.loads(capsys.readouterr().out)["steps_done"] == 30
     assert main(["show", str(tmp_path / "nothing")]) == 2
+    capsys.readouterr()
+    s = json.loads((tmp_path / "s" / "summary.json").read_text())    # a diverged run writes NaN
+    s["final_train_loss"] = float("nan")
+    (tmp_path / "s" / "summary.json").write_text(json.dumps(s))
+    assert main(["show", str(tmp_path / "s")]) == 0
+    assert "NaN" in capsys.readouterr().out
 
 
 def test_ctrl_c_leaves_a_resumable_run(tmp_path):

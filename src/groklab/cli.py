@@ -75,8 +75,13 @@ def cmd_presets(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from groklab.runs.rundir import read_run_json
-    print(json.dumps(read_run_json(Path(args.dir) / "summary.json"), indent=2))
+    from groklab.config import ConfigError
+    from groklab.runs.read import read_summary
+    path = Path(args.dir) / "summary.json"
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} is missing (not a run directory, or a damaged one)")
+    # read_summary, not a strict JSON reader: a diverged run's summary holds NaN, as written
+    print(json.dumps(read_summary(path), indent=2))
     return 0
 
 
