@@ -94,15 +94,7 @@ def _pre_lever_meta_backward(cfg, teacher, data, step):
     return total.item()
 
 
-# The same unroll at commit 5a11918 on the CPU that recorded it (float64, one thread): an anchor
-# against both paths drifting together, compared to 1e-9 since other CPUs round differently.
-RECORDED = {"full": (1.4763323691878085, 27.270959817925007,
-                     [-0.06404006666146816, -0.1666747746865522, -0.018814858293245976]),
-            "all_shuffled": (1.5233543763768251, 24.842505774733148,
-                             [-0.003730531494901148, -0.05635233065058909, 0.009729102757896188])}
-
-
-@pytest.mark.parametrize("curriculum", RECORDED)
+@pytest.mark.parametrize("curriculum", ["full", "all_shuffled"])
 def test_switches_off_change_nothing_bit_for_bit(curriculum):
     cfg, data, teacher = _setup(f"inner.curriculum={curriculum}", "learner.norm=meanbn",
                                 "labels.learned=false", "meta.learners=1")
@@ -118,11 +110,6 @@ def test_switches_off_change_nothing_bit_for_bit(curriculum):
     assert loss == want                                  # same process, same CPU: bit for bit
     for name, g in _grads(teacher).items():
         assert torch.equal(g, want_grads[name]), name
-    g = torch.cat([p.grad.flatten() for p in teacher.parameters()])
-    rec_loss, rec_abs, rec_lr = RECORDED[curriculum]
-    assert loss == pytest.approx(rec_loss, rel=1e-9)
-    assert g.abs().sum().item() == pytest.approx(rec_abs, rel=1e-9)
-    assert teacher.log_lr.grad.tolist() == pytest.approx(rec_lr, rel=1e-9)
 
 
 def test_learned_labels_need_a_learned_curriculum():

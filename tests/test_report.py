@@ -25,7 +25,7 @@ def text_of(page: str) -> str:
 
 
 def test_numbers_are_formatted():
-    assert fmt(0.9994686503719448) == "0.9995"
+    assert fmt(0.99946865) == "0.9995"
     assert fmt(2760) == "2,760" and fmt(126.3456, " s") == "126.3 s" and fmt(12345.67) == "12,345.7"
     assert fmt(1.234567e-05) == "1.235e-05" and fmt(0.0) == "0" and fmt(None) == "–"
     assert fmt(float("nan")) == "nan" and fmt(True) == "True" and fmt("x") == "x"
@@ -35,12 +35,12 @@ def test_report_formats_numbers_tabulates_phases_and_shows_the_config(tmp_path):
     d = make_run(tmp_path / "r", {
         "status": "early_stopped", "phase": "grokking", "steps_done": 2760, "wall_seconds": 126.3456,
         "memorized_at": {"0.9": 130}, "generalized_at": {"0.9": 2310},
-        "final_train_acc": 1.0, "final_val_acc": 0.9994686503719448, "final_val_loss": 1.234567e-05,
+        "final_train_acc": 1.0, "final_val_acc": 0.99946865037, "final_val_loss": 1.234567e-05,
         "phases": {"memorization_end": 140, "circuit_formation_end": 1900, "cleanup_end": None,
                    "weight_decay_peak": 2000, "rule": RULE}})
     page = write_run_report(d).read_text()
     text = text_of(page)
-    assert "0.9994686503719448" not in page and "0.9995" in text and "2,760" in text
+    assert "0.99946865037" not in page and "0.9995" in text and "2,760" in text
     assert "126.3 s" in text and "1.235e-05" in text
     assert "{" not in text.split("Progress phases")[1].split("Config")[0]  # no raw JSON dict
     phases = page.split("Progress phases")[1].split("</table>")[0]
