@@ -57,20 +57,27 @@ def cut(run: dict, horizon: int) -> dict:
     return {**run, "records": recs, "summary": s, "config": cfg}
 
 
+def memorised(run: dict, t: int | None = None) -> tuple[float, float, float] | None:
+    """(T_mem, ln V_mem, ηλ) of a run's history up to ``t``: when train accuracy reached 0.9, the
+    log weight norm there, the decay rate; None without memorisation, a norm or decoupled decay."""
+    rate = decay_rate(run["config"])
+    h = history(run["records"], t)
+    tm = mem_step(h)
+    if tm is None or not math.isfinite(rate):
+        return None
+    v = h["weight_norm"][np.searchsorted(h["step"], tm)]
+    return (tm, math.log(v), rate) if np.isfinite(v) and v > 0 else None
+
+
 def first_passage_fit(runs: list[dict], th: float) -> tuple[float, float] | None:
     """(a, b) of (T_θ − T_mem)·ηλ = a·ln V_mem + b over the runs that reached θ."""
     xs, ys = [], []
     for r in runs:
         T, ev = time_label(r["summary"], th)
-        rate = decay_rate(r["config"])
-        h = history(r["records"])
-        tm = mem_step(h)
-        if not ev or not math.isfinite(rate) or tm is None or T <= tm:
-            continue
-        v = h["weight_norm"][np.searchsorted(h["step"], tm)]
-        if np.isfinite(v) and v > 0:
-            xs.append(math.log(v))
-            ys.append((T - tm) * rate)
+        m = memorised(r) if ev else None
+        if m is not None and T > m[0]:
+            xs.append(m[1])
+            ys.append((T - m[0]) * m[2])
     if len(xs) < 3:
         return None
     a, b = np.polyfit(xs, ys, 1)
@@ -78,15 +85,11 @@ def first_passage_fit(runs: list[dict], th: float) -> tuple[float, float] | None
 
 
 def first_passage_predict(run: dict, t: int, ab) -> float:
-    rate = decay_rate(run["config"])
-    h = history(run["records"], t)
-    tm = mem_step(h)
-    if ab is None or tm is None or not math.isfinite(rate):
+    m = memorised(run, t) if ab is not None else None
+    if m is None:
         return math.nan
-    v = h["weight_norm"][np.searchsorted(h["step"], tm)]
-    if not (np.isfinite(v) and v > 0):
-        return math.nan
-    return max(tm + max(ab[0] * math.log(v) + ab[1], 0.0) / rate, t + 1.0)
+    tm, log_v, rate = m
+    return max(tm + max(ab[0] * log_v + ab[1], 0.0) / rate, t + 1.0)
 
 
 def forecast_points(runs: list[dict], th: float, at: float) -> list[tuple[int, int]]:
