@@ -575,3 +575,87 @@ def test_no_forecast_before_the_corpus_first_point(synth_model):
     live = LiveForecast.__new__(LiveForecast)
     live.records, live.model, live.cfg, live.last, live.grok = [], synth_model, synth_cfg(), None, None
     assert live(recs[0]) is None and live.last is None
+
+
+def _scripted_sink(monkeypatch, rule, targets, outside=(), cfg=None):
+    """A forecast pruner whose forecasts are scripted: ``targets`` maps a threshold to
+    (p, step, low, high). Its model is never loaded."""
+    from groklab.forecast import predict
+    from groklab.forecast.predict import Forecast, Target
+    from groklab.sweep.point import ForecastPruneSink
+    monkeypatch.setattr(M, "default_model", lambda: None)
+
+    def scripted(records, config=None, model=None, explain=True, **kw):
+        t = records[-1]["step"]
+        tg = {k: Target(float(k), *v) for k, v in targets.items()}
+        return Forecast(t, int(config.train.steps), tg, [], False, list(outside))
+    monkeypatch.setattr(predict, "forecast", scripted)
+    return ForecastPruneSink(rule, cfg or resolve("prieto", overrides=[("train.steps", 2000),
+                                                                       ("train.phase_gap", 250)]))
+
+
+def _feed(sink, t_mem=100, until=1000):
+    """Train accuracy reaches 0.9 at ``t_mem`` (never when None); validation stays at chance."""
+    for s in range(0, until + 1, 10):
+        sink.log(s, {"step": s, "train_acc": 1.0 if t_mem is not None and s >= t_mem else 0.1,
+                     "val_acc": 0.05, "train_loss": 1.0, "val_loss": 3.0})
+
+
+@pytest.mark.parametrize("fc, settled", [
+    ((0.99, 500, 400, 700), "grokking"),        # the whole interval after t_mem + gap = 350
+    ((0.99, 320, 300, 350), "comprehension"),   # the whole interval at or before it
+    ((0.99, 400, 300, 700), None),              # the interval straddles it: run on
+    ((0.97, 500, 400, 700), None),              # P below 1 - risk: run on
+])
+def test_settle_stops_a_run_whose_phase_the_forecast_settles(monkeypatch, fc, settled):
+    """[prune] settle = true (risk 0.02, gap 250, memorisation at step 100): a run stops with
+    the forecast's label only when P ≥ 0.98 and the 80 % interval lies on one side of 350."""
+    from groklab.sweep import parse_spec
+    from groklab.sweep.point import Pruned
+    rule = parse_spec({"axes": {"optim.wd": [0.1, 1.0]}, "base": {"train.phase_gap": 250},
+                       "prune": {"risk": 0.02, "settle": True}}).prune
+    sink = _scripted_sink(monkeypatch, rule, {"0.9": (*fc, False), "0.99": (0.5, 900, 800, 1200, False)})
+    if settled is None:
+        _feed(sink)
+        return
+    with pytest.raises(Pruned) as e:
+        _feed(sink)
+    assert e.value.summary["settled"] is True and e.value.summary["phase"] == settled
+    assert e.value.summary["pruned_by"] == "forecast" and str(e.value).startswith(f"settled (forecast): {settled}")
+    assert "at step 200" in str(e.value)                 # the first look: after = 0.1 of 2,000 steps
+
+
+def test_settle_needs_memorisation_the_rule_and_a_run_inside_the_corpus(monkeypatch):
+    from groklab.sweep import parse_spec
+    confident = {"0.9": (0.99, 500, 400, 700, False), "0.99": (0.99, 600, 500, 800, False)}
+    with_settle = parse_spec({"axes": {"optim.wd": [0.1, 1.0]}, "base": {"train.phase_gap": 250},
+                              "prune": {"risk": 0.02, "settle": True}}).prune
+    _feed(_scripted_sink(monkeypatch, with_settle, confident), t_mem=None)       # not memorised: no label
+    _feed(_scripted_sink(monkeypatch, {**with_settle, "settle": False}, confident))  # off by default
+    _feed(_scripted_sink(monkeypatch, with_settle, confident, outside=["classes 211"]))  # outside: never
+
+
+@pytest.mark.parametrize("d, words", [
+    ({"prune": {"risk": 0.02, "settle": "yes"}}, "settle = 'yes'"),
+    ({"prune": {"risk": 0.02, "settle": True, "target": 0.99}}, "needs target = train.phase_threshold"),
+    ({"prune": {"risk": 0.02, "settle": True}, "axes": {"train.phase_gap": [100, 200]}}, "must not be axes"),
+    ({"mode": "optimize", "axes": {"optim.wd": {"log": [0.1, 1.0]}},
+      "optimize": {"n_trials": 2, "prune": {"risk": 0.02, "settle": True}}}, "only a grid sweep"),
+])
+def test_bad_settle_rules_are_refused(d, words):
+    from groklab.sweep import parse_spec
+    with pytest.raises(ConfigError, match=words):
+        parse_spec({"axes": {"optim.wd": [0.1, 1.0]}, **d})
+
+
+def test_a_settled_point_is_marked_in_the_table_with_the_forecasts_label(tmp_path):
+    from groklab.sweep.table import row_for
+    cfg = synth_cfg()
+    d = write_run(tmp_path / "p", cfg, curve(range(0, 301, 10), False, 0), status="pruned")
+    s = json.loads((d / "summary.json").read_text())
+    write_json(d / "summary.json", {**s, "pruned_by": "forecast", "settled": True, "phase": "grokking"})
+    row = row_for(d, "p", {"optim.wd": 1.0}, 0)
+    assert row["status"] == "settled (forecast)" and row["phase"] == "grokking"
+    assert row["generalized_at_0.9"] is None             # the measured events stay as measured
+    write_json(d / "summary.json", {**s, "pruned_by": "forecast"})
+    assert row_for(d, "p", {"optim.wd": 1.0}, 0)["status"] == "pruned (forecast)"

@@ -55,7 +55,7 @@ def aggregate(rows: list[dict], x: str, xs: list, y: str, ys: list, threshold: f
         labels = [r["phase"] or "failed" for r in cell]
         best = max(PHASES, key=lambda p: (labels.count(p), -PHASES.index(p)))
         phase[iy, ix], agree[iy, ix], n[iy, ix] = best, labels.count(best), len(cell)
-        pruned[iy, ix] = sum(1 for r in cell if str(r.get("status", "")).startswith("pruned"))
+        pruned[iy, ix] = sum(1 for r in cell if str(r.get("status", "")).startswith(("pruned", "settled")))
         reached = [float(r[col]) for r in cell if r.get(col) not in (None, "")]
         n_gen[iy, ix] = len(reached)
         if reached:
@@ -92,7 +92,8 @@ def plot_phase(agg: dict, x: str, xs: list, y: str, ys: list, path: Path, title:
     used = [p for p in PHASES if (agg["phase"] == p).any()]
     handles = [Patch(color=COLORS[p], label=p) for p in used]
     if agg.get("pruned") is not None and agg["pruned"].any():
-        handles.append(Patch(color="white", label="* pruned (the phase so far)"))
+        handles.append(Patch(color="white", label="* stopped by the forecast (pruned: the phase so far; "
+                                                  "settled: the forecast's)"))
     ax.legend(handles=handles, fontsize=7,
               loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _frame(ax, x, xs, y, ys, title)

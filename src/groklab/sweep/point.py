@@ -29,10 +29,14 @@ PRUNE_METRICS = {"train_acc": "below", "train_loss": "above"}
 class Pruned(StopRun):
     """Raised by a prune sink to stop a run that the spec's rule says cannot succeed. The
     training loop ends the run with status "pruned" (its cost and report included); the
-    forecast pruner adds ``pruned_by = "forecast"`` and the forecast that stopped it."""
+    forecast pruner adds ``pruned_by = "forecast"`` and the forecast that stopped it, and, for a
+    run it settles, ``settled`` and the ``phase`` label the forecast gives it."""
 
-    def __init__(self, message: str, forecast: dict | None = None):
-        super().__init__(message, "pruned", {"pruned_by": "forecast", "forecast": forecast} if forecast else {})
+    def __init__(self, message: str, forecast: dict | None = None, settled: str | None = None):
+        extra = {"pruned_by": "forecast", "forecast": forecast} if forecast else {}
+        if settled:
+            extra.update(settled=True, phase=settled)
+        super().__init__(message, "pruned", extra)
 
 
 class ForecastPruneSink:
@@ -41,13 +45,21 @@ class ForecastPruneSink:
     at least every 5 % of the budget (a forecast costs a few milliseconds). A run whose settings
     lie outside the span of the model's corpus (``Forecast.outside``) is never stopped. With
     ``learn = true`` the model is refitted on the sweep's finished points as they finish
-    (groklab.forecast.learn.sweep_model)."""
+    (groklab.forecast.learn.sweep_model).
+
+    With ``settle = true`` it also stops a run whose phase label (Liu et al. 2022: the gap
+    between memorisation and generalisation at ``train.phase_threshold``, the rule's target)
+    the forecast has settled: train accuracy has reached the threshold at step t_mem, P(reach
+    it within the budget) ≥ 1 − risk, and the forecast's whole 80 % interval lies after
+    t_mem + ``phase_gap`` ("grokking") or at or before it ("comprehension"). The label is the
+    forecast's, not a measurement: the summary says ``settled``."""
 
     EVERY = 0.05
 
     def __init__(self, rule: dict[str, Any], cfg, run_dir: Path | None = None):
         from groklab.forecast.model import default_model
         self.risk, self.target, self.cfg = float(rule["risk"]), float(rule["target"]), cfg
+        self.settle = bool(rule.get("settle")) and float(cfg.train.phase_threshold) == self.target
         self.budget = int(cfg.train.steps)
         self.next = float(rule["after"]) * self.budget
         self.records: list[dict] | None = None
@@ -69,10 +81,27 @@ class ForecastPruneSink:
         from groklab.forecast.live import compact
         from groklab.forecast.predict import forecast
         fc = forecast(self.records, config=self.cfg, model=self.model, explain=False)
-        p = fc.targets[f"{self.target:g}"].p
-        if p < self.risk and not fc.outside:  # beyond the corpus the forecast is not trusted to kill
-            raise Pruned(f"pruned (forecast): P(val ≥ {self.target:g} within {self.budget} steps) = {p:.3f} "
+        tg = fc.targets[f"{self.target:g}"]
+        if fc.outside or tg.reached:  # beyond the corpus the forecast is not trusted to stop a run
+            return
+        if tg.p < self.risk:
+            raise Pruned(f"pruned (forecast): P(val ≥ {self.target:g} within {self.budget} steps) = {tg.p:.3f} "
                          f"< prune.risk {self.risk:g} at step {step}", compact(fc))
+        label = self.settled(tg) if self.settle else None
+        if label:
+            raise Pruned(f"settled (forecast): {label}, P(val ≥ {self.target:g} within {self.budget} steps) = "
+                         f"{tg.p:.3f}, step {tg.step} [{tg.low}-{tg.high}] against memorisation at "
+                         f"{self.t_mem} + gap {self.cfg.train.phase_gap}, at step {step}", compact(fc), label)
+
+    def settled(self, tg) -> str | None:
+        """The phase label the forecast ``tg`` settles, or None (see the class docstring)."""
+        self.t_mem = next((r["step"] for r in self.records if r["train_acc"] >= self.target), None)
+        if self.t_mem is None or tg.p < 1 - self.risk or tg.low is None or tg.high is None:
+            return None
+        gap = self.cfg.train.phase_gap
+        if tg.low - self.t_mem > gap:
+            return "grokking"
+        return "comprehension" if tg.high - self.t_mem <= gap else None
 
 
 def make_sink(rule: dict[str, Any], cfg, run_dir: Path | None = None):

@@ -8,7 +8,8 @@ A spec is a TOML file::
     seeds = [0, 1]                     # or an int n for seeds 0..n-1
     seed_keys = ["train.seed"]         # which keys a seed sets (default train.seed)
     report = false                     # skip each point's curves.png/report.html (default true)
-    prune = {risk = 0.02, target = 0.9}  # grid: stop a point the forecast gives < 2 % (docs/forecast.md)
+    prune = {risk = 0.02, target = 0.9}  # grid: stop a point the forecast gives < 2 % (docs/forecast.md);
+                                       # settle = true also stops one whose phase label it settles
 
     [base]                             # overrides on the preset, nested or dotted
     train.steps = 2000
@@ -299,7 +300,11 @@ def parse_spec(d: dict[str, Any], root: Path | None = None) -> Spec:
     if "prune" in d:
         if mode != "grid":
             raise ConfigError("[prune] is read in grid mode; in optimize mode use [optimize] prune = {...}")
-        spec.prune = parse_forecast_prune(d["prune"], "[prune]", spec.diagram["threshold"])
+        spec.prune = parse_forecast_prune(d["prune"], "[prune]", spec.diagram["threshold"],
+                                          (spec.base.train.phase_threshold, spec.base.train.phase_gap))
+        if spec.prune.get("settle") and {"train.phase_threshold", "train.phase_gap"} & {a.key for a in axes}:
+            raise ConfigError("[prune] settle = true: train.phase_threshold and train.phase_gap must not be "
+                              "axes (the settled label is the base config's)")
     if mode == "optimize":
         if "ensemble" in d:
             raise ConfigError("ensemble is only read with mode = \"grid\" (optimize mode runs trials singly)")
@@ -320,14 +325,17 @@ def parse_spec(d: dict[str, Any], root: Path | None = None) -> Spec:
 PRUNE_TARGETS = (0.9, 0.99)
 
 
-def parse_forecast_prune(p: Any, where: str, target: float = 0.9) -> dict[str, Any]:
+def parse_forecast_prune(p: Any, where: str, target: float = 0.9, phase: tuple | None = None) -> dict[str, Any]:
     """The forecast pruner's rule: ``{risk = 0.02, target = 0.9, after = 0.1}`` — stop a point
-    once P(val ≥ target within the budget) < risk, looking from ``after`` × the budget on."""
-    if not isinstance(p, dict) or "risk" not in p or set(p) - {"risk", "target", "after", "learn"}:
+    once P(val ≥ target within the budget) < risk, looking from ``after`` × the budget on.
+    ``settle = true`` (grid sweeps: ``phase`` is the base config's (phase_threshold, phase_gap))
+    also stops a point whose phase label the forecast already settles (sweep.point)."""
+    if not isinstance(p, dict) or "risk" not in p or set(p) - {"risk", "target", "after", "learn", "settle"}:
         raise ConfigError(f"{where} = {p!r}: expected {{risk = 0.02, target = 0.9, after = 0.1}} "
-                          f"(target, after and learn = true optional)")
-    if "learn" in p and not isinstance(p["learn"], bool):
-        raise ConfigError(f"{where} learn = {p['learn']!r}: expected true or false")
+                          f"(target, after, learn = true and settle = true optional)")
+    for k in ("learn", "settle"):
+        if k in p and not isinstance(p[k], bool):
+            raise ConfigError(f"{where} {k} = {p[k]!r}: expected true or false")
     risk, after = p["risk"], p.get("after", 0.1)
     tgt = p.get("target", target if target in PRUNE_TARGETS else 0.9)
     if not is_number(risk) or not 0 < risk < 1:
@@ -337,6 +345,14 @@ def parse_forecast_prune(p: Any, where: str, target: float = 0.9) -> dict[str, A
     if not is_number(after) or not 0 <= after < 1:
         raise ConfigError(f"{where} after = {after!r} must be a fraction of the budget in [0, 1)")
     rule = {"risk": float(risk), "target": float(tgt), "after": float(after)}
+    if p.get("settle"):
+        if phase is None:
+            raise ConfigError(f"{where} settle = true: only a grid sweep's [prune] settles phase labels "
+                              f"(an optimize trial stopped early has no value)")
+        if float(tgt) != float(phase[0]):
+            raise ConfigError(f"{where} settle = true needs target = train.phase_threshold "
+                              f"(the phase label's threshold, {phase[0]:g}); got target = {tgt!r}")
+        rule["settle"] = True
     return {**rule, "learn": True} if p.get("learn") else rule
 
 

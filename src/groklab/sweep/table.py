@@ -1,7 +1,8 @@
 """The table of a sweep: one row per point (or trial) from its run directory, as ``results.csv``.
 
 Columns: ``id``, ``seed``, one column per axis key, ``status`` (completed, early_stopped, pruned,
-"pruned (forecast)" when the forecast pruner stopped it, failed), ``phase`` (Liu et al. 2022's label at
+"pruned (forecast)" when the forecast pruner stopped it, "settled (forecast)" when it stopped it with
+the phase label settled, failed), ``phase`` (Liu et al. 2022's label at
 ``train.phase_threshold``), ``memorized_at_T`` and ``generalized_at_T`` for T in 0.5, 0.9, 0.95, 0.99
 and the diagram threshold (empty = never reached), ``steps_done``, ``wall_seconds``, ``final_train_acc``,
 ``final_val_acc``, ``best_val_acc``, the run's cost (``flops``, ``cpu_seconds``, ``joules``, ``energy_method``,
@@ -36,7 +37,9 @@ def row_for(point_dir: Path, point_id: str, values: dict[str, Any], seed: int,
         return None
     res = read_result(point_id, point_dir)
     s = res["summary"] or {}
-    status = "pruned (forecast)" if s.get("pruned_by") == "forecast" else res["status"]
+    status = res["status"]
+    if s.get("pruned_by") == "forecast":
+        status = "settled (forecast)" if s.get("settled") else "pruned (forecast)"
     row: dict[str, Any] = {"id": point_id, "seed": seed, **values, "status": status,
                            "phase": s.get("phase", "") if res["status"] != "failed" else "failed"}
     mem, gen = dict(s.get("memorized_at") or {}), dict(s.get("generalized_at") or {})
