@@ -659,3 +659,16 @@ def test_a_settled_point_is_marked_in_the_table_with_the_forecasts_label(tmp_pat
     assert row["generalized_at_0.9"] is None             # the measured events stay as measured
     write_json(d / "summary.json", {**s, "pruned_by": "forecast"})
     assert row_for(d, "p", {"optim.wd": 1.0}, 0)["status"] == "pruned (forecast)"
+
+
+def test_a_run_without_records_is_named_not_blamed_on_at(tmp_path, capsys):
+    """A run directory whose metrics.jsonl holds no whole record (a torn first line) once gave
+    "--at None: the run has no evaluation at or before it" although no --at was given."""
+    from groklab.cli import main
+    d = tmp_path / "r"
+    d.mkdir()
+    write_json(d / "config.json", synth_cfg().to_dict())
+    (d / "metrics.jsonl").write_bytes(b"\xff\xfe garbage")
+    assert main(["forecast", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "no evaluation yet" in err and "--at" not in err and len(err.strip().splitlines()) == 1

@@ -94,6 +94,8 @@ def forecast(run_or_records, at: int | None = None, config=None, model=None,
         raise ConfigError(f"--at {at!r}: expected a step >= 0")
     recs = [r for r in records if at is None or r["step"] <= at]
     if not recs:
+        if at is None:
+            raise ConfigError(f"{str(run_dir or 'the records')!r}: no evaluation yet (metrics.jsonl has no record)")
         first = records[0]["step"] if records else None
         raise ConfigError(f"--at {at}: the run has no evaluation at or before it "
                           f"(first: {first if first is not None else 'none yet'})")
