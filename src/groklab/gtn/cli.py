@@ -1,4 +1,4 @@
-"""``groklab gtn {train,eval,nas,sample,audit}``: thin — parse, build a GTNConfig, call groklab.gtn."""
+"""``groklab gtn {train,eval,nas,sample,audit,env}``: thin — parse, build a GTNConfig, call groklab.gtn."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,6 +87,33 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_env(args) -> int:
+    from groklab.gtn import envrun
+    from groklab.gtn.envconfig import resolve
+    if args.resume:
+        if args.recipe or args.config or args.set:
+            raise ConfigError("--resume continues a run with its own config.json; drop --recipe/--config/--set")
+        if args.out:
+            raise ConfigError(f"--resume {args.resume!r} continues in its own directory; drop --out {args.out!r}")
+        out = envrun.resume(args.resume, progress=not args.quiet, evaluate=not args.no_eval)
+    else:
+        cfg = resolve(args.config, args.set, recipe=args.recipe)
+        out = envrun.train(cfg, args.out, progress=not args.quiet, evaluate=not args.no_eval)
+    from groklab.runs.rundir import read_run_json
+    s = read_run_json(out / "summary.json")
+    print(f"{s['status']}: {s['generations_done']} generations ({s['target']}, {s['env']}) in "
+          f"{s['wall_seconds']:.1f} s, {s['real_steps_meta']:,} real steps spent")
+    for kind, h in (s.get("eval") or {}).items():
+        a, b = h[s["target"]], h["real"]
+        print(f"{kind}: {s['target'].upper()} {a['solved']}/{a['of']} solved (median {a['median_steps']} steps, "
+              f"final {a['final_mean_return']}) · real {b['solved']}/{b['of']} solved (median "
+              f"{b['median_steps']} steps, final {b['final_mean_return']}) · steps ratio {h['steps_ratio']}")
+    print(f"report: {out / 'report.html'}")
+    if s.get("message"):
+        print(s["message"])
+    return {"completed": 0, "interrupted": 130, "nan": 3}.get(s["status"], 1)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("gtn", help="Generative Teaching Networks: meta-train, evaluate, rank architectures")
     sub = p.add_subparsers(dest="gtn_command", metavar="GTN_COMMAND", required=True)
@@ -117,6 +144,18 @@ def register(subparsers) -> None:
     au.add_argument("dir", help="a GTN run directory")
     au.add_argument("--learners", type=int, help="fresh learners (default: the run's eval.learners)")
     au.set_defaults(func=cmd_audit)
+    from groklab.gtn.envconfig import RECIPES as ENV_RECIPES
+    v = sub.add_parser("env", help="meta-learn a synthetic environment or reward network for an RL task "
+                                   "(needs the rl extra: gymnasium)")
+    v.add_argument("--recipe", help=f"a named starting point: {', '.join(ENV_RECIPES)}")
+    v.add_argument("--config", help="a TOML file of settings ([env], [agent], [se], [rn], [meta], [eval])")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one dotted setting, e.g. --set meta.generations=50 (repeatable)")
+    v.add_argument("--out", help="run directory to create (default runs/gtn-env-<env>-<target>-<time>)")
+    v.add_argument("--resume", metavar="DIR", help="continue the meta-training in DIR from its last checkpoint")
+    v.add_argument("--no-eval", action="store_true", help="skip the evaluation protocol at the end")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(func=cmd_env)
     n = sub.add_parser("nas", help="rank sampled architectures by GTN data, by real data, by full training")
     n.add_argument("--gtn", required=True, metavar="DIR", help="a GTN run directory (its data and teacher)")
     n.add_argument("--out", help="new directory for nas.json and the report, never an existing one "

@@ -1,0 +1,125 @@
+"""Configuration of a learned-environment run (``groklab gtn env``; Ferreira et al., ICLR 2022).
+
+Defaults, then a recipe, then a TOML file, then dotted ``--set section.key=value`` overrides, as
+:mod:`groklab.gtn.config`; unknown keys and bad values are one-line ``ConfigError``s. Agent
+defaults are the paper's CartPole DDQN (default_config_cartpole_syn_env.yaml), except the
+minibatch (199 there, 64 here: the population trains on two shared CPU cores).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+
+from groklab.schema import (
+    Bool,
+    Config,
+    ConfigError,
+    Field,
+    Float,
+    Int,
+    Section,
+    apply_dict,
+    load_toml,
+    parse_overrides,
+    set_key,
+    validate,
+)
+
+SEED_MAX = 2**32 - 1
+
+
+class EnvSection(Section):
+    name: Literal["CartPole-v1", "Acrobot-v1"] = "CartPole-v1"
+
+
+class AgentConfig(Section):
+    kind: Literal["ddqn", "dueling"] = "ddqn"      # the agent of meta-training
+    hidden: Int = Field(57, ge=1, le=4096)
+    lr: Float = Field(3.04e-4, ge=1e-8, le=10)
+    gamma: Float = Field(0.988, ge=0, le=1)
+    batch: Int = Field(64, ge=1, le=4096)
+    tau: Float = Field(0.00848, ge=0, le=1)         # Polyak rate of the target network
+    eps_init: Float = Field(0.809, ge=0, le=1)
+    eps_min: Float = Field(0.0371, ge=0, le=1)
+    eps_decay: Float = Field(0.961, ge=0, le=1)     # per finished episode
+    buffer: Int = Field(100_000, ge=1, le=10**7)
+
+
+class SEConfig(Section):
+    hidden: Int = Field(83, ge=1, le=4096)          # the paper's CartPole SE: one layer of 83, LeakyReLU
+    layers: Int = Field(1, ge=1, le=8)
+    max_steps: Int = Field(200, ge=1, le=10**5)     # synthetic episodes are cut after this many steps
+    residual: Bool = True                           # next state = state + output (paper: output)
+
+
+class RNConfig(Section):
+    kind: Literal["additive-potential", "exclusive-potential", "additive", "exclusive"] = "additive-potential"
+    hidden: Int = Field(64, ge=1, le=4096)          # the paper's CartPole RN: two layers of 64
+    layers: Int = Field(2, ge=1, le=8)
+
+
+class MetaSection(Section):
+    target: Literal["se", "rn"] = "se"
+    generations: Int = Field(100, ge=1, le=10**6)
+    pairs: Int = Field(8, ge=1, le=1024)            # mirrored noise pairs per generation
+    noise_std: Float = Field(0.05, ge=1e-8, le=100)
+    step_size: Float = Field(0.5, ge=0, le=1e4)
+    inner_steps: Int = Field(2000, ge=1, le=10**7)  # agent steps on the SE (or on the shaped real env)
+    test_episodes: Int = Field(5, ge=1, le=1000)    # SE: real greedy episodes that score an agent
+    seed: Int = Field(0, ge=0, le=SEED_MAX)
+    log_every: Int = Field(1, ge=1, le=10**6)
+    checkpoint_every: Int = Field(10, ge=1, le=10**6)
+
+
+class EvalSection(Section):
+    agents: Int = Field(10, ge=1, le=1000)          # fresh agents per protocol
+    episodes: Int = Field(100, ge=1, le=10_000)     # real greedy episodes per checkpoint (solved: 100)
+    every: Int = Field(1000, ge=1, le=10**7)        # agent steps between checkpoints
+    se_steps: Int = Field(10_000, ge=1, le=10**7)   # training budget on the SE
+    real_steps: Int = Field(40_000, ge=1, le=10**7)  # training budget on the real environment
+    kinds: Literal["ddqn", "dueling", "ddqn,dueling"] = "ddqn,dueling"
+    seed: Int = Field(1000, ge=0, le=SEED_MAX)
+
+
+class EnvRunConfig(Config):
+    env: EnvSection = Field(default_factory=EnvSection)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    se: SEConfig = Field(default_factory=SEConfig)
+    rn: RNConfig = Field(default_factory=RNConfig)
+    meta: MetaSection = Field(default_factory=MetaSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EnvRunConfig":
+        if self.agent.eps_min > self.agent.eps_init:
+            raise ValueError(f"agent.eps_min={self.agent.eps_min:g} exceeds agent.eps_init={self.agent.eps_init:g}")
+        if self.eval.every > max(self.eval.se_steps, self.eval.real_steps):
+            raise ValueError(f"eval.every={self.eval.every} exceeds both training budgets (eval.se_steps="
+                             f"{self.eval.se_steps}, eval.real_steps={self.eval.real_steps})")
+        return self
+
+
+RECIPES: dict[str, list[str]] = {
+    "cartpole-se": [],
+    "cartpole-rn": ["meta.target=rn", "meta.inner_steps=4000", "meta.generations=30", "meta.noise_std=0.1"],
+    "acrobot-se": ["env.name=Acrobot-v1"],
+}
+
+
+def resolve(file: str | Path | None = None, overrides: list[str] | None = None,
+            recipe: str | None = None) -> EnvRunConfig:
+    """Defaults → recipe → TOML file → dotted overrides (``KEY=VALUE`` strings), then validate."""
+    cfg = EnvRunConfig()
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+        for item in RECIPES[recipe]:
+            k, v = item.split("=", 1)
+            set_key(cfg, k, v)
+    if file is not None:
+        apply_dict(cfg, load_toml(file))
+    for k, v in parse_overrides(overrides or []):
+        set_key(cfg, k, v)
+    return validate(cfg)
