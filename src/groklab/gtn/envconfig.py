@@ -20,6 +20,7 @@ from groklab.schema import (
     Float,
     Int,
     Section,
+    Str,
     apply_dict,
     load_toml,
     parse_overrides,
@@ -31,7 +32,7 @@ SEED_MAX = 2**32 - 1
 
 
 class EnvSection(Section):
-    name: Literal["CartPole-v1", "Acrobot-v1"] = "CartPole-v1"
+    name: Str = "CartPole-v1"                       # a key of groklab.gtn.envs.SPECS
 
 
 class AgentConfig(Section):
@@ -93,6 +94,9 @@ class EnvRunConfig(Config):
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnvRunConfig":
+        from groklab.gtn.envs import SPECS
+        if self.env.name not in SPECS:
+            raise ValueError(f"env.name={self.env.name!r}: expected one of {', '.join(SPECS)}")
         if self.agent.eps_min > self.agent.eps_init:
             raise ValueError(f"agent.eps_min={self.agent.eps_min:g} exceeds agent.eps_init={self.agent.eps_init:g}")
         if self.eval.every > max(self.eval.se_steps, self.eval.real_steps):

@@ -111,3 +111,13 @@ def generation(cfg, psi: torch.Tensor, gen: int) -> tuple[torch.Tensor, dict]:
            "score_min": float(score[:2 * n].min()), "score_center": float(score[-1]),
            "real_steps_gen": real, "psi_norm": float(psi.norm())}
     return psi, rec
+
+
+def score_psi(cfg, psi: torch.Tensor, agents: int, seed: int) -> torch.Tensor:
+    """The real greedy return (``meta.test_episodes`` episodes) of each of ``agents`` fresh agents
+    trained ``meta.inner_steps`` steps on ψ's SE (or on ψ's RN-shaped real environment)."""
+    spec = SPECS[cfg.env.name]
+    ag = Agents(agents, spec.obs_dim, spec.n_actions, agent_hp(cfg), torch.Generator().manual_seed(seed),
+                capacity=cfg.meta.inner_steps)
+    train_on(cfg, psi[None].expand(agents, -1), ag, cfg.meta.inner_steps, seed + 1)
+    return evaluate_greedy(ag, spec.name, cfg.meta.test_episodes, seed + 2)[0]
