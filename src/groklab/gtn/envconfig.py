@@ -114,7 +114,7 @@ RECIPES: dict[str, list[str]] = {
     "cartpole-se": _CARTPOLE_SE,
     # the RN: one layer of 32 (the paper's two of 64 are 4,500 parameters for 8 ES pairs)
     "cartpole-rn": ["meta.target=rn", "rn.hidden=32", "rn.layers=1", "meta.noise_std=0.1", "meta.inner_steps=4000",
-                    "meta.generations=30", "eval.every=500"],
+                    "meta.generations=30", "eval.every=500", "eval.real_steps=30000", "eval.kinds=ddqn"],
     # Acrobot's scoring runs Gymnasium's SyncVectorEnv (no vectorised class): 50 episodes a checkpoint
     "acrobot-se": ["env.name=Acrobot-v1", *_CARTPOLE_SE[:3], "meta.generations=60", "eval.episodes=50",
                    "eval.every=2500", "eval.real_steps=20000"],
