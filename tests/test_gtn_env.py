@@ -186,3 +186,24 @@ def test_bad_resume_is_one_line(tmp_path, capsys):
     assert run_cli("--resume", str(tmp_path), "--set", "meta.pairs=2") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no such GTN env run directory" in err[0] and "--set" in err[1]
+
+
+def test_init_from_another_run_and_several_agents_per_member(sign, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    sets = [f"--set={kv}" for kv in TOY + ["meta.generations=2"]]
+    assert run_cli("--out", str(a), "--no-eval", *sets) == 0
+    assert run_cli("--out", str(b), *sets, f"--set=meta.init={a}", "--set=meta.agents=2",
+                   "--set=eval.real=false") == 0
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert set(sb["eval"]["ddqn"]) == {"se"} and (b / "report.html").is_file()
+    assert sb["init_real_steps"] == sa["real_steps_meta"]
+    assert sb["real_steps_total"] == sa["real_steps_meta"] + sb["real_steps_meta"]
+    rb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert len(rb) == 2 and all(r["real_steps_gen"] > 0 for r in rb)
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert run_cli("--out", str(bad), *sets, f"--set=meta.init={tmp_path / 'none'}") == 2
+    assert run_cli("--out", str(bad), *sets, f"--set=meta.init={a}", "--set=se.hidden=9") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not a finished gtn env run directory" in err[0] and "does not fit" in err[1]
+    assert not bad.exists()

@@ -59,14 +59,16 @@ class Agents:
     """P DDQN (or Dueling DDQN) agents with their replay buffers and Adam states."""
 
     def __init__(self, P: int, obs_dim: int, n_actions: int, hp: AgentHP, gen: torch.Generator,
-                 same_init: bool = False, capacity: int | None = None):
+                 same_init: int = 1, capacity: int | None = None):
+        """``same_init`` = M: agents i·M … i·M + M − 1 share one initialisation (common random
+        numbers across M environments); 1: every agent its own."""
         self.P, self.obs_dim, self.A, self.hp = P, obs_dim, n_actions, hp
-        n0 = 1 if same_init else P                 # common random numbers: one init for every member
+        n0 = P // same_init
         body = init_layers(n0, [obs_dim, hp.hidden], gen)
         heads = init_layers(n0, [hp.hidden, n_actions], gen)
         if hp.kind == "dueling":
             heads += init_layers(n0, [hp.hidden, 1], gen)
-        self.params = [p.expand(P, *p.shape[1:]).clone().requires_grad_(True) for p in body + heads]
+        self.params = [p.repeat_interleave(same_init, 0).requires_grad_(True) for p in body + heads]
         self.target = [p.detach().clone() for p in self.params]
         self.opt = torch.optim.Adam(self.params, lr=hp.lr)
         cap = min(hp.buffer, capacity or hp.buffer)

@@ -104,10 +104,13 @@ def cmd_env(args) -> int:
     print(f"{s['status']}: {s['generations_done']} generations ({s['target']}, {s['env']}) in "
           f"{s['wall_seconds']:.1f} s, {s['real_steps_meta']:,} real steps spent")
     for kind, h in (s.get("eval") or {}).items():
-        a, b = h[s["target"]], h["real"]
-        print(f"{kind}: {s['target'].upper()} {a['solved']}/{a['of']} solved (median {a['median_steps']} steps, "
-              f"final {a['final_mean_return']}) · real {b['solved']}/{b['of']} solved (median "
-              f"{b['median_steps']} steps, final {b['final_mean_return']}) · steps ratio {h['steps_ratio']}")
+        a, b = h[s["target"]], h.get("real")
+        line = (f"{kind}: {s['target'].upper()} {a['solved']}/{a['of']} solved (median {a['median_steps']} steps, "
+                f"best {a['best_mean_return']}, final {a['final_mean_return']})")
+        if b:
+            line += (f" · real {b['solved']}/{b['of']} solved (median {b['median_steps']} steps, best "
+                     f"{b['best_mean_return']}, final {b['final_mean_return']}) · steps ratio {h['steps_ratio']}")
+        print(line)
     print(f"report: {out / 'report.html'}")
     if s.get("message"):
         print(s["message"])

@@ -69,6 +69,8 @@ class MetaSection(Section):
     step_size: Float = Field(0.5, ge=0, le=1e4)
     inner_steps: Int = Field(2000, ge=1, le=10**7)  # agent steps on the SE (or on the shaped real env)
     test_episodes: Int = Field(5, ge=1, le=1000)    # SE: real greedy episodes that score an agent
+    agents: Int = Field(1, ge=1, le=64)             # fresh agents per member; its score is their mean
+    init: Str = ""                                  # start from ψ of this gtn env run (its last checkpoint)
     seed: Int = Field(0, ge=0, le=SEED_MAX)
     log_every: Int = Field(1, ge=1, le=10**6)
     checkpoint_every: Int = Field(10, ge=1, le=10**6)
@@ -81,6 +83,7 @@ class EvalSection(Section):
     se_steps: Int = Field(10_000, ge=1, le=10**7)   # training budget on the SE
     real_steps: Int = Field(40_000, ge=1, le=10**7)  # training budget on the real environment
     kinds: Literal["ddqn", "dueling", "ddqn,dueling"] = "ddqn,dueling"
+    real: Bool = True                               # also train the same agents on the real env
     seed: Int = Field(1000, ge=0, le=SEED_MAX)
 
 
@@ -112,6 +115,13 @@ _CARTPOLE_SE = ["se.hidden=32", "meta.noise_std=0.1", "meta.inner_steps=1000", "
                 "eval.every=500"]
 RECIPES: dict[str, list[str]] = {
     "cartpole-se": _CARTPOLE_SE,
+    # stage two, from stage one's ψ (run `--recipe cartpole-se --out runs/env-cartpole-se` first): three
+    # agents per member rank the SEs by how reliably they teach, smaller noise; the SE teaches for the
+    # 1,000 steps it was meta-learned for (agents trained longer on it collapse), so it is evaluated
+    # over 2,000; the real side is stage one's (same agents, seeds and settings)
+    "cartpole-se-refine": [*_CARTPOLE_SE[:3], "meta.init=runs/env-cartpole-se", "meta.seed=1", "meta.agents=3",
+                           "meta.noise_std=0.05", "meta.generations=60", "eval.every=500", "eval.se_steps=2000",
+                           "eval.real=false"],
     # the RN: one layer of 32 (the paper's two of 64 are 4,500 parameters for 8 ES pairs)
     "cartpole-rn": ["meta.target=rn", "rn.hidden=32", "rn.layers=1", "meta.noise_std=0.1", "meta.inner_steps=4000",
                     "meta.generations=30", "eval.every=500", "eval.real_steps=30000", "eval.kinds=ddqn"],

@@ -50,6 +50,11 @@ def init_psi(cfg) -> torch.Tensor:
     return torch.cat([p.flatten() for p in init_layers(1, sizes(cfg), g)])
 
 
+def psi_size(cfg) -> int:
+    sz = sizes(cfg)
+    return sum(a * b + b for a, b in zip(sz[:-1], sz[1:]))
+
+
 def unflatten(flat: torch.Tensor, sz: list[int]) -> list[torch.Tensor]:
     """(P, D) -> batched layer tensors ``[W1 (P, in, out), b1 (P, 1, out), ...]``."""
     out, i = [], 0
@@ -90,10 +95,11 @@ def generation(cfg, psi: torch.Tensor, gen: int) -> tuple[torch.Tensor, dict]:
     m, spec = cfg.meta, SPECS[cfg.env.name]
     g = torch.Generator().manual_seed(gen_seed(cfg, gen, 1))
     eps = torch.randn(m.pairs, psi.numel(), generator=g) * m.noise_std
-    pop = torch.cat([psi + eps, psi - eps, psi[None]])                       # (2n + 1, D)
-    P = len(pop)
-    agents = Agents(P, spec.obs_dim, spec.n_actions, agent_hp(cfg), torch.Generator().manual_seed(
-        gen_seed(cfg, gen, 2)), same_init=True, capacity=m.inner_steps)
+    members = torch.cat([psi + eps, psi - eps, psi[None]])                   # (2n + 1, D)
+    M, k = len(members), m.agents
+    pop = members.repeat(k, 1)                                               # (k·M, D): replica-major
+    agents = Agents(k * M, spec.obs_dim, spec.n_actions, agent_hp(cfg), torch.Generator().manual_seed(
+        gen_seed(cfg, gen, 2)), same_init=M, capacity=m.inner_steps)
     out = train_on(cfg, pop, agents, m.inner_steps, gen_seed(cfg, gen, 3))
     real = out["real_steps"]
     if m.target == "se":
@@ -101,6 +107,7 @@ def generation(cfg, psi: torch.Tensor, gen: int) -> tuple[torch.Tensor, dict]:
         real += ev_steps
     else:
         score = torch.tensor([sum(r) / len(r) if r else 0.0 for r in out["real_returns"]])
+    score = score.view(k, M).mean(0)                                         # each member's mean over agents
     n = m.pairs
     plus, minus = score[:n], score[n:2 * n]
     best = torch.maximum(plus, minus)

@@ -30,8 +30,8 @@ def plot_returns(ev: dict, path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         for name, color in ((ev["target"], "tab:red"), ("real", "tab:blue")):
-            p = ev["kinds"][kind][name]
-            if not p["curves"]:
+            p = ev["kinds"][kind].get(name)
+            if not p or not p["curves"]:
                 continue
             c = torch.tensor(p["curves"], dtype=torch.float64)              # (checkpoints, agents)
             m, s = c.mean(1), (c.std(1) if c.shape[1] > 1 else torch.zeros(len(c)))
@@ -72,10 +72,12 @@ def write_env_report(run_dir: str | Path) -> Path:
     parts = [f"<h1>groklab gtn env — {html.escape(d.name)}</h1>"]
     t = summary.get("target", "se")
     for kind, h in (summary.get("eval") or {}).items():
-        a, b = h[t], h["real"]
-        parts.append(f"<p class='phase'>{html.escape(kind)}: {t.upper()} {a['solved']}/{a['of']} solved "
-                     f"(median {a['median_steps']} steps) · real {b['solved']}/{b['of']} solved (median "
-                     f"{b['median_steps']} steps) · steps ratio {h['steps_ratio']}</p>")
+        a, b = h[t], h.get("real")
+        line = f"{html.escape(kind)}: {t.upper()} {a['solved']}/{a['of']} solved (median {a['median_steps']} steps)"
+        if b:
+            line += (f" · real {b['solved']}/{b['of']} solved (median {b['median_steps']} steps) · steps ratio "
+                     f"{h['steps_ratio']}")
+        parts.append(f"<p class='phase'>{line}</p>")
     if (d / "eval.json").exists():
         plot_returns(read_json(d / "eval.json"), d / "fig_returns.png")
     records = read_jsonl(d / "metrics.jsonl")
@@ -87,8 +89,9 @@ def write_env_report(run_dir: str | Path) -> Path:
     rows = [(k, v) for k, v in summary.items() if not isinstance(v, (dict, list))]
     for kind, h in (summary.get("eval") or {}).items():
         for side in (t, "real"):
-            rows += [(f"eval.{kind}.{side}.{k}", v) for k, v in h[side].items()]
-        rows.append((f"eval.{kind}.steps_ratio", h["steps_ratio"]))
+            rows += [(f"eval.{kind}.{side}.{k}", v) for k, v in (h.get(side) or {}).items()]
+        if "steps_ratio" in h:
+            rows.append((f"eval.{kind}.steps_ratio", h["steps_ratio"]))
     parts += ["<h2>Summary</h2>", table(rows)]
     if summary.get("cost"):
         parts.append(cost_html(summary["cost"], {}))

@@ -56,6 +56,7 @@ def train(cfg: EnvRunConfig, out: str | Path | None = None, progress: bool = Fal
     """Meta-train ``cfg`` into a new directory ``out``, then evaluate and report."""
     from groklab.api import make_out
     check_gymnasium()
+    load_init(cfg)
     out = make_out(out if out is not None else default_out(cfg))
     try:
         with dir_lock(out, "GTN env run directory"):
@@ -82,6 +83,24 @@ def resume(run_dir: str | Path, progress: bool = False, evaluate: bool = True) -
         return _train_and_finish(cfg, d, True, progress, evaluate)
 
 
+def load_init(cfg) -> tuple[torch.Tensor | None, int]:
+    """ψ at the last checkpoint of the run ``meta.init`` names, and the real steps that run (and
+    the runs it started from) spent; (None, 0) without ``meta.init``. Wrong is a ConfigError."""
+    from groklab.gtn.envmeta import psi_size
+    if not cfg.meta.init:
+        return None, 0
+    d = Path(cfg.meta.init)
+    if not (d / "config.json").is_file() or not (d / "summary.json").is_file():
+        raise ConfigError(f"meta.init={cfg.meta.init!r}: not a finished gtn env run directory")
+    _, weights, _ = resume_point(d)
+    psi = weights.get("psi")
+    if psi is None or psi.numel() != psi_size(cfg):
+        raise ConfigError(f"meta.init={cfg.meta.init!r}: its ψ does not fit this config's {cfg.meta.target} "
+                          f"({psi_size(cfg)} parameters)")
+    s = read_run_json(d / "summary.json")
+    return psi, int(s.get("real_steps_meta", 0)) + int(s.get("init_real_steps", 0))
+
+
 def _train_and_finish(cfg, out: Path, resume_: bool, progress: bool, evaluate: bool) -> Path:
     psi, info = meta_train(cfg, out, resume_, progress)
     write_json(out / "summary.json", info)
@@ -100,6 +119,9 @@ def _train_and_finish(cfg, out: Path, resume_: bool, progress: bool, evaluate: b
 def meta_train(cfg, out: Path, resume_: bool, progress: bool) -> tuple[torch.Tensor, dict]:
     from groklab.runs.cost import CostMeter
     psi = init_psi(cfg)
+    init, init_real = load_init(cfg)
+    if init is not None:
+        psi = init
     start, state = 0, {"real_steps": 0, "wall_seconds": 0.0, "cost": None}
     if resume_ and list_checkpoints(out):
         start, weights, state = resume_point(out)
@@ -151,6 +173,8 @@ def meta_train(cfg, out: Path, resume_: bool, progress: bool) -> tuple[torch.Ten
     meter.stop()
     info = {"status": status, "generations_done": g, "target": cfg.meta.target, "env": cfg.env.name,
             "real_steps_meta": real, "wall_seconds": round(wall(), 2), "cost": cost_of(cfg, meter, wall(), g)}
+    if cfg.meta.init:
+        info |= {"init": cfg.meta.init, "init_real_steps": init_real, "real_steps_total": real + init_real}
     if message:
         info["message"] = message
     return psi, info
@@ -165,7 +189,7 @@ def cost_of(cfg, meter, wall: float, generations: int) -> dict:
     q = spec.obs_dim * a.hidden + a.hidden * (spec.n_actions + (a.kind == "dueling"))
     sz = sizes(cfg)
     model = sum(i * o for i, o in zip(sz[:-1], sz[1:])) * (2 if cfg.meta.target == "rn" else 1)
-    interactions = generations * (2 * cfg.meta.pairs + 1) * cfg.meta.inner_steps
+    interactions = generations * (2 * cfg.meta.pairs + 1) * cfg.meta.agents * cfg.meta.inner_steps
     flops = 2 * interactions * (q + 5 * a.batch * q + model)
     intensity, src = carbon_intensity("WORLD")
     j = meter.joules
@@ -225,8 +249,9 @@ def evaluate_run(cfg, psi: torch.Tensor, progress: bool = False) -> dict:
     out = {"env": spec.name, "threshold": spec.threshold, "target": cfg.meta.target, "agents": cfg.eval.agents,
            "episodes": cfg.eval.episodes, "kinds": {}}
     for kind in cfg.eval.kinds.split(","):
-        out["kinds"][kind] = {cfg.meta.target: protocol(cfg, psi, kind, learned_steps, progress),
-                              "real": protocol(cfg, None, kind, cfg.eval.real_steps, progress)}
+        out["kinds"][kind] = {cfg.meta.target: protocol(cfg, psi, kind, learned_steps, progress)}
+        if cfg.eval.real:
+            out["kinds"][kind]["real"] = protocol(cfg, None, kind, cfg.eval.real_steps, progress)
     return out
 
 
@@ -246,7 +271,10 @@ def headline(cfg, ev: dict) -> dict:
     t = cfg.meta.target
     h = {}
     for kind, r in ev["kinds"].items():
-        a, b = solve_stats(r[t]), solve_stats(r["real"])
+        a, b = solve_stats(r[t]), solve_stats(r["real"]) if "real" in r else None
+        if b is None:
+            h[kind] = {t: a}
+            continue
         ratio = a["median_steps"] / b["median_steps"] if a["median_steps"] and b["median_steps"] else None
         h[kind] = {t: a, "real": b, "steps_ratio": None if ratio is None else round(ratio, 3)}
     return h
