@@ -190,3 +190,137 @@ def test_ensemble_members_have_the_flops_of_single_runs_and_share_the_rest(tmp_p
     for s in ens:
         assert s["cost"]["flops"] == one["flops"] and s["cost"]["shared_by"] == 2
         assert s["cost"]["cpu_seconds"] > 0 and set(s["cost_at"]) == set(s["generalized_at"])
+
+
+def test_format_cost_says_what_is_missing_and_human_flops_switches_unit_at_each_power():
+    assert C.format_cost(None) == C.format_cost({}) == "cost: –"
+    assert C.format_cost({"flops": None, "joules": None, "co2_g": None}) == \
+        "– FLOP · 0.0 CPU s · energy missing: ? · CO2 –"
+    assert C.format_cost({"flops": 999, "cpu_seconds": 1.0, "joules": 2.0, "method": "rapl", "co2_g": 0.5}) == \
+        "999 FLOP · 1.0 CPU s · 2 J (rapl) · 0.5 g CO2e"
+    assert C.human_flops(None) == "– FLOP"
+    for n, text in ((1e15, "1 PFLOP"), (1e12, "1 TFLOP"), (1e9, "1 GFLOP"), (1e6, "1 MFLOP"), (999_999, "999999 FLOP"),
+                    (2.5e15, "2.5 PFLOP"), (2.5e12, "2.5 TFLOP"), (2.5e9, "2.5 GFLOP"), (2.5e6, "2.5 MFLOP")):
+        assert C.human_flops(n) == text
+
+
+class _Source:
+    """An energy source that read ``joules`` (what Estimate.stop returns)."""
+    method = "estimated"
+
+    def __init__(self, joules):
+        self.joules = joules
+
+    def stop(self):
+        return self.joules
+
+
+def test_meter_prorates_scales_and_rounds_with_a_fixed_clock(monkeypatch, tmp_path):
+    monkeypatch.setattr(C, "RAPL_ROOT", tmp_path)                 # no RAPL here
+    monkeypatch.setattr(C.time, "process_time", lambda: 5.0)      # no CPU time passes
+    m = C.CostMeter("WORLD", "cpu").begin({"cpu_seconds": 4.0})  # a resumed run: 4 CPU s before
+    m.source, m.gpu = _Source(10.0), _Source(1.23456)
+    m.at[10] = (1.23456, None)
+    cost, at = m.finish({"step": 7, "eval_val": 1, "eval_train": 0, "unknown": "not counted: why"},
+                        [{"step": 10, "time": 0.5}], set(), 10, 1.23456, {"0.9": 10, "0.99": 20})
+    assert cost["joules"] == pytest.approx(10.0 + 1.235, abs=1e-3)  # no CPU in this part: not scaled
+    assert cost["cpu_seconds"] == 4.0 and cost["wall_seconds"] == 1.235 and cost["gpu_joules"] == 1.235
+    assert cost["flops_note"] == "not counted: why" and cost["method"] == "estimated"
+    assert at["0.9"]["joules"] == pytest.approx(11.23456 * 1.23456 / 4, abs=1e-3)  # prorated by CPU seconds
+    assert at["0.9"]["cpu_seconds"] == 1.235 and at["0.9"]["wall_seconds"] == 0.5
+    assert at["0.99"] == {"step": 20, "flops": 7 * 20 + 1, "cpu_seconds": None, "wall_seconds": None, "joules": None,
+                          "co2_g": None}                          # never logged at step 20
+    m = C.CostMeter("WORLD", "cpu").begin({"cpu_seconds": 2.0})
+    m.source, m.cpu0 = _Source(10.0), 3.0                         # this part: 2 CPU s of 4 in all
+    m.stop()
+    assert m.joules == pytest.approx(20.0)                        # the estimate scaled to the whole run
+
+
+def test_rapl_reads_exact_joules_and_a_resumed_run_adds_its_earlier_part(tmp_path, monkeypatch):
+    zone = tmp_path / "intel-rapl:0"
+    zone.mkdir()
+    (zone / "energy_uj").write_text("1000")
+    r = C.Rapl(tmp_path)
+    assert r.read() == 0.0
+    (zone / "energy_uj").write_text("123457000")
+    assert r.read() == pytest.approx(123.456, rel=1e-12)
+    monkeypatch.setattr(C, "RAPL_ROOT", tmp_path)
+    m = C.CostMeter("WORLD", "cpu").begin({"cpu_seconds": 1.0, "joules": 5.0})
+    (zone / "energy_uj").write_text("125457000")                 # 2 J in this part
+    cost, _ = m.finish({"step": 1, "eval_val": 1, "eval_train": 0}, [], set(), 0, 0.0, {})
+    assert cost["joules"] == pytest.approx(7.0) and cost["method"] == "rapl"
+    assert C.carbon_intensity("WORLD") == (475.0, "world average, IEA 2019 (475 gCO2e/kWh)")
+
+
+@pytest.mark.skipif(not HAS_CC, reason="needs the energy extra (codecarbon)")
+def test_the_estimate_is_one_quiet_process_tracker_that_writes_no_file(tmp_path, monkeypatch, caplog):
+    import codecarbon
+    made = []
+
+    class Tracker:
+        def __init__(self, **kw):
+            import logging
+            logging.getLogger("codecarbon").warning("set-up note")  # CodeCarbon talks while it sets up
+            made.append(kw)
+
+        def start(self):
+            pass
+    monkeypatch.setattr(codecarbon, "OfflineEmissionsTracker", Tracker)
+    monkeypatch.setattr(C, "_TRACKER", {})
+    monkeypatch.setattr(C, "RAPL_ROOT", tmp_path)
+    assert C.open_energy() == ("estimate", "")
+    a, b = C.Estimate("WORLD"), C.Estimate("FRA")
+    assert a.tracker is b.tracker and len(made) == 1             # one tracker per process
+    assert made == [{"country_iso_code": "USA", "tracking_mode": "process", "save_to_file": False,
+                     "log_level": "error", "allow_multiple_runs": True}]
+    assert "set-up note" not in caplog.text and not logging_disabled()
+    monkeypatch.setattr(C, "_TRACKER", {})
+    C.Estimate("FRA")
+    assert made[-1]["country_iso_code"] == "FRA"
+
+
+def logging_disabled() -> bool:
+    import logging
+    return logging.getLogger("codecarbon").disabled
+
+
+def test_counting_leaves_the_model_alone_and_counts_a_models_own_objective():
+    class Own(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.lin(x)
+
+        def objective(self, out, y):                              # one more matrix product in the loss
+            return (out @ self.lin.weight).sum()
+    model, x = Own(), torch.randn(5, 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    own = C.count_flops(model, lambda out, y: out.sum(), (x, x), (x, x))["step"]
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    model.objective = None                                        # no objective of its own: the loss_fn
+    assert own > C.count_flops(model, lambda out, y: out.sum(), (x, x), (x, x))["step"] > 0
+
+
+@pytest.mark.skipif(not HAS_CC, reason="needs the energy extra (codecarbon)")
+def test_country_errors_name_examples_and_need_codecarbons_table(monkeypatch):
+    with pytest.raises(ValueError, match="^cost.country='ZZZ' is not in CodeCarbon's table; allowed: WORLD or an "
+                                         "ISO-3 code such as USA, FRA, DEU, IND$"):
+        C.check_country("ZZZ")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "codecarbon" else real(n, *a))
+    assert C.countries() is None
+    assert C.carbon_intensity("FRA") == (None, "the intensity of FRA needs CodeCarbon's table: "
+                                                "pip install 'groklab[energy]'")
+
+
+def test_flops_are_counted_per_shape(monkeypatch):
+    monkeypatch.setattr(C, "_FLOPS", {})
+    counts = []
+    for hidden in ("16,16", "8,8"):
+        cfg = groklab.resolve("default", overrides=TINY[:1] + [f"model.hidden={hidden}"] + TINY[2:])
+        tr = groklab.train.loop.Trainer.build(cfg)
+        counts.append(C.run_flops(cfg, tr.model, tr.loss_fn, tr.data)["step"])
+    assert counts[0] > counts[1] > 0 and len(C._FLOPS) == 2

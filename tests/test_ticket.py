@@ -2,6 +2,7 @@
 init, the mask held through training and resume, the controls, bad input, a ticket run directory."""
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -72,7 +73,7 @@ def test_init_is_checked_against_a_step0_checkpoint(src, tmp_path):
     with torch.no_grad():
         model.layers[1].weight[0, 0] += 1
     save_checkpoint(d, 0, model, {})
-    with pytest.raises(ConfigError, match="differs from the step-0 checkpoint"):
+    with pytest.raises(ConfigError, match=f"differs from the step-0 checkpoint in {re.escape(repr(str(d)))} "):
         plan(d, 0.4)
 
 
@@ -144,6 +145,7 @@ def test_same_norm_control_trains_dense(src, tmp_path):
     (["{src}", "--control", "snip"], "--control 'snip': allowed: random, same-norm"),
     (["{src}", "--from", "7"], "--from 7: no checkpoint at step 7"),
     (["{src}", "--from", "-1"], "--from '-1'"),
+    (["{src}", "--seed", "x"], "--seed 'x': expected a whole number >= 0"),
     (["{src}", "--set", "optim.lr=1"], "ticket --set optim.lr: the recipe is the source run's"),
     (["{src}", "--out", "{src}"], "already exists"),
     (["{src}", "--out", ""], "--out '': expected a directory path"),
@@ -159,3 +161,128 @@ def test_bad_input_is_one_line_exit_2_nothing_written(src, tmp_path, capsys, arg
     assert code == 2 and msg in err and len(err.splitlines()) == 1, err
     assert not out.exists() and sorted(p.name for p in src.rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_small_helpers_keep_their_bounds_counts_and_seeds():
+    from groklab.ticket.cli import _fraction, _int
+    from groklab.ticket.mask import sparsity
+    assert _fraction("1") == 1.0                                  # keep 1 is the whole network
+    assert _int("--seed", str(10**9)) == 10**9 and _int("--seed", None) is None
+    for bad in ("x", str(10**9 + 1), "-1"):
+        with pytest.raises(ConfigError, match=f"--seed '{bad}': expected a whole number >= 0"):
+            _int("--seed", bad)
+    assert n_kept(10, 0.01) == 1 and n_kept(10, 1.0) == 10
+    shapes = {"a": torch.Size([4, 5]), "b": torch.Size([3, 2])}
+    torch.manual_seed(0)
+    first = random_mask(shapes, 0.5, 5)
+    torch.rand(7)                                                 # the global RNG moved on: no effect
+    assert all(torch.equal(first[k], random_mask(shapes, 0.5, 5)[k]) for k in shapes)
+    assert sparsity({"w": torch.tensor([[True, False, False]])}) == \
+        {"w": {"kept": 1, "total": 3, "fraction": 0.333333}}
+
+
+def test_describe_names_the_count_or_the_dense_control():
+    from groklab.ticket.run import describe
+    info = {"source": "/r", "step": 40, "keep": 0.4, "control": "none", "kept": 1234, "total": 5678,
+            "norm": {"start": 2.0, "init": 3.0}}
+    assert describe(info) == ("ticket of /r at step 40: keep 0.4, control none, 1,234 of 5,678 matrix entries; "
+                              "norm 2 (init 3)")
+    assert "control same-norm, dense (same-norm); norm" in describe(info | {"control": "same-norm", "kept": None})
+
+
+def test_plan_checks_its_own_input_and_says_where_everything_came_from(src, tmp_path):
+    for keep in (0, 1.5, "0.5", -0.1):
+        with pytest.raises(ConfigError, match=r"^--keep .*: expected a fraction in \(0, 1\]$"):
+            plan(src, keep)
+    with pytest.raises(ConfigError, match="^--control 'snip': allowed: random, same-norm$"):
+        plan(src, 0.4, control="snip")
+    assert plan(src, 1.0)[3]["kept"] == plan(src, 1.0)[3]["total"]
+    have = list_checkpoints(src)
+    _, _, mask, info = plan(src, 0.4, step=have[0], control="random")
+    assert info["step"] == have[0] and info["seed"] == 0 and info["source"] == str(src.resolve())
+    assert info["threshold"] == magnitude_mask(load_checkpoint(src, have[0])[0], 0.4)[1]
+    assert info["init"] == "rebuilt from config.json (no step-0 checkpoint to compare)"
+    assert set(info["norm"]) == {"init", "ticket", "start", "trained"} and info["norm"]["trained"] > 0
+    assert set(info["sparsity"]) == set(mask) and info["sparsity"][next(iter(mask))]["total"] > 0
+    with pytest.raises(ConfigError, match=rf"^--from 7: no checkpoint at step 7 in {str(src)!r}; checkpoints: "
+                                          + ", ".join(map(str, have)) + "$"):
+        plan(src, 0.4, step=7)
+    d = tmp_path / "copy"
+    shutil.copytree(src, d)
+    (d / "checkpoints" / f"step_{have[0]:08d}" / "model.safetensors").write_bytes(b"damaged")
+    with pytest.raises(ConfigError, match=rf"^checkpoint step {have[0]} in {str(d)!r} is unreadable: \w+Error$"):
+        plan(d, 0.4, step=have[0])
+    shutil.rmtree(d / "checkpoints")
+    with pytest.raises(ConfigError, match=rf"^--from 1: no checkpoint at step 1 in {str(d)!r}; checkpoints: none$"):
+        plan(d, 0.4, step=1)
+    with pytest.raises(ConfigError, match=rf"^{str(tmp_path / 'nope')!r}: no such run directory$"):
+        plan(tmp_path / "nope", 0.4)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["model"]["hidden"] = [24, 32]                             # a model the checkpoints do not fit
+    (d / "config.json").write_text(json.dumps(cfg))
+    shutil.copytree(src / "checkpoints", d / "checkpoints")
+    with pytest.raises(ConfigError, match=rf"^the checkpoint in {str(d)!r} does not fit the model config.json"):
+        plan(d, 0.4)
+
+
+def test_cli_passes_seed_and_quiet_and_prints_the_result(src, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["ticket", str(src), "--keep", "0.5", "--control", "random", "--seed", "5", "--set",
+                 "train.steps=20", "--out", str(out)]) == 0
+    printed, err = capsys.readouterr()
+    info = json.loads((out / "ticket.json").read_text())
+    assert info["seed"] == 5 and info["control"] == "random"
+    assert "step" in err                                          # no --quiet: the progress bar
+    s = json.loads((out / "summary.json").read_text())
+    assert f"val ≥ 0.9 at {s['generalized_at']['0.9']} · val ≥ 0.99 at {s['generalized_at']['0.99']}" in printed
+    assert printed.splitlines()[-1] == f"report: {out / 'report.html'}"
+
+
+@pytest.mark.parametrize("status, code", [("completed", 0), ("early_stopped", 0), ("interrupted", 130),
+                                          ("nan", 3), ("failed", 1)])
+def test_cli_exit_code_follows_the_runs_status(tmp_path, monkeypatch, capsys, status, code):
+    import groklab.ticket.run as R
+    (tmp_path / "ticket.json").write_text(json.dumps({"source": "s", "step": 1, "keep": 0.4, "control": "none",
+                                                      "kept": 1, "total": 2, "norm": {"start": 1, "init": 1}}))
+    summary = {"status": status, "steps_done": 1, "wall_seconds": 0.1, "final_train_acc": 1.0,
+               "final_val_acc": 0.5, "generalized_at": {"0.9": 12, "0.99": 34}}
+    monkeypatch.setattr(R, "ticket", lambda *a, **k: groklab.train.loop.Run(tmp_path, None, summary, None, None))
+    assert main(["ticket", "src", "--out", str(tmp_path / "o"), "--quiet"]) == code
+    assert "val ≥ 0.9 at 12 · val ≥ 0.99 at 34" in capsys.readouterr().out
+
+
+def test_the_api_defaults_start_from_the_masked_init_and_a_failed_start_leaves_nothing(src, tmp_path, capsys,
+                                                                                       monkeypatch):
+    import groklab.ticket.run as R
+    from groklab.runs.lock import DirectoryLocked, dir_lock
+    r = ticket(src, 0.4, tmp_path / "api", overrides=["train.steps=2"], report=False)
+    info = json.loads((r.dir / "ticket.json").read_text())
+    assert info["control"] == "none" and info["seed"] == 0 and capsys.readouterr().err == ""  # no bar
+    _, start, _, _ = plan(src, 0.4)
+    assert r.metrics[0]["step"] == 0 and r.metrics[0]["weight_norm"] == pytest.approx(total_norm(start), rel=1e-6)
+    assert R.resume_setup(src) is None                            # an ordinary run has no mask to hold
+    _, rstart, _, _ = plan(src, 0.4, control="random", seed=5)
+    r = ticket(src, 0.4, tmp_path / "rnd", control="random", seed=5, overrides=["train.steps=2"], report=False)
+    assert r.metrics[0]["weight_norm"] == pytest.approx(total_norm(rstart), rel=1e-6)
+    with pytest.raises(ConfigError, match="^--out '': expected a directory path$"):
+        ticket(src, 0.4, "")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    for taken in (tmp_path / "api", tmp_path / "link"):
+        with pytest.raises(ConfigError,
+                           match=f"^output directory {str(taken)!r} already exists; choose another --out$"):
+            ticket(src, 0.4, taken)
+    with pytest.raises(ConfigError, match="allowed: " + ", ".join(sorted(groklab.config.RESUMABLE)) + "$"):
+        ticket(src, 0.4, tmp_path / "x", overrides=["optim.lr=1"])
+
+    def boom(cfg, out, **kw):
+        with pytest.raises(DirectoryLocked):                      # the new directory is held while it trains
+            with dir_lock(out):
+                pass
+        if cfg.train.steps == 3:                                  # a checkpoint was written: it is kept
+            (out / "checkpoints" / "step_00000001").mkdir(parents=True)
+        raise RuntimeError("boom")
+    monkeypatch.setattr(R, "train", boom)
+    for steps, kept in ((2, False), (3, True)):
+        with pytest.raises(RuntimeError, match="boom"):
+            ticket(src, 0.4, tmp_path / f"f{steps}", overrides=[f"train.steps={steps}"], report=False)
+        assert (tmp_path / f"f{steps}").exists() == kept
