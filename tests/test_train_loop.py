@@ -1,0 +1,50 @@
+"""The training loop's small rules, checked without training (issue 23 item 9: what the
+mutation run of train/loop.py found that only the slow end-to-end runs reached, or nothing)."""
+import threading
+from types import SimpleNamespace
+
+import torch
+
+import groklab
+from groklab.train import loop
+
+
+def test_checkpoint_steps_keep_the_log_spaced_the_periodic_and_the_last():
+    cfg = groklab.resolve("default", overrides=["train.steps=100", "train.n_checkpoints=1", "train.checkpoint_every=0"])
+    assert loop.checkpoint_steps(cfg) == {1, 100}                # one log-spaced checkpoint: step 1
+    cfg.train.n_checkpoints, cfg.train.checkpoint_every = 0, 30
+    assert loop.checkpoint_steps(cfg) == {30, 60, 90, 100}
+    cfg.train.n_checkpoints = 3
+    assert loop.checkpoint_steps(cfg) == {1, 10, 30, 60, 90, 100}
+
+
+def test_summary_names_the_phase_and_rounds_the_wall_time():
+    cfg = groklab.resolve("default", overrides=["train.phase_gap=1000", "train.phase_threshold=0.9"])
+    recs = [{"step": s, "train_acc": tr, "val_acc": va, "train_loss": 1.0, "val_loss": 1.0}
+            for s, tr, va in ((0, 0.1, 0.1), (100, 1.0, 0.1), (2000, 1.0, 0.95))]
+    s = loop.summarize(cfg, recs, "completed", 1.23456)
+    assert s["phase"] == "grokking" and s["memorized_at"]["0.9"] == 100 and s["generalized_at"]["0.9"] == 2000
+    assert s["wall_seconds"] == 1.235 and s["steps_done"] == 2000
+    assert loop.summarize(cfg, recs[:2], "completed", 0.0)["phase"] == "memorization"
+
+
+def test_a_models_own_correctness_rule_is_used():
+    out, y = torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 1])
+    assert loop.correct(None, out, y).tolist() == [True, False]  # argmax == y
+    model = SimpleNamespace(correct=lambda o, t: o[:, 0] > 0.5)  # e.g. a GP's own rule
+    assert loop.correct(model, out, y).tolist() == [False, True]
+
+
+def test_the_stop_flag_works_outside_the_main_thread():
+    errors = []
+
+    def body():
+        try:
+            with loop._StopFlag() as f:
+                assert not f.stop
+        except Exception as e:                                    # noqa: BLE001 - reported below
+            errors.append(e)
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert errors == []
