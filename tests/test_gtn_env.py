@@ -183,9 +183,26 @@ def test_bad_input_is_one_line_exit_2_and_no_directory(tmp_path, capsys, args, w
 
 def test_bad_resume_is_one_line(tmp_path, capsys):
     assert run_cli("--resume", str(tmp_path / "nope")) == 2
+    (tmp_path / "config.json").write_text("{}")
     assert run_cli("--resume", str(tmp_path), "--set", "meta.pairs=2") == 2
+    assert run_cli("--resume", str(tmp_path), "--recipe", "cartpole-se") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "no such GTN env run directory" in err[0] and "--set" in err[1]
+    assert len(err) == 3 and "no such GTN env run directory" in err[0] and "'meta.pairs'" in err[1]
+    assert "--recipe" in err[2]
+
+
+def test_resume_with_eval_settings_re_evaluates(sign, tmp_path, capsys):
+    out = tmp_path / "r"
+    sets = [f"--set={kv}" for kv in TOY + ["meta.generations=1"]]
+    assert run_cli("--out", str(out), *sets) == 0
+    psi = (out / "checkpoints" / "step_00000001" / "model.safetensors").read_bytes()
+    assert run_cli("--resume", str(out), "--set", "eval.agents=2", "--set", "eval.kinds=dueling") == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["eval"]) == {"dueling"} and s["eval"]["dueling"]["se"]["of"] == 2
+    assert json.loads((out / "config.json").read_text())["eval"]["agents"] == 2
+    assert (out / "checkpoints" / "step_00000001" / "model.safetensors").read_bytes() == psi
+    assert run_cli("--resume", str(out), "--set", "eval.agents=0") == 2
+    assert "eval.agents=0" in capsys.readouterr().err
 
 
 def test_init_from_another_run_and_several_agents_per_member(sign, tmp_path, capsys):

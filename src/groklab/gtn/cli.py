@@ -91,11 +91,11 @@ def cmd_env(args) -> int:
     from groklab.gtn import envrun
     from groklab.gtn.envconfig import resolve
     if args.resume:
-        if args.recipe or args.config or args.set:
-            raise ConfigError("--resume continues a run with its own config.json; drop --recipe/--config/--set")
+        if args.recipe or args.config:
+            raise ConfigError("--resume continues a run with its own config.json; drop --recipe/--config")
         if args.out:
             raise ConfigError(f"--resume {args.resume!r} continues in its own directory; drop --out {args.out!r}")
-        out = envrun.resume(args.resume, progress=not args.quiet, evaluate=not args.no_eval)
+        out = envrun.resume(args.resume, progress=not args.quiet, evaluate=not args.no_eval, overrides=args.set)
     else:
         cfg = resolve(args.config, args.set, recipe=args.recipe)
         out = envrun.train(cfg, args.out, progress=not args.quiet, evaluate=not args.no_eval)
@@ -155,7 +155,8 @@ def register(subparsers) -> None:
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one dotted setting, e.g. --set meta.generations=50 (repeatable)")
     v.add_argument("--out", help="run directory to create (default runs/gtn-env-<env>-<target>-<time>)")
-    v.add_argument("--resume", metavar="DIR", help="continue the meta-training in DIR from its last checkpoint")
+    v.add_argument("--resume", metavar="DIR", help="continue the meta-training in DIR from its last checkpoint "
+                                                   "(with --set eval.KEY=VALUE: then evaluate with those settings)")
     v.add_argument("--no-eval", action="store_true", help="skip the evaluation protocol at the end")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_env)

@@ -68,11 +68,19 @@ def train(cfg: EnvRunConfig, out: str | Path | None = None, progress: bool = Fal
         raise
 
 
-def resume(run_dir: str | Path, progress: bool = False, evaluate: bool = True) -> Path:
-    """Continue meta-training in ``run_dir`` from its last checkpoint."""
+def resume(run_dir: str | Path, progress: bool = False, evaluate: bool = True,
+           overrides: list[str] | None = None) -> Path:
+    """Continue meta-training in ``run_dir`` from its last checkpoint. ``overrides``
+    (``eval.KEY=VALUE`` only: meta-training continues as configured) change the evaluation
+    protocol, e.g. to re-evaluate a finished run; config.json records them."""
+    from groklab.schema import parse_overrides, set_key, validate
     d = Path(run_dir)
     if not d.is_dir() or not (d / "config.json").is_file():
         raise ConfigError(f"--resume {str(d)!r}: no such GTN env run directory (no config.json)")
+    pairs = parse_overrides(overrides or [])
+    for k, _ in pairs:
+        if not k.startswith("eval."):
+            raise ConfigError(f"--resume takes only eval.* settings (the evaluation protocol), not {k!r}")
     check_gymnasium()
     with dir_lock(d, "GTN env run directory"):
         raw = read_run_json(d / "config.json")
@@ -80,6 +88,11 @@ def resume(run_dir: str | Path, progress: bool = False, evaluate: bool = True) -
             cfg = EnvRunConfig.from_dict(raw)
         except ConfigError as e:
             raise ConfigError(f"{str(d / 'config.json')!r} is not a GTN env config: {e}") from None
+        if pairs:
+            for k, v in pairs:
+                set_key(cfg, k, v)
+            cfg = validate(cfg)
+            write_json(d / "config.json", cfg.to_dict())
         return _train_and_finish(cfg, d, True, progress, evaluate)
 
 
