@@ -1,5 +1,5 @@
 """Meta-learn a synthetic environment (SE) or a reward network (RN) with evolution strategies
-(Ferreira et al., ICLR 2022, arXiv 2202.02790, Algorithm 1).
+(Ferreira et al., ICLR 2022, "Learning Synthetic Environments and Reward Networks for RL").
 
 One generation: draw ``pairs`` noise vectors ε_i ~ N(0, σ²I); for each, train a fresh DDQN on
 the SE (or on the RN-shaped real environment) with parameters ψ + ε_i and with ψ − ε_i

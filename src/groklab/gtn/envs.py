@@ -1,5 +1,5 @@
 """Environments for learned-environment meta-training: the real one (Gymnasium), a synthetic
-environment (SE) and a reward network (RN) (Ferreira et al., ICLR 2022, arXiv 2202.02790).
+environment (SE) and a reward network (RN) (Ferreira et al., ICLR 2022).
 
 Every environment here is batched over ``P`` agents, one environment each, with Gymnasium's
 next-step autoreset: the call after an episode ends resets that environment and returns
