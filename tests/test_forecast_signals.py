@@ -1,5 +1,7 @@
-"""The forecast's signals and run keys on histories with answers known in closed form
+"""The forecast's signals and run keys on histories with answers known in closed form, a run
+ended exactly at its budget, and `forecast evaluate` on named axes into an existing directory
 (issue 23 item 9: what the mutation run of forecast/ found unpinned)."""
+import json
 import math
 from types import SimpleNamespace
 
@@ -58,3 +60,24 @@ def test_muon_is_its_own_optimiser_family_and_logging_keys_do_not_split_a_config
         assert config_key(d) == key, k
     assert config_key(resolve("prieto", overrides=[("optim.name", "muon"), ("accel.grokfast", "ema"),
                                                    ("optim.lr", 0.5)])) != key
+
+
+def test_a_history_that_reaches_the_budget_has_ended():
+    from groklab.forecast.predict import forecast
+    cfg = resolve("prieto", overrides=[("train.steps", 1000)])
+    recs = [{"step": s, "train_loss": 0.01, "train_acc": 1.0 if s >= 200 else 0.5, "val_loss": 3.0,
+             "val_acc": 0.05, "weight_norm": 10.0} for s in range(0, 1001, 100)]
+    fc = forecast(recs, config=cfg, explain=False)
+    assert fc.ended and all(tg.p == 0.0 for tg in fc.targets.values())  # the budget is spent: no chance left
+
+
+def test_evaluate_on_named_axes_into_an_existing_directory(tmp_path, capsys):
+    from groklab.cli import main
+    from test_forecast import synth_corpus
+    root = synth_corpus(tmp_path / "corpus", n_per_op=6)
+    (tmp_path / "ev").mkdir()                                     # an earlier evaluation's directory
+    assert main(["forecast", "evaluate", str(root), "--rounds", "10", "--axes", "op", "--out",
+                 str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert set(res["axes"]) == {"op"} and {f["axis"] for f in res["folds"]} == {"op"}
+    assert "twice the step" in (tmp_path / "ev" / "evaluation.md").read_text()  # the time baselines' table
