@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from groklab.report.html import CSS, cost_html, img_tag, table  # noqa: E402
+from groklab.report.html import CSS, img_tag, table  # noqa: E402
 from groklab.report.plots import save_figure  # noqa: E402
 from groklab.runs.rundir import atomic_write_text, read_json, read_jsonl  # noqa: E402
 
@@ -92,9 +92,21 @@ def write_env_report(run_dir: str | Path) -> Path:
             rows += [(f"eval.{kind}.{side}.{k}", v) for k, v in (h.get(side) or {}).items()]
         if "steps_ratio" in h:
             rows.append((f"eval.{kind}.steps_ratio", h["steps_ratio"]))
+    if (d / "eval.json").exists():
+        ev = read_json(d / "eval.json")
+        for kind, sides in ev["kinds"].items():
+            rows += [(f"eval.{kind}.{side}.real_steps (training + scoring)",
+                      p["real_train_steps"] + p["real_eval_steps"]) for side, p in sides.items()]
     parts += ["<h2>Summary</h2>", table(rows)]
-    if summary.get("cost"):
-        parts.append(cost_html(summary["cost"], {}))
+    c = summary.get("cost")
+    if c:
+        energy = f"{c['joules']} J ({c['method']})" if c.get("joules") is not None else \
+            f"missing: {c.get('energy_missing')}"
+        parts += ["<h2>Cost of meta-training</h2>", table([
+            ("FLOPs", c.get("flops")), ("CPU seconds", c.get("cpu_seconds")), ("wall seconds", c.get("wall_seconds")),
+            ("energy", energy), ("CO₂e g", c.get("co2_g")),
+            ("real environment steps", summary.get("real_steps_meta"))]),
+            f"<p class='note'>FLOPs: {html.escape(str(c.get('flops_note', '')))}.</p>"]
     if (d / "config.json").exists():
         parts += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(read_json(d / 'config.json'), indent=2))}</pre>"]
     atomic_write_text(d / "report.html", "<!doctype html><html><head><meta charset='utf-8'><title>"
