@@ -672,3 +672,25 @@ def test_a_run_without_records_is_named_not_blamed_on_at(tmp_path, capsys):
     assert main(["forecast", str(d)]) == 2
     err = capsys.readouterr().err
     assert "no evaluation yet" in err and "--at" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_features_do_not_depend_on_how_often_a_run_evaluates():
+    """The same run evaluated every 10 or every 25 steps reads as the same run: event steps are
+    interpolated and the spectrum reads a thinned history. Before, Hjorth's mobility read 0.62
+    against 1.42 and memorisation moved by 0.1 decades, and nanda's preset (evaluating every 100)
+    was forecast as a different kind of run than the corpus (every 10)."""
+    cfg = synth_cfg()
+    a = features(curve(range(0, 1001, 10), True, 700, wobble=0.3), cfg)
+    b = features(curve(range(0, 1001, 25), True, 700, wobble=0.3), cfg)
+    for k in ("mem_ago", "log_mem_tau", "rise_ago"):
+        assert abs(a[k] - b[k]) <= 0.05, (k, a[k], b[k])
+    for k in ("osc_log_energy", "hjorth_mobility", "hjorth_activity", "hjorth_complexity", "osc_low_share"):
+        assert abs(a[k] - b[k]) <= 0.1 * max(1.0, abs(a[k])), (k, a[k], b[k])
+
+
+def test_an_event_step_is_interpolated_between_evaluations():
+    from groklab.forecast.signals import crossing
+    s = np.array([0.0, 100.0, 200.0])
+    assert crossing(s, np.array([0.1, 0.5, 1.0]), 0.9) == pytest.approx(180.0)
+    assert crossing(s, np.array([0.95, 0.5, 1.0]), 0.9) == 0.0          # reached at the first record
+    assert crossing(s, np.array([0.1, 0.5, 0.8]), 0.9) is None

@@ -11,7 +11,8 @@ and MNIST:
   best so far, validation loss below its peak, slopes per decade of steps over the latest 30 % of
   the steps (``step >= 0.7 t``), when train accuracy first reached 0.9 (memorisation) relative to
   ``t`` in log steps, and how much validation accuracy has moved since then; when validation
-  accuracy first rose 0.05 above chance; the slopes over the latest 10 %; the train loss above its
+  accuracy first rose 0.05 above chance (both event steps interpolated between evaluations, so
+  they do not move with ``train.eval_every``); the slopes over the latest 10 %; the train loss above its
   minimum so far. No feature reads the step or the budget in absolute units: a run at p = 113 for
   40,000 steps reads like one at p = 31 for 2,000 (the budget enters the model only as the horizon
   ``log10(B / t)``, groklab.forecast.model);
@@ -25,7 +26,9 @@ and MNIST:
   it happens") — the spectrum of the training loss's oscillations: log training loss, detrended by
   a cubic in step and a quadratic in log step, its Fourier power spectrum (energy, dominant
   frequency as cycles over the history, share of the energy in the lowest tenth of the
-  frequencies) and Hjorth's activity, mobility and complexity of the residual;
+  frequencies) and Hjorth's activity, mobility and complexity of the residual, all on the
+  history thinned to at most 33 evenly spaced steps (per-sample measures would otherwise read the
+  evaluation interval);
 * **config** — log learning rate, decoupled weight decay, coupled L2, training fraction, init
   scale, the model kind and depth, and flags for MSE and each accelerator. Neither the operation
   nor the task's size is a feature, so a forecast can be asked about an operation or a modulus it
@@ -91,8 +94,9 @@ def curve_features(h: dict[str, np.ndarray], classes: int) -> dict[str, float]:
     ls = np.log10(s + 1)
     recent = s >= (1 - WINDOW) * t
     late = s >= (1 - WINDOW / 3) * t
-    rise = np.nonzero(above >= RISE)[0]
+    rise = crossing(s, above, RISE)
     mem = np.nonzero(h["train_acc"] >= MEM_THRESHOLD)[0]
+    tm = mem_step(h)
     half = np.searchsorted(s, t / 2)
     return {
         "train_acc": h["train_acc"][-1], "val_acc": h["val_acc"][-1],
@@ -103,10 +107,10 @@ def curve_features(h: dict[str, np.ndarray], classes: int) -> dict[str, float]:
         "slope_val_acc": slope(ls[recent], above[recent]),
         "slope_log_val_loss": slope(ls[recent], _log(h["val_loss"][recent])),
         "slope_log_train_loss": slope(ls[recent], _log(h["train_loss"][recent])),
-        "mem_ago": math.log10(t + 1) - math.log10(s[mem[0]] + 1) if len(mem) else -1.0,
+        "mem_ago": math.log10(t + 1) - math.log10(tm + 1) if tm is not None else -1.0,
         "val_gain_since_mem": above[-1] - above[mem[0]] if len(mem) else 0.0,
         "val_gain_recent": above[-1] - above[min(half, len(s) - 1)],
-        "rise_ago": math.log10(t + 1) - math.log10(s[rise[0]] + 1) if len(rise) else -1.0,
+        "rise_ago": math.log10(t + 1) - math.log10(rise + 1) if rise is not None else -1.0,
         "slope_val_acc_late": slope(ls[late], above[late]),
         "slope_log_val_loss_late": slope(ls[late], _log(h["val_loss"][late])),
         "train_loss_above_min": float(_log(h["train_loss"][-1]) - _log(np.nanmin(h["train_loss"]))),
@@ -121,10 +125,23 @@ def decay_rate(cfg) -> float:
     return o.lr * o.wd if decoupled else math.nan
 
 
+def crossing(s: np.ndarray, y: np.ndarray, level: float) -> float | None:
+    """The step at which ``y`` first reaches ``level``, interpolated linearly between the record
+    before and the first record at or above it (None if it never does). Interpolated, an event's
+    step does not depend on how often the run evaluates: a run evaluated every 100 steps would
+    otherwise place memorisation up to 100 steps late, 0.2 decades at step 200."""
+    i = np.nonzero(y >= level)[0]
+    if not len(i):
+        return None
+    i = int(i[0])
+    if i == 0 or not np.isfinite(y[i - 1]) or y[i] <= y[i - 1]:
+        return float(s[i])
+    return float(s[i - 1] + (s[i] - s[i - 1]) * (level - y[i - 1]) / (y[i] - y[i - 1]))
+
+
 def mem_step(h: dict[str, np.ndarray]) -> float | None:
-    """The first evaluated step with train accuracy ≥ 0.9, or None."""
-    mem = np.nonzero(h["train_acc"] >= MEM_THRESHOLD)[0]
-    return float(h["step"][mem[0]]) if len(mem) else None
+    """The step at which train accuracy first reached 0.9 (interpolated: ``crossing``), or None."""
+    return crossing(h["step"], h["train_acc"], MEM_THRESHOLD)
 
 
 def time_features(h: dict[str, np.ndarray], rate: float) -> dict[str, float]:
@@ -177,10 +194,25 @@ def oscillation_spectrum(y: np.ndarray, dt: float) -> dict[str, float]:
             "hjorth_complexity": mob1 / mob if mob > 0 else 0.0}
 
 
+SPECTRAL_GRID = 32  # the spectrum reads the history at (at most) 33 evenly spaced steps
+
+
+def thin(s: np.ndarray, n: int = SPECTRAL_GRID) -> np.ndarray:
+    """Indices of the last record at or before each of the steps 0, t/n, …, t (distinct): the
+    history at a density that does not depend on ``train.eval_every`` once it is n per history."""
+    grid = np.linspace(0.0, float(s[-1]), n + 1)
+    idx = np.searchsorted(s, grid, side="right") - 1
+    return np.unique(idx[idx >= 0])
+
+
 def spectral_features(h: dict[str, np.ndarray]) -> dict[str, float]:
-    s = h["step"]
+    """The spectrum of the training loss on the thinned history (``thin``): the Hjorth parameters
+    and the low-frequency share are per sample, so on every record they would read a run
+    evaluated every 100 steps as another kind of run than the same run evaluated every 10."""
+    i = thin(h["step"])
+    s = h["step"][i]
     dt = float(np.median(np.diff(s))) if len(s) > 1 else 1.0
-    return oscillation_spectrum(np.asarray(_log(h["train_loss"])), dt)
+    return oscillation_spectrum(np.asarray(_log(h["train_loss"][i])), dt)
 
 
 def task_size(cfg) -> tuple[int, int]:
