@@ -694,3 +694,19 @@ def test_an_event_step_is_interpolated_between_evaluations():
     assert crossing(s, np.array([0.1, 0.5, 1.0]), 0.9) == pytest.approx(180.0)
     assert crossing(s, np.array([0.95, 0.5, 1.0]), 0.9) == 0.0          # reached at the first record
     assert crossing(s, np.array([0.1, 0.5, 0.8]), 0.9) is None
+
+
+def test_evaluating_a_records_file_never_writes_beside_it(tmp_path, monkeypatch, capsys):
+    """The records file may be the installed package's (the README's command evaluates the
+    shipped model's records): the tables go to ./forecast-evaluation, not into the package."""
+    from groklab.cli import main
+    from groklab.forecast import records
+    root = synth_corpus(tmp_path / "corpus", n_per_op=6)
+    runs = records.load(root)
+    shipped = tmp_path / "pkg" / "model"
+    shipped.mkdir(parents=True)
+    records.write(runs, [f"r{i}" for i in range(len(runs))], shipped / "records.jsonl.gz")
+    monkeypatch.chdir(tmp_path)
+    assert main(["forecast", "evaluate", str(shipped / "records.jsonl.gz"), "--rounds", "10", "--axes", "op"]) == 0
+    assert sorted(p.name for p in shipped.iterdir()) == ["records.jsonl.gz"]
+    assert (tmp_path / "forecast-evaluation" / "evaluation.md").is_file()

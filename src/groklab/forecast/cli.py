@@ -38,7 +38,8 @@ def register(subparsers) -> None:
                                                 "corpus run (default 5)")
     s.add_argument("--out", help="corpus: its directory (default corpus/<name>); build: the model "
                                  "directory (default forecast-model); evaluate: where the tables "
-                                 "and figure go (default <CORPUS>/evaluation)")
+                                 "and figure go (default CORPUS_DIR/evaluation, or ./forecast-evaluation "
+                                 "for a records file)")
     s.add_argument("--workers", type=int, help="corpus: runs in flight (default: one per core)")
     s.add_argument("--rounds", type=int, help="build/evaluate: boosting rounds (default 300)")
     s.set_defaults(func=cmd_forecast)
@@ -171,7 +172,8 @@ def _evaluate(corpus: Path, args) -> int:
     from groklab.runs.rundir import atomic_write_text, finite_or_null, write_json
     rounds = 100 if args.rounds is None else _rounds(args)
     runs = _corpus_runs(corpus)
-    out = Path(args.out) if args.out else (corpus if corpus.is_dir() else corpus.parent) / "evaluation"
+    # beside a corpus directory; a records file may be the installed package's: never write there
+    out = Path(args.out) if args.out else corpus / "evaluation" if corpus.is_dir() else Path("forecast-evaluation")
     axes = None
     if args.axes is not None:
         axes = [a for a in args.axes.split(",")]
