@@ -48,3 +48,15 @@ def test_the_stop_flag_works_outside_the_main_thread():
     t.start()
     t.join()
     assert errors == []
+
+
+def test_measurements_are_written_every_measure_every_steps_and_not_at_all_without(tmp_path):
+    import json
+    base = ["model.arch=mlp", "model.hidden=16,16", "task.p=13", "task.frac=0.5", "train.steps=40",
+            "train.eval_every=10", "train.n_checkpoints=0", "train.forecast=false"]
+    for every in (0, 20):
+        groklab.run(groklab.resolve("default", overrides=base + [f"train.measure_every={every}"]),
+                    out=tmp_path / str(every), report=False)
+    assert not (tmp_path / "0" / "measures.jsonl").exists()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "20" / "measures.jsonl").read_text().splitlines()]
+    assert {0, 20} <= set(steps) <= {0, 20, 40} and steps == sorted(set(steps))
