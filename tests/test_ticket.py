@@ -246,8 +246,14 @@ def test_cli_exit_code_follows_the_runs_status(tmp_path, monkeypatch, capsys, st
                                                       "kept": 1, "total": 2, "norm": {"start": 1, "init": 1}}))
     summary = {"status": status, "steps_done": 1, "wall_seconds": 0.1, "final_train_acc": 1.0,
                "final_val_acc": 0.5, "generalized_at": {"0.9": 12, "0.99": 34}}
-    monkeypatch.setattr(R, "ticket", lambda *a, **k: groklab.train.loop.Run(tmp_path, None, summary, None, None))
+    calls = []
+    monkeypatch.setattr(R, "ticket", lambda *a, **k: calls.append((a, k)) or
+                        groklab.train.loop.Run(tmp_path, None, summary, None, None))
     assert main(["ticket", "src", "--out", str(tmp_path / "o"), "--quiet"]) == code
+    assert calls == [(("src", 0.4, str(tmp_path / "o")), {"step": None, "control": "none", "seed": 0, "overrides": [],
+                                                         "progress": False})]  # the defaults --help states
+    with pytest.raises(SystemExit):
+        main(["ticket", "src", "--quiet"])                       # --out is required
     assert "val ≥ 0.9 at 12 · val ≥ 0.99 at 34" in capsys.readouterr().out
 
 
