@@ -60,3 +60,12 @@ def test_measurements_are_written_every_measure_every_steps_and_not_at_all_witho
     assert not (tmp_path / "0" / "measures.jsonl").exists()
     steps = [json.loads(line)["step"] for line in (tmp_path / "20" / "measures.jsonl").read_text().splitlines()]
     assert {0, 20} <= set(steps) <= {0, 20, 40} and steps == sorted(set(steps))
+    seen, out = [], tmp_path / "cb"
+    out.mkdir()
+    loop.train(groklab.resolve("default", overrides=base), out, progress=False, on_eval=seen.append)
+    assert [r["step"] for r in seen] == [0, 10, 20, 30, 40]        # on_eval gets every evaluation record
+
+
+def test_auto_is_the_gpu_when_there_is_one_else_the_cpu():
+    assert loop.resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert loop.resolve_device("cpu") == torch.device("cpu")
