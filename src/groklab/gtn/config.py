@@ -163,18 +163,24 @@ RECIPES: dict[str, list[str]] = {
 }
 
 
-def resolve(file: str | Path | None = None, overrides: list[str] | None = None,
-            recipe: str | None = None) -> GTNConfig:
-    """Defaults → recipe → TOML file → dotted overrides (``KEY=VALUE`` strings), then validate."""
-    cfg = GTNConfig()
+def layered(cfg, recipes: dict[str, list[str]], file: str | Path | None, overrides: list[str] | None,
+            recipe: str | None):
+    """Defaults (``cfg``) → recipe → TOML file → dotted overrides (``KEY=VALUE`` strings): the
+    layering every gtn command's config shares; the caller validates the result."""
     if recipe is not None:
-        if recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
-        for item in RECIPES[recipe]:
+        if recipe not in recipes:
+            raise ConfigError(f"unknown recipe {recipe!r}; recipes: {', '.join(recipes)}")
+        for item in recipes[recipe]:
             k, v = item.split("=", 1)
             set_key(cfg, k, v)
     if file is not None:
         apply_dict(cfg, load_toml(file))
     for k, v in parse_overrides(overrides or []):
         set_key(cfg, k, v)
-    return validate(cfg)
+    return cfg
+
+
+def resolve(file: str | Path | None = None, overrides: list[str] | None = None,
+            recipe: str | None = None) -> GTNConfig:
+    """Defaults → recipe → TOML file → dotted overrides (``KEY=VALUE`` strings), then validate."""
+    return validate(layered(GTNConfig(), RECIPES, file, overrides, recipe))

@@ -15,16 +15,11 @@ from pydantic import model_validator
 from groklab.schema import (
     Bool,
     Config,
-    ConfigError,
     Field,
     Float,
     Int,
     Section,
     Str,
-    apply_dict,
-    load_toml,
-    parse_overrides,
-    set_key,
     validate,
 )
 
@@ -134,15 +129,5 @@ RECIPES: dict[str, list[str]] = {
 def resolve(file: str | Path | None = None, overrides: list[str] | None = None,
             recipe: str | None = None) -> EnvRunConfig:
     """Defaults → recipe → TOML file → dotted overrides (``KEY=VALUE`` strings), then validate."""
-    cfg = EnvRunConfig()
-    if recipe is not None:
-        if recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
-        for item in RECIPES[recipe]:
-            k, v = item.split("=", 1)
-            set_key(cfg, k, v)
-    if file is not None:
-        apply_dict(cfg, load_toml(file))
-    for k, v in parse_overrides(overrides or []):
-        set_key(cfg, k, v)
-    return validate(cfg)
+    from groklab.gtn.config import layered
+    return validate(layered(EnvRunConfig(), RECIPES, file, overrides, recipe))
