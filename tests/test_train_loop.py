@@ -69,3 +69,20 @@ def test_measurements_are_written_every_measure_every_steps_and_not_at_all_witho
 def test_auto_is_the_gpu_when_there_is_one_else_the_cpu():
     assert loop.resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert loop.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_a_resume_from_an_earlier_checkpoint_drops_the_later_measurements(tmp_path):
+    import json
+    import shutil
+    over = ["model.arch=mlp", "model.hidden=16,16", "task.p=13", "task.frac=0.5", "train.steps=40",
+            "train.eval_every=10", "train.measure_every=10", "train.n_checkpoints=0", "train.checkpoint_every=20",
+            "train.forecast=false"]
+    d = tmp_path / "r"
+    groklab.run(groklab.resolve("default", overrides=over), out=d, report=False)
+    shutil.rmtree(d / "checkpoints" / "step_00000040")           # as if stopped after step 20's save
+    groklab.resume(d, report=False)
+
+    def steps(name):
+        return [json.loads(line)["step"] for line in (d / name).read_text().splitlines()]
+    for name in ("metrics.jsonl", "measures.jsonl"):
+        assert steps(name) == sorted(set(steps(name))) and 30 in steps(name), name  # each step once
