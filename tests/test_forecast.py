@@ -710,3 +710,35 @@ def test_evaluating_a_records_file_never_writes_beside_it(tmp_path, monkeypatch,
     assert main(["forecast", "evaluate", str(shipped / "records.jsonl.gz"), "--rounds", "10", "--axes", "op"]) == 0
     assert sorted(p.name for p in shipped.iterdir()) == ["records.jsonl.gz"]
     assert (tmp_path / "forecast-evaluation" / "evaluation.md").is_file()
+
+
+def test_the_evidence_reads_the_measures_up_to_and_including_the_forecast_step(tmp_path):
+    """measures.jsonl's record at exactly the forecast step is the latest the evidence may read
+    (a mutant that kept only earlier ones survived the mutation run); later ones never."""
+    import groklab
+    d = write_run(tmp_path / "r", synth_cfg(), curve(range(0, BUDGET + 1, 10), True, 700))
+    (d / "measures.jsonl").write_text("".join(json.dumps({"step": s, "gini_E": s / 1000}) + "\n"
+                                              for s in (0, 300, 500, 600)))
+    ev = groklab.forecast(d, at=500).evidence
+    assert any(e.startswith("progress measures at step 500 ") and "gini_E 0.5" in e for e in ev)
+    assert not any("step 600" in e for e in ev)
+
+
+def test_a_resumed_live_forecast_keeps_its_time_share(tmp_path):
+    """The 1 % throttle counts the forecasting time of the run before a resume (forecast.jsonl's
+    last ``seconds``): a run that already spent 50 s forecasting in 10 s of training skips the
+    next evaluation's forecast; with a fresh forecast.jsonl it forecasts."""
+    from groklab.forecast.live import LiveForecast
+    recs = curve(range(0, 501, 10), True, 700)
+    for fresh in (False, True):
+        d = write_run(tmp_path / f"r{fresh}", synth_cfg(), recs[:31])
+        if not fresh:
+            (d / "forecast.jsonl").write_text(json.dumps(
+                {"step": 300, "budget": BUDGET, "p": {"0.9": 0.5, "0.99": 0.4}, "at": {}, "low": {}, "high": {},
+                 "reached": {"0.9": False, "0.99": False}, "seconds": 50.0}) + "\n")
+        live = LiveForecast(synth_cfg(), d, start=310)
+        live({**recs[31], "time": 10.0})
+        live.close()
+        lines = (d / "forecast.jsonl").read_text().splitlines()
+        assert len(lines) == 1, lines                  # the resumed one added none
+        assert json.loads(lines[-1])["step"] == (310 if fresh else 300)
