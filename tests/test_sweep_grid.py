@@ -235,3 +235,26 @@ def test_cli_bad_spec_exits_2_before_creating_anything(tmp_path, capsys):
     bad.write_text('preset = "prieto"\n[axes]\n"task.frac" = [0.5, 0.01]\n[base]\n"task.p" = 5\n')
     assert main(["sweep", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("with_checkpoint", [True, False])
+def test_a_partial_point_resumes_from_its_checkpoint_or_starts_again(tmp_path, with_checkpoint):
+    """A point killed half-way (summary "running") is resumed from its checkpoint, keeping what
+    its directory holds; one killed before its first checkpoint is started again from nothing."""
+    from groklab.runs.read import read_metrics
+    from groklab.runs.rundir import write_json
+    from groklab.sweep.point import run_point
+    p = next(iter(parse_spec(TINY).points()))
+    d = tmp_path / p.id
+    groklab.run(p.config, out=d, progress=False, report=False)
+    s = read_json(d / "summary.json")
+    write_json(d / "summary.json", {**s, "status": "running"})
+    if not with_checkpoint:
+        import shutil
+        shutil.rmtree(d / "checkpoints")
+    (d / "marker").write_text("kept only by a resume")
+    res = run_point({"id": p.id, "dir": str(d), "config": p.config.to_dict(), "prune": None})
+    assert res["status"] == "completed" and res["error"] is None
+    assert (d / "marker").exists() == with_checkpoint
+    steps = [r["step"] for r in read_metrics(d / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
