@@ -31,6 +31,12 @@ def _print_summary(out: Path) -> int:
                  f"real {ev['real_mean']:.3f} ± {ev['real_std']:.3f} (lr {ev['best_lr']:g}, "
                  f"{ev['learners']} learners)")
     print(line)
+    return _finish(out, s)
+
+
+def _finish(out, s: dict) -> int:
+    """The last lines of a gtn run command (train, env): where its report is, its message, and
+    its exit code by status (an interrupted run 130, a diverged one 3)."""
     print(f"report: {out / 'report.html'}")
     if s.get("message"):
         print(s["message"])
@@ -111,10 +117,7 @@ def cmd_env(args) -> int:
             line += (f" · real {b['solved']}/{b['of']} solved (median {b['median_steps']} steps, best "
                      f"{b['best_mean_return']}, final {b['final_mean_return']}) · steps ratio {h['steps_ratio']}")
         print(line)
-    print(f"report: {out / 'report.html'}")
-    if s.get("message"):
-        print(s["message"])
-    return {"completed": 0, "interrupted": 130, "nan": 3}.get(s["status"], 1)
+    return _finish(out, s)
 
 
 def register(subparsers) -> None:
