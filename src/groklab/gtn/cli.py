@@ -30,6 +30,8 @@ def _print_summary(out: Path) -> int:
         line += (f" · T = {ev['steps']}: GTN {ev['gtn_mean']:.3f} ± {ev['gtn_std']:.3f}, "
                  f"real {ev['real_mean']:.3f} ± {ev['real_std']:.3f} (lr {ev['best_lr']:g}, "
                  f"{ev['learners']} learners)")
+        if ev.get("gtn_raw_mean") is not None:
+            line += f" · un-averaged teacher {ev['gtn_raw_mean']:.3f} ± {ev['gtn_raw_std']:.3f}"
     print(line)
     return _finish(out, s)
 

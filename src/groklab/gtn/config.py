@@ -88,6 +88,10 @@ class MetaConfig(Section):
     clip: Float = Field(1.0, ge=0, le=1e9)     # meta-gradient global-norm clip; 0 = off
     real_batch: Int = Field(512, ge=1, le=10**6)  # real training examples per meta-loss
     shift: Int = Field(0, ge=0, le=64)         # real meta-batches translated by up to this many pixels
+    rotate: Float = Field(0.0, ge=0, le=180)   # real meta-batches (2-D images) rotated by up to this
+                                               # many degrees, each example its own angle; 0 = off
+    ema: Float = Field(0.0, ge=0, lt=1)        # Polyak/EMA average of the teacher's weights with this
+                                               # decay, used for evaluation, sample, audit and NAS; 0 = off
     seed: Int = Field(0, ge=0, le=SEED_MAX)
     learners: Int = Field(1, ge=1, le=256)     # fresh learners per outer step (meta-batch)
     log_every: Int = Field(10, ge=1, le=10**7)
@@ -122,6 +126,9 @@ class GTNConfig(Config):
         if self.meta.shift and self.data.name == "modular":
             raise ValueError(f"meta.shift={self.meta.shift} translates images or sequences; data.name="
                              f"'modular' has neither (use meta.shift=0)")
+        if self.meta.rotate and self.data.name in ("modular", "mnist1d"):
+            raise ValueError(f"meta.rotate={self.meta.rotate:g} rotates 2-D images; data.name="
+                             f"{self.data.name!r} has none (use meta.rotate=0)")
         if self.labels.learned and self.inner.curriculum == "none":
             raise ValueError("labels.learned=true learns one label per curriculum slot: it needs a "
                              "learned inner.curriculum (full, shuffled_batch or all_shuffled), not 'none'")

@@ -6,6 +6,7 @@ beyond the paper — modular arithmetic as the concatenated one-hot operands (2p
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,29 @@ def random_shift(x: torch.Tensor, s: int, g: torch.Generator, fill: float) -> to
             *[1] * ax, w, *[1] * (out.dim() - ax - 1))
         out = out.gather(ax, idx.expand(*out.shape[:ax], w, *out.shape[ax + 1:]))
     return out
+
+
+def rotate(x: torch.Tensor, angles: torch.Tensor, fill: float) -> torch.Tensor:
+    """Rotate each image of ``x`` (N, C, H, W) about its centre by its angle (radians, (N,);
+    in pixel units, so a non-square image is not sheared). Bilinear; the corners rotated in take
+    the value ``fill``."""
+    if x.dim() != 4:
+        raise ValueError(f"rotate needs images (N, C, H, W), not a tensor of shape {tuple(x.shape)}")
+    a = angles.to(torch.float64)
+    cos, sin, zero = a.cos(), a.sin(), torch.zeros_like(a)
+    h, w = x.shape[2:]
+    # affine_grid maps output to input in [-1, 1] coordinates of each axis
+    theta = torch.stack([torch.stack([cos, -sin * h / w, zero], 1),
+                         torch.stack([sin * w / h, cos, zero], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+
+
+def random_rotate(x: torch.Tensor, deg: float, g: torch.Generator, fill: float) -> torch.Tensor:
+    """``rotate`` each image of ``x`` (N, C, H, W) by its own angle, uniform in [-deg, deg]
+    degrees, drawn from ``g`` (one (N,) draw)."""
+    a = (torch.rand(x.shape[0], generator=g, dtype=torch.float64) * 2 - 1) * math.radians(deg)
+    return rotate(x, a, fill)
 
 
 def _modular(p: int, op: str, frac: float, seed: int):

@@ -32,14 +32,18 @@ def test_accuracy(learner, state, data: GTNData) -> float:
     return real_loss(learner, state, data.x_test, data.y_test)[1].item()
 
 
-def teach(learner, params0, batches, lrs, moms, data: GTNData) -> list[float]:
+def teach(learner, params0, batches, lrs, moms, data: GTNData, final: list | None = None) -> list[float]:
     """Train from ``params0`` on ``batches`` [(x (B, *shape), y (B,))] with per-step ``lrs`` and
-    ``moms``; return the real test accuracy before and after every step: (T + 1,)."""
+    ``moms``; return the real test accuracy before and after every step: (T + 1,). With a list
+    ``final``, append the trained learner's accuracy on the whole real training set to it."""
     state = initial_state(learner, params0)
     accs = [test_accuracy(learner, state, data)]
     for t, (x, y) in enumerate(batches):
         state, _ = sgd_momentum_step(learner, state, x, y, t, lrs[t], moms[t], create_graph=False)
         accs.append(test_accuracy(learner, state, data))
+    if final is not None:
+        with torch.no_grad():
+            final.append(real_loss(learner, state, data.x_train, data.y_train)[1].item())
     return accs
 
 
@@ -70,9 +74,33 @@ def real_batches(data: GTNData, steps: int, batch: int, g: torch.Generator):
     return [(data.x_train[i], data.y_train[i]) for i in idx]
 
 
+def _std(v: torch.Tensor) -> float:
+    return v.std().item() if len(v) > 1 else 0.0
+
+
+def _final(curves) -> torch.Tensor:
+    return torch.tensor([c[-1] for c in curves], dtype=torch.float64)
+
+
+def teach_learners(cfg, teacher, data: GTNData, n: int) -> tuple[list[list[float]], list[float]]:
+    """The protocol's ``n`` fresh learners (seeds ``eval.seed + i``) taught by ``teacher``: their
+    test-accuracy curves (n, T+1) and final accuracies on the real training set (n,)."""
+    from groklab.gtn.meta import get_learner
+    learner = get_learner(eval_spec(cfg), data, teacher.log_lr.dtype)
+    step_lrs, step_moms = teacher.log_lr.detach().exp(), teacher.log_mom.detach().exp()
+    curves, train = [], []
+    for i in range(n):
+        seed = cfg.eval.seed + i
+        params0 = init_params(learner, torch.Generator().manual_seed(seed), teacher.log_lr.dtype)
+        batches = generated_batches(teacher, torch.Generator().manual_seed(seed + 7_919))
+        curves.append(teach(learner, params0, batches, step_lrs, step_moms, data, final=train))
+    return curves, train
+
+
 def evaluate(cfg, teacher, data: GTNData, learners: int | None = None, lrs=None) -> dict:
     """Run the protocol. Returns {"gtn": curves (n, T+1), "real": {lr: curves}, "best_lr",
-    and mean/std of the final accuracies} as plain lists and floats."""
+    and mean/std of the final accuracies on the test set and (``*_train_*``, the meta-gap's
+    other side) on the real training set} as plain lists and floats."""
     from groklab.gtn.meta import get_learner
     n = learners or cfg.eval.learners
     lrs_grid = list(lrs or cfg.eval.lrs)
@@ -80,26 +108,35 @@ def evaluate(cfg, teacher, data: GTNData, learners: int | None = None, lrs=None)
     spec = eval_spec(cfg)
     learner = get_learner(spec, data, dtype)
     T, B = cfg.inner.steps, cfg.inner.batch
-    step_lrs = teacher.log_lr.detach().exp()
-    step_moms = teacher.log_mom.detach().exp()
-    gtn, real = [], {lr: [] for lr in lrs_grid}
+    gtn, gtn_train = teach_learners(cfg, teacher, data, n)
+    real, real_train = {lr: [] for lr in lrs_grid}, {lr: [] for lr in lrs_grid}
     for i in range(n):
         seed = cfg.eval.seed + i
         params0 = init_params(learner, torch.Generator().manual_seed(seed), dtype)
-        batches = generated_batches(teacher, torch.Generator().manual_seed(seed + 7_919))
-        gtn.append(teach(learner, params0, batches, step_lrs, step_moms, data))
         rb = real_batches(data, T, B, torch.Generator().manual_seed(seed + 104_729))
         for lr in lrs_grid:
             lr_t = torch.full((T,), lr, dtype=dtype)
             mom_t = torch.full((T,), BASELINE_MOMENTUM, dtype=dtype)
-            real[lr].append(teach(learner, params0, rb, lr_t, mom_t, data))
-    final = lambda curves: torch.tensor([c[-1] for c in curves], dtype=torch.float64)  # noqa: E731
-    best_lr = max(lrs_grid, key=lambda lr: final(real[lr]).mean().item())
-    g, r = final(gtn), final(real[best_lr])
-    std = lambda v: v.std().item() if len(v) > 1 else 0.0  # noqa: E731
+            real[lr].append(teach(learner, params0, rb, lr_t, mom_t, data, final=real_train[lr]))
+    best_lr = max(lrs_grid, key=lambda lr: _final(real[lr]).mean().item())
+    g, r = _final(gtn), _final(real[best_lr])
+    gt, rt = torch.tensor(gtn_train, dtype=torch.float64), torch.tensor(real_train[best_lr], dtype=torch.float64)
     return finite_or_null({"learner": spec.describe(), "steps": T, "batch": B, "learners": n,
-            "gtn_mean": g.mean().item(), "gtn_std": std(g),
-            "real_mean": r.mean().item(), "real_std": std(r), "best_lr": best_lr,
-            "real_by_lr": {str(lr): final(real[lr]).mean().item() for lr in lrs_grid},
+            "gtn_mean": g.mean().item(), "gtn_std": _std(g),
+            "real_mean": r.mean().item(), "real_std": _std(r), "best_lr": best_lr,
+            "gtn_train_mean": gt.mean().item(), "gtn_train_std": _std(gt),
+            "real_train_mean": rt.mean().item(), "real_train_std": _std(rt),
+            "real_by_lr": {str(lr): _final(real[lr]).mean().item() for lr in lrs_grid},
             "gtn_curves": gtn, "real_curves": real[best_lr],
-            "learned_lr": step_lrs.tolist(), "learned_momentum": step_moms.tolist()})
+            "learned_lr": teacher.log_lr.detach().exp().tolist(),
+            "learned_momentum": teacher.log_mom.detach().exp().tolist()})
+
+
+def evaluate_raw(cfg, teacher, data: GTNData, learners: int | None = None) -> dict:
+    """The GTN side of the protocol for the un-averaged teacher of a ``meta.ema`` run (the
+    same learners and data draws): {"gtn_raw_mean", "gtn_raw_std", "gtn_raw_train_mean", …}."""
+    curves, train = teach_learners(cfg, teacher, data, learners or cfg.eval.learners)
+    g, gt = _final(curves), torch.tensor(train, dtype=torch.float64)
+    return finite_or_null({"gtn_raw_mean": g.mean().item(), "gtn_raw_std": _std(g),
+                           "gtn_raw_train_mean": gt.mean().item(), "gtn_raw_train_std": _std(gt),
+                           "gtn_raw_curves": curves})

@@ -12,6 +12,7 @@ resumed from a checkpoint (teacher weights + Adam state) continues bit for bit.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 
 from groklab.gtn.config import GTNConfig
 from groklab.gtn.curriculum import Curriculum
-from groklab.gtn.data import GTNData, random_shift
+from groklab.gtn.data import GTNData, random_rotate, random_shift
 from groklab.gtn.generator import build_generator
 from groklab.gtn.learners import Learner, LearnerSpec, init_params, spec_for_step
 from groklab.gtn.unroll import (
@@ -56,6 +57,37 @@ class Teacher(nn.Module):
                                      learned_labels=cfg.labels.learned, label_scale=cfg.labels.scale)
         self.log_lr = nn.Parameter(torch.full((T,), math.log(cfg.inner.lr)))
         self.log_mom = nn.Parameter(torch.full((T,), math.log(cfg.inner.momentum)))
+        # meta.ema > 0: a running average of every parameter, kept as buffers (so checkpoints
+        # carry it and a resumed run continues it bit for bit); nothing reads it during training
+        self.ema = None
+        if cfg.meta.ema:
+            self.ema = nn.Module()
+            for name, p in self.named_parameters():
+                self.ema.register_buffer(_ema_key(name), p.detach().clone())
+
+    @torch.no_grad()
+    def update_ema(self, decay: float, step: int) -> None:
+        """After outer step ``step`` (0-based): ema ← d·ema + (1 − d)·θ with
+        d = min(decay, (1 + step)/(10 + step)), so the random initial weights are forgotten
+        within the first few steps rather than weighting the average for ~1/(1 − decay) steps."""
+        d = min(decay, (1 + step) / (10 + step))
+        for name, p in self.named_parameters():
+            getattr(self.ema, _ema_key(name)).lerp_(p.detach(), 1 - d)
+
+    def averaged(self) -> "Teacher":
+        """The teacher that teaches: a copy whose parameters are the running average when
+        ``meta.ema`` > 0; the teacher itself otherwise."""
+        if self.ema is None:
+            return self
+        avg = copy.deepcopy(self)
+        with torch.no_grad():
+            for name, p in avg.named_parameters():
+                p.copy_(getattr(avg.ema, _ema_key(name)))
+        return avg
+
+
+def _ema_key(name: str) -> str:
+    return name.replace(".", "__")
 
 
 def step_generator(seed: int, step: int, k: int = 0) -> torch.Generator:
@@ -114,6 +146,8 @@ def make_unroll(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int, k: i
     real_x = [data.x_train[i] for i in idx]
     if cfg.meta.shift:      # the teacher is judged on translated real data (drawn after the rest)
         real_x = [random_shift(x, cfg.meta.shift, g, data.background) for x in real_x]
+    if cfg.meta.rotate:     # ... and on rotated real data (drawn after the shifts)
+        real_x = [random_rotate(x, cfg.meta.rotate, g, data.background) for x in real_x]
     return Unroll(learner, params0, teacher.generator, teacher.curriculum, teacher.log_lr[:T],
                   teacher.log_mom[:T], plan, ls, real_x,
                   [data.y_train[i] for i in idx], stats={"learner": spec.describe()}, weight=weight)
@@ -149,6 +183,8 @@ def meta_step(cfg: GTNConfig, teacher: Teacher, opt: torch.optim.Optimizer, data
         group["lr"] = lr * group.get("lr_mult", 1.0)
     if torch.isfinite(gnorm):       # a non-finite meta-gradient skips the step instead of poisoning G
         opt.step()
+    if teacher.ema is not None:
+        teacher.update_ema(cfg.meta.ema, step)
     return {"step": step + 1, "meta_loss": loss, "real_loss": mean("final_loss"),
             "real_acc": mean("final_acc"), "inner_loss": mean("inner_loss"),
             "grad_norm": gnorm.item(), "meta_lr": lr, "learner": ",".join(u.stats["learner"] for u in us),
@@ -201,6 +237,8 @@ def train_gtn(cfg: GTNConfig, data: GTNData, out: str | Path, resume: bool = Fal
             rec = meta_step(cfg, teacher, opt, data, s)
             if (s + 1) % cfg.meta.log_every == 0 or s + 1 == cfg.meta.steps:
                 rec["test_acc"] = quick_test(cfg, teacher, data, s)
+                if teacher.ema is not None:     # the same learner taught by the averaged teacher
+                    rec["test_acc_ema"] = quick_test(cfg, teacher.averaged(), data, s)
                 rec["time"] = round(wall(), 3)
                 log.log(rec)
                 if bar is not None:

@@ -94,9 +94,10 @@ def _train_and_finish(cfg, data, out, resume_, progress, evaluate) -> Path:
     return out
 
 
-def load_run(run_dir: str | Path, data: GTNData | None = None
+def load_run(run_dir: str | Path, data: GTNData | None = None, averaged: bool = True
              ) -> tuple[GTNConfig, Teacher, GTNData]:
-    """The config, the teacher at the last checkpoint, and the data of a GTN run."""
+    """The config, the teacher at the last checkpoint, and the data of a GTN run. With
+    ``meta.ema`` > 0 the teacher is the weight average (``averaged=False``: as trained)."""
     d = Path(run_dir)
     cfg = read_gtn_config(d)
     data = data or load_data(cfg.data)
@@ -108,7 +109,7 @@ def load_run(run_dir: str | Path, data: GTNData | None = None
         teacher.load_state_dict(weights)
     except RuntimeError:
         raise ConfigError(f"checkpoint step {step} in {str(d)!r} does not fit config.json") from None
-    return cfg, teacher, data
+    return cfg, (teacher.averaged() if averaged else teacher), data
 
 
 def check_gtn_dir(run_dir: str | Path) -> Path:
@@ -140,16 +141,21 @@ def evaluate_run(run_dir: str | Path, learners: int | None = None, teacher=None,
         if not d.is_dir():
             raise ConfigError(f"{str(d)!r} is not a GTN run directory")
         with dir_lock(d, "GTN run directory"):
-            cfg, teacher, data = load_run(d, data)
+            cfg, teacher, data = load_run(d, data, averaged=False)
             return _evaluate(d, learners, teacher, cfg, data)
     return _evaluate(d, learners, teacher, cfg, data)
 
 
 def _evaluate(d: Path, learners, teacher, cfg, data) -> dict:
-    from groklab.gtn.eval import evaluate
+    """The protocol for ``teacher`` as trained: with ``meta.ema`` > 0 the figures are its weight
+    average's, and the ``gtn_raw_*`` keys the un-averaged teacher's."""
+    from groklab.gtn.eval import evaluate, evaluate_raw
     from groklab.gtn.report import plot_accuracy, plot_samples, write_gtn_report
     t0 = time.perf_counter()
+    raw, teacher = teacher, teacher.averaged()
     result = evaluate(cfg, teacher, data, learners)
+    if teacher is not raw:
+        result.update(evaluate_raw(cfg, raw, data, learners))
     result["eval_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(d / "eval.json", result)
     plot_accuracy(result, d / "fig_accuracy.png",
