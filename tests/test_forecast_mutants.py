@@ -1,0 +1,95 @@
+"""forecast/: what the mutation run of the module found without a test (issue 23 item 9,
+docs/testing.md): the learning curve (`forecast evaluate --learn`) and the "twice the step"
+time baseline, each on synthetic runs whose answers are computed here."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from groklab.forecast import evaluate as E
+from groklab.forecast import records
+from groklab.forecast.dataset import time_label, within_budget
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """x+y: 10 runs, x-y and x*y: 6 each (half of each grok at 300-800 of 1,000 steps)."""
+    from test_forecast import synth_corpus
+    root = tmp_path_factory.mktemp("c")
+    synth_corpus(root / "a", n_per_op=10, ops=("x+y",))
+    synth_corpus(root / "b", n_per_op=6, ops=("x-y", "x*y"))
+    return records.load(root / "a") + records.load(root / "b")
+
+
+def test_twice_the_step_is_scored_against_the_step_the_run_reached(runs):
+    """The baseline guesses T = 2t at a forecast step t; its score is the median |ln(2t / T)|
+    over the held-out runs that reached θ within their budget (computed here from the points)."""
+    train = [r for r in runs if r["config"].task.op != "x*y"]
+    test = [r for r in runs if r["config"].task.op == "x*y"]
+    res = E.held_out(train, test, (0.9,), rounds=10)
+    checked = 0
+    for a in E.AT:
+        pts = E.forecast_points(test, 0.9, a)
+        ev = [(t, time_label(test[i]["summary"], 0.9)[0]) for i, t in pts
+              if within_budget(test[i]["summary"], 0.9, int(test[i]["config"].train.steps))]
+        if not ev:
+            continue
+        got = res["0.9"][f"{a:g}"]["time"]["twice the step"]
+        assert got["n"] == len(ev)
+        assert got["median_abs_log_ratio"] == pytest.approx(float(np.median([abs(math.log(2 * t / T)) for t, T in ev])),
+                                                          rel=1e-12)
+        checked += 1
+    assert checked == len(E.AT)
+
+
+def test_the_learning_curve_adds_the_users_runs_with_their_weight_and_scores_the_rest(runs):
+    """x+y held out: its 10 runs in a fixed order, the first 2 and 4 learned, the other 6 scored;
+    the model without them (k = 0) does not depend on the weight, those with them do."""
+    lc = {w: E.learning_curve(runs, "op", "x+y", ks=(2, 4), weight=w, rounds=10, thresholds=(0.9,))
+          for w in (1.0, 5.0)}
+    for c in lc.values():
+        assert c["family"] == "op = x+y" and c["test_runs"] == 6 and list(c["steps"]) == [0, 2, 4]
+        for k in (0, 2, 4):
+            assert set(c["steps"][k]["0.9"]) == {f"{a:g}" for a in E.AT}
+            for m in c["steps"][k]["0.9"].values():
+                assert m["n"] == 6 and 0.0 <= m["forecast"]["brier"] <= 1.0
+    assert lc[1.0]["steps"][0] == lc[5.0]["steps"][0]
+    assert lc[1.0]["steps"][4] != lc[5.0]["steps"][4]
+    with pytest.raises(ValueError, match="op = x-y: 6 runs, need more than 20"):
+        E.learning_curve(runs, "op", "x-y", rounds=10)
+
+
+def test_evaluate_learn_passes_the_family_and_writes_the_learning_table(tmp_path, monkeypatch, capsys):
+    """`forecast evaluate CORPUS --learn AXIS=FAMILY` (the evaluation itself stubbed: its tables
+    are tested elsewhere): the axis and family reach learning_curve, its rows the markdown and the
+    JSON; a malformed --learn, or a family too small to learn from, is one line and exit 2."""
+    from groklab.cli import main
+    from test_forecast import synth_corpus
+    root = synth_corpus(tmp_path / "corpus", n_per_op=1, ops=("x+y",))
+    seen = []
+    monkeypatch.setattr(E, "evaluate", lambda runs, **kw: {"runs": len(runs), "axes": {}, "folds": []})
+    metrics = {"n": 6, "positives": 3, "forecast": {"auroc": 0.75, "brier": 0.125},
+               "time": {"forecast": {"median_abs_log_ratio": 0.25, "n": 3}}, "coverage": 0.5}
+
+    def curve(runs, axis, family, rounds, log):
+        seen.append((axis, family, rounds))
+        return {"family": f"{axis} = {family}", "test_runs": 6, "steps": {5: {"0.9": {"0.1": metrics}}}}
+    monkeypatch.setattr(E, "learning_curve", curve)
+    out = tmp_path / "ev"
+    assert main(["forecast", "evaluate", str(root), "--rounds", "10", "--learn", "op=x+y", "--out", str(out)]) == 0
+    assert seen == [("op", "x+y", 10)]
+    md = (out / "evaluation.md").read_text()
+    assert "learning from the user's runs: op = x+y held out, scored on 6 of its runs" in md
+    assert "| 5 | 0.9 | 10% | 6 (3) | 0.750 | 0.125 | 0.250 | 0.50 |" in md
+    assert json.loads((out / "evaluation.json").read_text())["learning_curve"]["family"] == "op = x+y"
+    capsys.readouterr()
+    for bad in ("op", "size=x+y", "op="):
+        assert main(["forecast", "evaluate", str(root), "--learn", bad, "--out", str(out)]) == 2
+        assert f"--learn {bad!r}: expected AXIS=FAMILY with AXIS one of op, model, optim" in capsys.readouterr().err
+
+    def too_few(runs, axis, family, rounds, log):
+        raise ValueError(f"{axis} = {family}: 1 runs, need more than 20")
+    monkeypatch.setattr(E, "learning_curve", too_few)
+    assert main(["forecast", "evaluate", str(root), "--learn", "op=x+y", "--out", str(out)]) == 2
+    assert "--learn 'op=x+y': op = x+y: 1 runs, need more than 20" in capsys.readouterr().err
