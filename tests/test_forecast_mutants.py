@@ -93,3 +93,22 @@ def test_evaluate_learn_passes_the_family_and_writes_the_learning_table(tmp_path
     monkeypatch.setattr(E, "learning_curve", too_few)
     assert main(["forecast", "evaluate", str(root), "--learn", "op=x+y", "--out", str(out)]) == 2
     assert "--learn 'op=x+y': op = x+y: 1 runs, need more than 20" in capsys.readouterr().err
+
+
+def test_the_live_forecast_forecasts_while_its_time_is_under_its_share(tmp_path):
+    """The 1 % throttle compares the forecasting time with the record's wall time: after a resume
+    with 0.05 s spent forecasting, a record at 10 s (0.5 %) is forecast, one at 4 s (1.25 %) is
+    skipped (a mutant that read the time from a wrong key skipped both)."""
+    from groklab.forecast.live import LiveForecast
+    from test_forecast import BUDGET, curve, synth_cfg, write_run
+    recs = curve(range(0, 501, 10), True, 700)
+    for t, written in ((10.0, True), (4.0, False)):
+        d = write_run(tmp_path / f"t{t:g}", synth_cfg(), recs[:31])
+        (d / "forecast.jsonl").write_text(json.dumps(
+            {"step": 300, "budget": BUDGET, "p": {"0.9": 0.5, "0.99": 0.4}, "at": {}, "low": {}, "high": {},
+             "reached": {"0.9": False, "0.99": False}, "seconds": 0.05}) + "\n")
+        live = LiveForecast(synth_cfg(), d, start=310)
+        live({**recs[31], "time": t})
+        live.close()
+        steps = [json.loads(line)["step"] for line in (d / "forecast.jsonl").read_text().splitlines()]
+        assert steps == ([300, 310] if written else [300]), t
