@@ -49,6 +49,21 @@ def test_prieto_presets_differ_from_the_base_recipe_only_in_the_accelerator():
     assert (f32.train.loss, f32.train.loss_dtype) == ("ce", "float32")
 
 
+def test_chou_preset_is_prieto_with_learned_embeddings_biases_and_a_tuned_adamw():
+    """Chou 2025's best variant: Prieto's task, 50-wide learned embeddings per operand (a
+    100-wide first layer), biases, AdamW lr 0.05 and wd 2 on every parameter, float32 loss."""
+    from groklab.tasks import build_task
+    base, chou = get_preset("prieto"), validate(get_preset("chou-adamw"))
+    assert chou.task == base.task and chou.task.frac == 0.4
+    m, o, t = chou.model, chou.optim, chou.train
+    assert (m.embed, m.d_model, m.bias, m.hidden) == ("learned", 50, True, [200, 200])
+    assert (o.name, o.lr, o.wd, o.beta1, o.beta2, o.eps, o.warmup) == ("adamw", 0.05, 2.0, 0.9, 0.99, 1e-25, 0)
+    assert (t.loss, t.loss_dtype, t.batch_size, t.stop_threshold, t.eval_every) == ("ce", "float32", 0, 1.0, 1)
+    model = build_model(chou, build_task(chou.task))
+    assert model.layers[0].in_features == 100 and model.layers[0].bias is not None
+    assert model.W_E.shape == (113, 50)
+
+
 def test_race_recipes_share_task_and_model():
     """Every race recipe solves the nanda task; all but mlp-fast (narrower) share Prieto's MLP."""
     nanda, prieto = get_preset("nanda").task, get_preset("prieto").model
