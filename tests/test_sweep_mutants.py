@@ -2,6 +2,7 @@
 docs/testing.md): a failed ensemble's clean-up, a failed trial's error, the diagrams' orientation."""
 import numpy as np
 import pytest
+import torch
 
 import groklab
 from groklab.runs.rundir import read_json
@@ -91,3 +92,63 @@ def test_the_diagrams_put_the_first_y_value_at_the_bottom_and_tilt_the_x_ticks(t
     assert np.array_equal(np.asarray(mask), [[1.0] * 3, [0.0] * 3])  # the censored row (wd = 0) is row 0
     labels = {(t.get_position()[1], t.get_text()) for t in figs["phase.png"].axes[0].texts}
     assert labels == {(0, "M"), (1, "G")}
+
+
+def test_a_trials_unreadable_metrics_are_one_line_naming_the_file(tmp_path):
+    """A seed's run whose summary does not say when it generalized is read back from its
+    metrics.jsonl; a record there without val_acc is a one-line error naming that file."""
+    from groklab.config import ConfigError
+    from groklab.sweep.optimize import seed_value
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0, "train_acc": 0.5}\n')
+    result = {"status": "completed", "summary": {"status": "completed", "generalized_at": {}}}
+    with pytest.raises(ConfigError) as e:
+        seed_value(result, tmp_path, {"threshold": 0.9, "metric": "steps", "penalty": 2.0}, 100)
+    assert str(e.value).startswith(f"{str(tmp_path / 'metrics.jsonl')!r} is unreadable (KeyError: ")
+    assert str(e.value).endswith("; delete the trial's directory to run it again")
+
+
+def test_the_table_adds_the_diagrams_own_threshold_to_the_standard_ones():
+    from groklab.measure.events import THRESHOLDS
+    from groklab.sweep.table import thresholds
+    assert thresholds() == sorted(THRESHOLDS)
+    assert thresholds(0.8) == sorted([*THRESHOLDS, 0.8]) and thresholds(0.9) == sorted(THRESHOLDS)
+
+
+def test_a_cluster_address_that_never_answers_says_so(monkeypatch):
+    """A connection that times out (a firewall dropping the packets) names the wait."""
+    import socket
+
+    from groklab.config import ConfigError
+    from groklab.sweep import executors
+
+    def silent(addr, timeout):
+        raise TimeoutError()
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(ConfigError, match=r"^--address '10\.1\.2\.3:6379': no Ray cluster answers at "
+                                          r"10\.1\.2\.3:6379 \(no answer within 2\.5 s\)$"):
+        executors.check_reachable("10.1.2.3:6379", timeout=2.5)
+
+
+def test_an_ensemble_trains_in_float64_and_with_minibatches_like_separate_runs(tmp_path):
+    """train.dtype = float64 and train.batch_size > 0 reach the ensemble: its weights are float64
+    and its metrics those of the separate runs (the same tolerances as tests/test_ensemble.py)."""
+    import copy
+
+    from groklab.runs.checkpoint import list_checkpoints, load_checkpoint
+    from groklab.runs.rundir import read_jsonl
+    from groklab.sweep.ensemble import train_ensemble
+    base = ["task.p=11", "task.frac=0.5", "model.hidden=16", "train.steps=20", "train.eval_every=10",
+            "train.n_checkpoints=1", "train.dtype=float64", "train.batch_size=16"]
+    cfgs = [groklab.resolve("prieto", overrides=[*base, f"optim.lr={lr}", f"optim.wd={wd}", f"train.seed={s}"])
+            for lr, wd, s in ((1e-2, 0.1, 0), (3e-3, 1.0, 1))]
+    dirs = [tmp_path / f"e{i}" for i in range(2)]
+    train_ensemble(cfgs, dirs, report=False)
+    for i, c in enumerate(cfgs):
+        ref = groklab.run(copy.deepcopy(c), out=tmp_path / f"r{i}", report=False)
+        got = read_jsonl(dirs[i] / "metrics.jsonl")
+        assert [r["step"] for r in got] == [r["step"] for r in ref.metrics] == [0, 10, 20]
+        for a, b in zip(got, ref.metrics):
+            for k in ("train_loss", "val_loss", "weight_norm", "train_acc"):
+                assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-9), (i, k, a["step"])
+        w, _ = load_checkpoint(dirs[i], list_checkpoints(dirs[i])[-1])
+        assert {v.dtype for v in w.values()} == {torch.float64}
