@@ -41,6 +41,7 @@ from groklab.runs.cost import CostMeter, run_flops, step_forward_stands_in, trai
 from groklab.runs.read import read_metrics
 from groklab.runs.rundir import JsonlLogger, read_jsonl, truncate_jsonl, write_json
 from groklab.tasks import Task, build_task
+from groklab.train.memory import keep_freed_memory
 from groklab.train.optim import build_optimizer, get_lr, set_lr
 from groklab.train.stopping import EarlyStop, StopRun
 
@@ -229,6 +230,7 @@ class Trainer:
     @classmethod
     def build(cls, cfg: RunConfig) -> "Trainer":
         torch.set_flush_denormal(True)  # decayed weights go denormal; x86 slows down 10-100x on them
+        keep_freed_memory()             # activations reused, not page-faulted in every step
         device = resolve_device(cfg.train.device)
         dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
         task = build_task(cfg.task)
