@@ -8,7 +8,8 @@ per-epoch test loss ("train step only"); a third is that train step given grokla
 fused AdamW and flushed denormals, so that its ratio to groklab is the algorithm's alone (answer
 position only, token tables) and its ratio to the second is the flags'. groklab runs the same
 recipe with its fast model, fused AdamW, flushed denormals and evaluation every ``--eval-every``
-steps.
+steps. groklab's allocator setting (``train.memory.keep_freed_memory``, which a run makes once
+per process) is made at the start and so holds for every variant alike: it is not in the ratios.
 
 Two parts, all models built from the same initial weights:
 
@@ -40,6 +41,7 @@ from groklab.accel.losses import build_loss
 from groklab.models import build_model
 from groklab.tasks import build_task
 from groklab.train.loop import evaluate
+from groklab.train.memory import keep_freed_memory
 from groklab.train.optim import build_optimizer, get_lr, set_lr
 
 
@@ -149,6 +151,7 @@ def main() -> None:
     ap.add_argument("--frac", type=float, default=0.3)
     ap.add_argument("--eval-every", type=int, default=100)
     a = ap.parse_args()
+    keep_freed_memory()
 
     cfg = groklab.resolve("nanda", overrides=[f"task.p={a.p}", f"task.frac={a.frac}",
                                                f"train.eval_every={a.eval_every}"])

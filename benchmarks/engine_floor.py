@@ -1,0 +1,132 @@
+"""How far groklab's training step is from the hardware: a profile per kernel and a measured floor.
+
+For each model (a preset, or a race task's model), the script builds the step exactly as ``groklab
+run`` takes it (``train.loop.Trainer``: forward, loss, backward, gradient transforms, optimiser)
+and prints:
+
+* **step**: the median wall time of ``--steps`` steps (no profiler attached);
+* **FLOPs**: one step's matrix-product FLOPs (``torch.utils.flop_counter.FlopCounterMode``, the
+  count ``groklab.runs.cost`` uses: forward + backward);
+* **a profile per kernel**: ``torch.profiler`` self CPU time per ATen operator, per step, and its
+  share of the step;
+* **the floor**: every matrix product the profiled steps made (``mm``, ``addmm``, ``bmm``: the
+  shapes the profiler recorded), replayed alone on contiguous operands of the same shapes in the
+  same process — what the step would take if it were nothing but its matrix products at this
+  machine's speed for them — and ``step / floor``;
+* what is left between the two: the step's time outside matrix products, and the products' own
+  time in the step against their replay (a layout or a transposed operand costs).
+
+    OMP_NUM_THREADS=2 python benchmarks/engine_floor.py [--models nanda,mul97,add113] [--steps 30] [--threads 2]
+
+``nanda``: Nanda's 1-layer transformer on a+b mod 113 at 30 % (full batch, 3,830 pairs);
+``mul97``: Power et al.'s 2-layer transformer, x·y mod 97, 50 %, batch 512 (the race task);
+``add113``: Prieto's MLP 226-200-200-113 on a+b mod 113 at 30 % (the race task, AdamW).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+import groklab
+from groklab.accel.tune import task_config
+from groklab.train.loop import Trainer
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def build(model: str) -> Trainer:
+    if model in ("mul97", "add113"):
+        return Trainer.build(task_config("mlp-adamw", model, seed=0))
+    return Trainer.build(groklab.resolve(model))
+
+
+def step(tr: Trainer) -> None:
+    loss = tr.forward()[0]
+    tr.update(loss)
+
+
+def timed(f, n: int) -> float:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def step_flops(tr: Trainer) -> float:
+    with FlopCounterMode(display=False) as fc:
+        step(tr)
+    return float(fc.get_total_flops())
+
+
+def replay(shapes: list[tuple[str, list]], reps: int) -> float:
+    """Seconds for one step's matrix products, each alone on contiguous operands."""
+    total = 0.0
+    for name, dims in shapes:
+        if name == "aten::addmm":
+            args = (torch.randn(dims[0]), torch.randn(dims[1]), torch.randn(dims[2]))
+            f = lambda a=args: torch.addmm(*a)  # noqa: E731
+        else:
+            a, b = torch.randn(dims[0]), torch.randn(dims[1])
+            f = (lambda a=a, b=b: torch.bmm(a, b)) if name == "aten::bmm" else (lambda a=a, b=b: a @ b)
+        f()
+        total += timed(f, reps)
+    return total
+
+
+def report(model: str, steps: int) -> None:
+    tr = build(model)
+    for _ in range(3):
+        step(tr)
+    flops = step_flops(tr)
+    t_step = timed(lambda: step(tr), steps)
+    n_prof = max(3, steps // 3)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(n_prof):
+            step(tr)
+    per_op, shapes, mm_self = defaultdict(float), [], 0.0
+    for ev in prof.events():
+        if ev.device_type.name != "CPU" or ev.name.startswith(("ProfilerStep", "Optimizer.")):
+            continue
+        per_op[ev.name] += ev.self_cpu_time_total / 1e6 / n_prof
+        if ev.name in MATMULS:
+            shapes.append((ev.name, [list(s) for s in ev.input_shapes if s]))
+    shapes = shapes[: len(shapes) // n_prof]  # one step's products (every step makes the same)
+    mm_self = sum(per_op[k] for k in MATMULS)
+    floor = replay(shapes, reps=max(3, steps // 5))
+    prof_total = sum(per_op.values())
+    print(f"\n== {model}: {sum(p.numel() for p in tr.model.parameters()):,} parameters, "
+          f"{len(tr.data[1]):,} training examples, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"step {1e3 * t_step:.2f} ms (median of {steps}); {flops / 1e9:.3f} GFLOP/step "
+          f"(matrix products), {flops / t_step / 1e9:.1f} GFLOP/s over the whole step")
+    print(f"floor: its {len(shapes)} matrix products replayed alone {1e3 * floor:.2f} ms "
+          f"({flops / floor / 1e9:.1f} GFLOP/s); step / floor = {t_step / floor:.2f}x")
+    print(f"in the profiled step ({1e3 * prof_total:.2f} ms of operator self time): matrix products "
+          f"{1e3 * mm_self:.2f} ms ({mm_self / floor:.2f}x their replay), everything else "
+          f"{1e3 * (prof_total - mm_self):.2f} ms ({(prof_total - mm_self) / prof_total:.1%})")
+    print(f"{'kernel':42s} {'ms/step':>8s} {'share':>7s}")
+    for name, s in sorted(per_op.items(), key=lambda kv: -kv[1])[:14]:
+        print(f"{name:42s} {1e3 * s:8.2f} {s / prof_total:7.1%}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="nanda,mul97,add113")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    for m in a.models.split(","):
+        report(m, a.steps)
+
+
+if __name__ == "__main__":
+    main()
