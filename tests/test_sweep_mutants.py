@@ -92,6 +92,8 @@ def test_the_diagrams_put_the_first_y_value_at_the_bottom_and_tilt_the_x_ticks(t
     assert np.array_equal(np.asarray(mask), [[1.0] * 3, [0.0] * 3])  # the censored row (wd = 0) is row 0
     labels = {(t.get_position()[1], t.get_text()) for t in figs["phase.png"].axes[0].texts}
     assert labels == {(0, "M"), (1, "G")}
+    labels = {(t.get_position()[1], t.get_text()) for t in figs["steps.png"].axes[0].texts}
+    assert labels == {(0, "—"), (1, "500")}                         # never reached: a dash, not "nan"
 
 
 def test_a_trials_unreadable_metrics_are_one_line_naming_the_file(tmp_path):
