@@ -154,3 +154,17 @@ def test_an_ensemble_trains_in_float64_and_with_minibatches_like_separate_runs(t
                 assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-9), (i, k, a["step"])
         w, _ = load_checkpoint(dirs[i], list_checkpoints(dirs[i])[-1])
         assert {v.dtype for v in w.values()} == {torch.float64}
+
+
+def test_a_resumed_point_writes_its_report_only_when_the_sweep_asks_for_one(tmp_path):
+    """A point killed half-way is resumed with the job's ``report`` setting, like a new one."""
+    from groklab.runs.rundir import write_json
+    from groklab.sweep.point import run_point
+    p = next(iter(parse_spec(TINY).points()))
+    d = tmp_path / p.id
+    groklab.run(p.config, out=d, progress=False, report=False)
+    job = {"id": p.id, "dir": str(d), "config": p.config.to_dict(), "prune": None}
+    for report in (False, True):
+        write_json(d / "summary.json", {**read_json(d / "summary.json"), "status": "running"})
+        assert run_point({**job, "report": report})["status"] == "completed"
+        assert (d / "report.html").exists() == report, report
