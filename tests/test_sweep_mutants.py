@@ -168,3 +168,20 @@ def test_a_resumed_point_writes_its_report_only_when_the_sweep_asks_for_one(tmp_
         write_json(d / "summary.json", {**read_json(d / "summary.json"), "status": "running"})
         assert run_point({**job, "report": report})["status"] == "completed"
         assert (d / "report.html").exists() == report, report
+
+
+def test_the_optimize_space_is_checked_at_its_low_corner_and_a_range_needs_a_number():
+    """List values each valid alone can be refused together: d_model 8 with 16 heads, the
+    lists' first values, is the low corner; a range over a setting that is not a number is
+    refused with what to give instead."""
+    from groklab.config import ConfigError
+    from groklab.sweep.optimize import check_space
+
+    def spec(axes):
+        return parse_spec({"preset": "default", "name": "o", "mode": "optimize", "axes": axes,
+                           "optimize": {"n_trials": 2}})
+    with pytest.raises(ConfigError, match=r"^\[axes\] at the low corner: point model.d_model=8, model.n_heads=16: "):
+        check_space(spec({"model.d_model": [8, 64], "model.n_heads": [16, 2]}))
+    check_space(spec({"model.d_model": [64, 8], "model.n_heads": [2, 4]}))
+    with pytest.raises(ConfigError, match="^axis 'task.op' is not numeric; give a list of values instead of a log$"):
+        spec({"task.op": {"log": [1, 2]}})
