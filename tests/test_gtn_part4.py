@@ -177,3 +177,10 @@ def test_evaluation_reports_accuracy_on_the_training_set():
     moved = evaluate(cfg, teacher, other)    # another test set: the training-set figures stay
     assert moved["gtn_train_mean"] == same["gtn_train_mean"] and moved["real_train_mean"] == same["real_train_mean"]
     assert moved["gtn_mean"] != same["gtn_mean"]
+
+
+def test_the_p31_recipe_is_the_measured_command():
+    from groklab.gtn.config import resolve
+    measured = resolve(recipe="modular90", overrides=["data.p=31", "meta.steps=1200", "meta.learners=4",
+                                                      "meta.ema=0.99"])
+    assert resolve(recipe="modular90-p31").to_dict() == measured.to_dict()

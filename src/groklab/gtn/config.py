@@ -167,6 +167,11 @@ RECIPES: dict[str, list[str]] = {
     "modular90": ["data.name=modular", "data.p=23", "data.frac=0.9", "learner.hidden=128",
                   "generator.out_scale=0", "inner.steps=32", "meta.steps=600", "meta.warmup=50",
                   "labels.learned=true", "meta.learners=2"],
+    # the same at p = 31 (97 held-out pairs): four learners per outer step, 1,200 outer steps and
+    # the teacher's weight average (docs/gtn.md, "The open misses of issue 24 (part 4)")
+    "modular90-p31": ["data.name=modular", "data.p=31", "data.frac=0.9", "learner.hidden=128",
+                      "generator.out_scale=0", "inner.steps=32", "meta.steps=1200", "meta.warmup=50",
+                      "labels.learned=true", "meta.learners=4", "meta.ema=0.99"],
 }
 
 
