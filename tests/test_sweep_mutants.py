@@ -185,3 +185,17 @@ def test_the_optimize_space_is_checked_at_its_low_corner_and_a_range_needs_a_num
     check_space(spec({"model.d_model": [64, 8], "model.n_heads": [2, 4]}))
     with pytest.raises(ConfigError, match="^axis 'task.op' is not numeric; give a list of values instead of a log$"):
         spec({"task.op": {"log": [1, 2]}})
+
+
+def test_a_failed_points_summary_with_a_malformed_field_is_named(tmp_path):
+    """failed.json's summary (kept when a point fails after its run wrote one) whose
+    ``memorized_at`` is not a JSON object: one line naming the file and the field."""
+    from groklab.runs.read import RunFileError
+    from groklab.runs.rundir import write_json
+    from groklab.sweep.point import read_result
+    write_json(tmp_path / "failed.json", {"error": "RuntimeError: boom",
+                                          "summary": {"status": "completed", "memorized_at": [100]}})
+    with pytest.raises(RunFileError) as e:
+        read_result("p", tmp_path)
+    assert str(e.value) == (f"{str(tmp_path / 'failed.json')!r} is damaged: memorized_at is not a JSON object; "
+                            "delete the point's directory to run it again")
