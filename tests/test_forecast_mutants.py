@@ -112,3 +112,19 @@ def test_the_live_forecast_forecasts_while_its_time_is_under_its_share(tmp_path)
         live.close()
         steps = [json.loads(line)["step"] for line in (d / "forecast.jsonl").read_text().splitlines()]
         assert steps == ([300, 310] if written else [300]), t
+
+
+def test_forecast_actions_name_what_is_misplaced_or_missing(tmp_path, monkeypatch, capsys):
+    """--learn on another action is one exact line; an action whose extra is not installed names
+    the action and the extra to install."""
+    from groklab.cli import main
+    from groklab.forecast import cli
+    assert main(["forecast", "build", str(tmp_path), "--learn", "op=x+y"]) == 2
+    assert capsys.readouterr().err == "groklab: error: --axes and --learn are for `forecast evaluate`\n"
+
+    def no_xgboost(corpus, args):
+        raise ImportError("No module named 'xgboost'")
+    monkeypatch.setattr(cli, "_build", no_xgboost)
+    assert main(["forecast", "build", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("groklab: error: forecast build needs the forecast extra "
+                                       "(pip install 'groklab[forecast]'): No module named 'xgboost'\n")
