@@ -60,3 +60,15 @@ def test_a_resumed_live_forecast_starts_from_the_history_before_its_checkpoint(t
         fc = forecast([m for m in metrics if m["step"] <= ln["step"]], config=r2.config, model=default_model(),
                       explain=False)
         assert {k: v for k, v in ln.items() if k != "seconds"} == compact(fc), ln["step"]
+
+
+def test_the_progress_bar_counts_the_steps_and_shows_the_accuracies(tmp_path, capsys):
+    """With ``progress`` on (the CLI's default) the bar ends at steps/steps with the last
+    evaluation's train and validation accuracy beside it."""
+    out = tmp_path / "r"
+    out.mkdir()
+    r = loop.train(groklab.resolve("default", overrides=TINY), out, progress=True)
+    last = read_jsonl(out / "metrics.jsonl")[-1]
+    err = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert r.summary["status"] == "completed" and " 40/40 " in err, err
+    assert f"train={last['train_acc']:.3f}, val={last['val_acc']:.3f}" in err, err
