@@ -199,3 +199,20 @@ def test_a_failed_points_summary_with_a_malformed_field_is_named(tmp_path):
         read_result("p", tmp_path)
     assert str(e.value) == (f"{str(tmp_path / 'failed.json')!r} is damaged: memorized_at is not a JSON object; "
                             "delete the point's directory to run it again")
+
+
+def test_a_cluster_that_refuses_the_connection_is_one_line_with_its_cause(tmp_path, monkeypatch):
+    """ray.init's own error (its first line) is the reason given (Ray itself is not started:
+    its init is replaced by one that fails as it does when the address answers but is no cluster)."""
+    ray = pytest.importorskip("ray")
+    from groklab.config import ConfigError
+    from groklab.sweep import executors
+
+    def refuse(**kw):
+        raise ConnectionError("GCS has not answered for 5 s\nretrying ...")
+    monkeypatch.setattr(executors, "check_reachable", lambda address: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(ConfigError) as e:
+        executors.RayExecutor("127.0.0.1:6379", tmp_path)
+    assert str(e.value) == "--address '127.0.0.1:6379': cannot reach a Ray cluster (GCS has not answered for 5 s)"
