@@ -216,3 +216,21 @@ def test_a_cluster_that_refuses_the_connection_is_one_line_with_its_cause(tmp_pa
     with pytest.raises(ConfigError) as e:
         executors.RayExecutor("127.0.0.1:6379", tmp_path)
     assert str(e.value) == "--address '127.0.0.1:6379': cannot reach a Ray cluster (GCS has not answered for 5 s)"
+
+
+def test_the_forecast_pruner_forecasts_with_its_own_model(monkeypatch):
+    """The pruner's model (with ``learn = true``, the one refitted on the sweep's finished points)
+    is the one every forecast it makes uses, not the shipped default."""
+    from groklab.forecast import predict
+    from groklab.sweep.point import ForecastPruneSink
+    from test_forecast import curve, synth_cfg
+    real, seen = predict.forecast, []
+
+    def spy(records, **kw):
+        seen.append(kw.get("model"))
+        return real(records, **kw)
+    monkeypatch.setattr(predict, "forecast", spy)
+    sink = ForecastPruneSink({"risk": 0.0, "target": 0.9, "after": 0.1}, synth_cfg())  # risk 0: never stops
+    for r in curve(range(0, 301, 10), True, 700):
+        sink.log(r["step"], r)
+    assert len(seen) >= 2 and all(m is sink.model for m in seen)
