@@ -128,3 +128,28 @@ def test_forecast_actions_name_what_is_misplaced_or_missing(tmp_path, monkeypatc
     assert main(["forecast", "build", str(tmp_path)]) == 2
     assert capsys.readouterr().err == ("groklab: error: forecast build needs the forecast extra "
                                        "(pip install 'groklab[forecast]'): No module named 'xgboost'\n")
+
+
+def test_config_features_read_each_setting():
+    """Every config feature of two configs far apart: an MLP with decoupled decay, a gradient
+    filter, weight-norm control and minibatches; a transformer with coupled (L2) decay and MSE."""
+    from groklab.config import resolve
+    from groklab.forecast.signals import config_features, task_size
+    mlp = resolve("prieto", overrides=[("task.p", 31), ("task.frac", 0.4), ("model.hidden", [64, 64]),
+                                       ("model.init_scale", 2.0), ("optim.lr", 0.01), ("optim.wd", 0.3),
+                                       ("accel.grokfast", "ema"), ("accel.lamb", 2.0), ("accel.weight_norm", 40.0),
+                                       ("train.batch_size", 100)])
+    n, c = task_size(mlp)
+    assert config_features(mlp) == pytest.approx({
+        "log_lr": -2.0, "log_wd": math.log10(0.3), "log_l2": -6.0, "frac": 0.4, "log_n_train": math.log10(n),
+        "log_classes": math.log10(c), "log_init_scale": math.log10(2.0), "is_transformer": 0.0, "n_layers": 3.0,
+        "mse": 0.0, "orthograd": 0.0, "grokfast": 1.0, "grokfast_lamb": 2.0, "wn_control": 1.0, "stablemax": 0.0,
+        "muon": 0.0, "batch_frac": 100 / n}, rel=1e-12)
+    tf = resolve("default", overrides=[("model.n_layers", 2), ("optim.name", "adam"), ("optim.lr", 1e-3),
+                                       ("optim.wd", 0.5), ("train.loss", "mse"), ("accel.orthograd", True)])
+    n, c = task_size(tf)
+    assert config_features(tf) == pytest.approx({
+        "log_lr": -3.0, "log_wd": -4.0, "log_l2": math.log10(0.5), "frac": tf.task.frac, "log_n_train": math.log10(n),
+        "log_classes": math.log10(c), "log_init_scale": math.log10(tf.model.init_scale), "is_transformer": 1.0,
+        "n_layers": 2.0, "mse": 1.0, "orthograd": 1.0, "grokfast": 0.0, "grokfast_lamb": 0.0, "wn_control": 0.0,
+        "stablemax": 0.0, "muon": 0.0, "batch_frac": 1.0}, rel=1e-12)
