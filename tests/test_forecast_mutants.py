@@ -153,3 +153,23 @@ def test_config_features_read_each_setting():
         "log_classes": math.log10(c), "log_init_scale": math.log10(tf.model.init_scale), "is_transformer": 1.0,
         "n_layers": 2.0, "mse": 1.0, "orthograd": 1.0, "grokfast": 0.0, "grokfast_lamb": 0.0, "wn_control": 0.0,
         "stablemax": 0.0, "muon": 0.0, "batch_frac": 1.0}, rel=1e-12)
+
+
+def test_the_held_out_splits_by_family_scale_and_budget():
+    """Scale: trained on p ≤ 59 and the tasks without a modulus, scored on p ≥ 97 (p = 71, "mid",
+    on neither side); budget: the configs dealt into two halves, each scored on its runs longer
+    than SHORT with the other half training; a family is held out only when it is not all runs."""
+    from groklab.config import resolve
+
+    def run(p, op="x+y", name="modular", steps=1000, lr=1e-3):
+        return {"config": resolve("prieto", overrides=[("task.name", name), ("task.p", p), ("task.op", op),
+                                                       ("train.steps", steps), ("optim.lr", lr)])}
+    runs = [run(31), run(53, "x-y"), run(71), run(97), run(113, steps=E.SHORT + 1000), run(31, name="parity"),
+            run(31, lr=3e-3, steps=E.SHORT + 1)]
+    sp = E.splits(runs)
+    assert sp["scale"] == [("p ≥ 97", [0, 1, 5, 6], [3, 4])]
+    (n0, tr0, te0), (n1, tr1, te1) = sp["budget"]
+    assert (n0, n1) == (f"budget > {E.SHORT}, half 0", f"budget > {E.SHORT}, half 1")
+    assert sorted(tr0 + tr1) == list(range(len(runs))) and not set(tr0) & set(tr1)
+    assert set(te0) <= set(tr1) and set(te1) <= set(tr0) and sorted(te0 + te1) == [4, 6]
+    assert [n for n, _, _ in sp["op"]] == ["parity", "x+y", "x-y"] and sp["model"] == [] and sp["optim"] == []
