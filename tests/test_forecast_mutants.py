@@ -173,3 +173,20 @@ def test_the_held_out_splits_by_family_scale_and_budget():
     assert sorted(tr0 + tr1) == list(range(len(runs))) and not set(tr0) & set(tr1)
     assert set(te0) <= set(tr1) and set(te1) <= set(tr0) and sorted(te0 + te1) == [4, 6]
     assert [n for n, _, _ in sp["op"]] == ["parity", "x+y", "x-y"] and sp["model"] == [] and sp["optim"] == []
+
+
+def test_a_live_forecast_without_its_model_warns_once_and_stays_quiet(tmp_path, monkeypatch):
+    from groklab.forecast import model as Mod
+    from groklab.forecast.live import LiveForecast
+    from test_forecast import curve, synth_cfg, write_run
+
+    def missing():
+        raise ValueError("no model here")
+    monkeypatch.setattr(Mod, "default_model", missing)
+    recs = curve(range(0, 501, 10), True, 700)
+    d = write_run(tmp_path / "r", synth_cfg(), recs[:31])
+    with pytest.warns(RuntimeWarning, match=r"^train.forecast: no forecast for this run \(no model here\)$"):
+        live = LiveForecast(synth_cfg(), d, start=310)
+    assert live({**recs[31], "time": 10.0}) is None
+    live.close()
+    assert not (d / "forecast.jsonl").exists()
