@@ -190,3 +190,53 @@ def test_a_live_forecast_without_its_model_warns_once_and_stays_quiet(tmp_path, 
     assert live({**recs[31], "time": 10.0}) is None
     live.close()
     assert not (d / "forecast.jsonl").exists()
+
+
+def test_cut_is_the_run_as_if_its_budget_had_been_the_horizon():
+    from groklab.train.loop import summarize
+    from test_forecast import curve, synth_cfg
+    recs = curve(range(0, 1001, 10), True, 700)
+    cfg = synth_cfg()
+    run = {"records": recs, "config": cfg, "summary": summarize(cfg, recs, "early_stopped", 1.0), "dir": "r"}
+    assert run["summary"]["generalized_at"]["0.9"] is not None
+    c = E.cut(run, 500)
+    assert c["records"] == recs[:51] and c["config"].train.steps == 500 and c["dir"] == "r"
+    assert c["summary"]["steps_done"] == 500 and c["summary"]["status"] == "completed"
+    assert c["summary"]["generalized_at"] == {}                     # reached later: censored away
+    assert run["config"].train.steps == 1000 and len(run["records"]) == 101   # the run itself untouched
+    whole = E.cut(run, 2000)
+    assert whole["summary"] == {**run["summary"], "steps_done": 1000,
+                                "generalized_at": {k: v for k, v in run["summary"]["generalized_at"].items()
+                                                   if v is not None}}
+
+
+def test_the_first_passage_law_needs_memorisation_by_the_forecast_step():
+    """The law predicts from T_mem and the norm there; a run that memorises (train accuracy 0.9)
+    only after the forecast step has no prediction yet (the later history is not read)."""
+    from test_forecast import curve, synth_cfg
+    recs = curve(range(0, 1001, 10), True, 700)              # train accuracy reaches 0.9 at ~step 60
+    run = {"records": recs, "config": synth_cfg()}
+    assert math.isnan(E.first_passage_predict(run, 40, (1.0, 2.0)))
+    tm, log_v, rate = E.memorised(run, 300)
+    assert E.first_passage_predict(run, 300, (1.0, 2.0)) == pytest.approx(max(tm + (log_v + 2.0) / rate, 301.0))
+    assert math.isnan(E.first_passage_predict(run, 300, None))
+
+
+def test_a_damaged_records_file_names_the_error(tmp_path):
+    from groklab.config import ConfigError
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match=r"bad\.jsonl\.gz: not a records file \(BadGzipFile: "):
+        records.read(tmp_path / "bad.jsonl.gz")
+
+
+def test_a_resumed_live_forecast_without_a_recorded_time_starts_its_share_at_zero(tmp_path):
+    """forecast.jsonl lines written before ``seconds`` existed: no time spent forecasting is assumed."""
+    from groklab.forecast.live import LiveForecast
+    from test_forecast import BUDGET, curve, synth_cfg, write_run
+    d = write_run(tmp_path / "r", synth_cfg(), curve(range(0, 311, 10), True, 700))
+    (d / "forecast.jsonl").write_text(json.dumps(
+        {"step": 300, "budget": BUDGET, "p": {"0.9": 0.5, "0.99": 0.4}, "at": {}, "low": {}, "high": {},
+         "reached": {"0.9": False, "0.99": False}}) + "\n")
+    live = LiveForecast(synth_cfg(), d, start=310)
+    live.close()
+    assert live.seconds == 0.0
