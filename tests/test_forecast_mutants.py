@@ -240,3 +240,31 @@ def test_a_resumed_live_forecast_without_a_recorded_time_starts_its_share_at_zer
     live = LiveForecast(synth_cfg(), d, start=310)
     live.close()
     assert live.seconds == 0.0
+
+
+def test_a_transformers_family_counts_its_layers():
+    from groklab.config import resolve
+    from groklab.forecast.dataset import families
+    for n in (1, 2):
+        assert families(resolve("default", overrides=[("model.n_layers", n)]))["model"] == f"transformer{n}"
+
+
+def test_a_run_that_stopped_early_has_ended_before_its_budget():
+    """An early-stopped run's summary ends it at its last step: no chance left is forecast, though
+    the budget is not spent (the same history without a summary is still open)."""
+    from groklab.forecast.predict import forecast
+    from test_forecast import curve, synth_cfg
+    recs = curve(range(0, 501, 10), False, 0)
+    cfg = synth_cfg()                                           # budget 1,000 steps
+    done = forecast(recs, config=cfg, summary={"status": "early_stopped", "steps_done": 500}, explain=False)
+    assert done.ended and all(tg.p == 0.0 for tg in done.targets.values())
+    assert not forecast(recs, config=cfg, explain=False).ended
+
+
+def test_an_action_name_alone_is_read_as_a_run_directory(tmp_path, monkeypatch, capsys):
+    """`forecast build` without a path forecasts a run directory called build (none here)."""
+    from groklab.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["forecast", "build"]) == 2
+    assert capsys.readouterr().err == ("groklab: error: 'build' is not a run directory "
+                                       "(it needs config.json and metrics.jsonl)\n")
