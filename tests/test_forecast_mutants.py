@@ -268,3 +268,12 @@ def test_an_action_name_alone_is_read_as_a_run_directory(tmp_path, monkeypatch, 
     assert main(["forecast", "build"]) == 2
     assert capsys.readouterr().err == ("groklab: error: 'build' is not a run directory "
                                        "(it needs config.json and metrics.jsonl)\n")
+
+
+def test_a_learned_model_goes_into_a_directory_whose_parents_are_made(runs, tmp_path):
+    """`forecast learn --out new/deeper/model`: the directories above it are made as well."""
+    from groklab.forecast import model as Mod
+    from groklab.forecast.learn import fit_and_save
+    out = tmp_path / "new" / "deeper" / "model"
+    fit_and_save(runs[:12], out, rounds=5, meta={"corpus": "test"})
+    assert Mod.load(out).meta["corpus"] == "test" and (out / records.FILE).is_file()
