@@ -1,5 +1,6 @@
 """Bad input anywhere is one line, exit 2, no traceback and nothing on disk — checked on the
 cases found by hand, then on arbitrary ``--set`` values and TOML documents (Hypothesis)."""
+import json
 import string
 from pathlib import Path
 
@@ -194,9 +195,15 @@ def _small_enough(key: str, value: str) -> bool:
 
 
 def _assert_clean(capsys, code: int, root: Path, before: set):
+    """0, or a clean exit 2 for bad input, or 3 for a valid run that diverged: a training outcome
+    (e.g. a huge accel.weight_norm target), kept to its last finite checkpoint, not a crash."""
     out = capsys.readouterr()
-    assert code in (0, 2), (code, out.err)
+    assert code in (0, 2, 3), (code, out.err)
     assert "Traceback" not in out.err
+    if code == 3:
+        assert "not finite" in out.out + out.err, (out.out, out.err)
+        (run,) = set(root.iterdir()) - before
+        assert json.loads((run / "summary.json").read_text())["status"] == "nan"
     if code == 2:
         assert out.err.startswith("groklab: error: ") and out.err.count("\n") == 1, out.err
         assert set(root.iterdir()) == before, "a failed command left files behind"
@@ -288,3 +295,11 @@ def test_every_command_that_makes_a_directory_checks_its_out(in_tmp, capsys, cmd
     (in_tmp / "afile").write_text("mine")
     _check_one_line(capsys, main([*cmd, "--out", out]), needle)
     assert sorted(p.name for p in in_tmp.iterdir()) == ["afile"]
+
+
+def test_a_valid_run_that_diverges_exits_3_and_keeps_its_run(in_tmp, capsys):
+    """Hypothesis found it: a huge weight-norm target is valid input, and the run goes NaN."""
+    before = set(in_tmp.iterdir())
+    code = main(["run", "--quiet", "--out", str(in_tmp / "r"), *_sets(TINY), "--set", "accel.weight_norm=109543"])
+    assert code == 3
+    _assert_clean(capsys, code, in_tmp, before)
