@@ -81,6 +81,28 @@ class Agents:
         self.w = torch.zeros(P, cap)               # 0 for an autoreset step: not a transition
         self.episodes = torch.zeros(P)
         self.updates = 0
+        self.stopped_at = torch.zeros(P, dtype=torch.long)  # the step an agent stopped learning; 0: never
+        self._kept: list[torch.Tensor] | None = None
+
+    @property
+    def frozen(self) -> torch.Tensor:
+        """(P,) bool: agents that have stopped learning (:meth:`freeze`)."""
+        return self.stopped_at > 0
+
+    @torch.no_grad()
+    def freeze(self, mask: torch.Tensor, step: int) -> None:
+        """Stop the agents of ``mask`` (P,) learning after interaction ``step``: their networks stay
+        as they are now. The population still computes them (one batch), then puts them back, so
+        the other agents' random draws, and so their training, are unchanged."""
+        new = mask & ~self.frozen
+        if not new.any():
+            return
+        nets = self.params + self.target
+        if self._kept is None:
+            self._kept = [p.detach().clone() for p in nets]
+        for k, p in zip(self._kept, nets):
+            k[new] = p[new]
+        self.stopped_at[new] = step
 
     def q(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Q-values: x (P, B, obs) -> (P, B, A)."""
@@ -132,13 +154,33 @@ class Agents:
         with torch.no_grad():
             for t, p in zip(self.target, self.params):
                 t.lerp_(p, self.hp.tau)
+            if self._kept is not None:
+                f = self.frozen
+                for k, p in zip(self._kept, self.params + self.target):
+                    p[f] = k[f]
         self.updates += 1
 
 
-def run_agents(agents: Agents, env, steps: int, gen: torch.Generator, on_step=None) -> dict:
+def plateaued(returns: list[float], window: int, rel: float) -> bool:
+    """The early out of Ferreira et al. 2022 on a synthetic environment (learning_environments,
+    ``BaseAgent.env_solved``): the mean return of the last ``window`` episodes differs from that
+    of the ``window`` before by less than ``rel``, relatively. Needs 2·``window`` episodes (the
+    paper starts after ``window`` + 2, with a part-filled earlier window)."""
+    if len(returns) < 2 * window:
+        return False
+    last = sum(returns[-window:]) / window
+    prev = sum(returns[-2 * window:-window]) / window
+    return abs(last - prev) / abs(prev + 1e-9) < rel
+
+
+def run_agents(agents: Agents, env, steps: int, gen: torch.Generator, on_step=None,
+               early_stop: tuple[int, float] | None = None) -> dict:
     """Train ``agents`` for ``steps`` interactions with the batched ``env`` (``reset() -> obs``,
     ``step(a) -> (obs, r, term, trunc, valid)``, obs (P, obs_dim)), one update per interaction.
     ``on_step(t)`` runs after interaction t (1-based); returning True stops early.
+    ``early_stop = (window, rel)``: an agent whose episode returns (``env``'s reward) have
+    :func:`plateaued` after the update of interaction t stops learning there
+    (:meth:`Agents.freeze`); once all have, the loop ends after ``on_step(t)``.
 
     Returns the training episodes' returns per agent (``env``'s reward, e.g. the shaped one) and
     ``real_returns`` (its ``real_r`` where it has one) and the interactions done."""
@@ -162,6 +204,13 @@ def run_agents(agents: Agents, env, steps: int, gen: torch.Generator, on_step=No
         real_ret = torch.where(done, 0.0, real_ret)
         obs = obs2
         agents.update(gen)
+        if early_stop is not None:
+            ended = torch.nonzero(done & valid & ~agents.frozen).flatten().tolist()
+            stop = [p for p in ended if plateaued(returns[p], *early_stop)]
+            if stop:
+                agents.freeze(torch.isin(torch.arange(agents.P), torch.tensor(stop)), t)
         if on_step is not None and on_step(t):
+            break
+        if early_stop is not None and bool(agents.frozen.all()):
             break
     return {"returns": returns, "real_returns": real_returns, "steps": t}

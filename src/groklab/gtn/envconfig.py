@@ -41,6 +41,11 @@ class AgentConfig(Section):
     eps_min: Float = Field(0.0371, ge=0, le=1)
     eps_decay: Float = Field(0.961, ge=0, le=1)     # per finished episode
     buffer: Int = Field(100_000, ge=1, le=10**7)
+    # early out on the SE's own reward (the paper's early_out_virtual_diff, 0.01 there; 0: off): an
+    # agent stops learning once the mean SE return of its last se_early_window episodes differs by
+    # less than this fraction from that of the se_early_window before (meta-training and evaluation)
+    se_early_stop: Float = Field(0.0, ge=0, le=10)
+    se_early_window: Int = Field(10, ge=1, le=10_000)  # the paper's early_out_num
 
 
 class SEConfig(Section):
@@ -97,6 +102,9 @@ class EnvRunConfig(Config):
             raise ValueError(f"env.name={self.env.name!r}: expected one of {', '.join(SPECS)}")
         if self.agent.eps_min > self.agent.eps_init:
             raise ValueError(f"agent.eps_min={self.agent.eps_min:g} exceeds agent.eps_init={self.agent.eps_init:g}")
+        if self.agent.se_early_stop > 0 and self.meta.target != "se":
+            raise ValueError(f"agent.se_early_stop={self.agent.se_early_stop:g} needs meta.target='se' "
+                             f"(it stops training on the SE's reward), not {self.meta.target!r}")
         if self.eval.every > max(self.eval.se_steps, self.eval.real_steps):
             raise ValueError(f"eval.every={self.eval.every} exceeds both training budgets (eval.se_steps="
                              f"{self.eval.se_steps}, eval.real_steps={self.eval.real_steps})")

@@ -13,9 +13,11 @@ evaluation episodes (common random numbers), so the ranking reflects the environ
 agents' luck. A last member trains on ψ itself (``center``): its score is logged, not used.
 
 Scores: SE — the mean real return of the agent's greedy policy over ``test_episodes`` episodes
-after ``inner_steps`` steps on the SE; RN — the mean real (unshaped) return of the agent's
-training episodes within ``inner_steps`` real steps (fast learning scores high; no extra real
-steps). Every real step, scoring and RN training alike, is counted in ``real_steps``.
+after ``inner_steps`` steps on the SE (with ``agent.se_early_stop``, the policy it had when its SE
+return plateaued, if earlier: the paper's early out; the generation ends once all have stopped);
+RN — the mean real (unshaped) return of the agent's training episodes within ``inner_steps``
+real steps (fast learning scores high; no extra real steps). Every real step, scoring and RN
+training alike, is counted in ``real_steps``.
 """
 from __future__ import annotations
 
@@ -76,6 +78,12 @@ def gen_seed(cfg, generation: int, salt: int) -> int:
     return (cfg.meta.seed * 1_000_003 + generation * 7919 + salt) % (2**31 - 1)
 
 
+def early_stop(cfg) -> tuple[int, float] | None:
+    """``run_agents``' early out on the SE's reward: (window, relative change), or None when off."""
+    a = cfg.agent
+    return (a.se_early_window, a.se_early_stop) if a.se_early_stop > 0 and cfg.meta.target == "se" else None
+
+
 def train_on(cfg, flat: torch.Tensor, agents: Agents, steps: int, seed: int, on_step=None) -> dict:
     """Train ``agents`` (one per row of ``flat``) for ``steps`` interactions on the SEs or on the
     RN-shaped real environments that ``flat`` (P, D) parameterises. Adds ``real_steps``."""
@@ -83,7 +91,7 @@ def train_on(cfg, flat: torch.Tensor, agents: Agents, steps: int, seed: int, on_
     g = torch.Generator().manual_seed(seed)
     if cfg.meta.target == "se":
         env = SynthEnv(spec, unflatten(flat, sz), cfg.se.max_steps, g, residual=cfg.se.residual)
-        out = run_agents(agents, env, steps, g, on_step)
+        out = run_agents(agents, env, steps, g, on_step, early_stop(cfg))
         return {**out, "real_steps": 0, "synthetic_steps": env.steps}
     env = RewardEnv(spec.name, agents.P, seed, unflatten(flat, sz), cfg.rn.kind, cfg.agent.gamma)
     out = run_agents(agents, env, steps, g, on_step)
@@ -116,7 +124,11 @@ def generation(cfg, psi: torch.Tensor, gen: int) -> tuple[torch.Tensor, dict]:
     psi = psi + m.step_size * (u * sign) @ eps
     rec = {"step": gen + 1, "score_mean": float(score[:2 * n].mean()), "score_max": float(score[:2 * n].max()),
            "score_min": float(score[:2 * n].min()), "score_center": float(score[-1]),
-           "real_steps_gen": real, "psi_norm": float(psi.norm())}
+           "real_steps_gen": real, "psi_norm": float(psi.norm()), "inner_steps_run": out["steps"]}
+    if m.target == "se" and early_stop(cfg):
+        rec["stopped_frac"] = round(float(agents.frozen.float().mean()), 4)
+        stopped = agents.stopped_at[agents.frozen].float()
+        rec["stop_step_median"] = float(stopped.median()) if len(stopped) else None
     return psi, rec
 
 

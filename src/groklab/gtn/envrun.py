@@ -144,10 +144,12 @@ def meta_train(cfg, out: Path, resume_: bool, progress: bool) -> tuple[torch.Ten
     truncate_jsonl(out / "metrics.jsonl", start + 1)
     meter = CostMeter("WORLD", "cpu").begin(state["cost"])
     real, t0, wall0 = int(state["real_steps"]), time.perf_counter(), float(state["wall_seconds"])
+    # agent steps each generation ran (fewer than meta.inner_steps once all its agents early-stopped)
+    inner = int(state.get("inner_steps_run", start * cfg.meta.inner_steps))
     wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
 
     def save(g: int) -> None:
-        s = {"real_steps": real, "wall_seconds": wall(), "cost": meter.state()}
+        s = {"real_steps": real, "wall_seconds": wall(), "cost": meter.state(), "inner_steps_run": inner}
         if not all_finite(psi):
             raise FloatingPointError(f"ψ is not finite after generation {g}")
         save_checkpoint(out, g, Psi(psi), s)
@@ -162,6 +164,7 @@ def meta_train(cfg, out: Path, resume_: bool, progress: bool) -> tuple[torch.Ten
         for g in range(start, cfg.meta.generations):
             psi, rec = generation(cfg, psi, g)
             real += rec["real_steps_gen"]
+            inner += rec["inner_steps_run"]
             if (g + 1) % cfg.meta.log_every == 0 or g + 1 == cfg.meta.generations:
                 log.log({**rec, "real_steps": real, "time": round(wall(), 3)})
             if (g + 1) % cfg.meta.checkpoint_every == 0 and g + 1 < cfg.meta.generations:
@@ -185,7 +188,7 @@ def meta_train(cfg, out: Path, resume_: bool, progress: bool) -> tuple[torch.Ten
             status, message = "nan", str(e)
     meter.stop()
     info = {"status": status, "generations_done": g, "target": cfg.meta.target, "env": cfg.env.name,
-            "real_steps_meta": real, "wall_seconds": round(wall(), 2), "cost": cost_of(cfg, meter, wall(), g)}
+            "real_steps_meta": real, "wall_seconds": round(wall(), 2), "cost": cost_of(cfg, meter, wall(), inner)}
     if cfg.meta.init:
         info |= {"init": cfg.meta.init, "init_real_steps": init_real, "real_steps_total": real + init_real}
     if message:
@@ -193,16 +196,18 @@ def meta_train(cfg, out: Path, resume_: bool, progress: bool) -> tuple[torch.Ten
     return psi, info
 
 
-def cost_of(cfg, meter, wall: float, generations: int) -> dict:
+def cost_of(cfg, meter, wall: float, inner_steps: int) -> dict:
     """CPU seconds and energy (runs.cost.CostMeter) and matrix-product FLOPs counted from layer
     sizes: each agent interaction is one ε-greedy forward, one update (3 forwards and a backward
-    of 2 on the minibatch) and one SE or RN forward; greedy scoring episodes are not counted."""
+    of 2 on the minibatch) and one SE or RN forward; greedy scoring episodes are not counted.
+    ``inner_steps``: the agent steps all generations ran (each member's agents run them all,
+    early-stopped or not: the population is one batch)."""
     from groklab.runs.cost import carbon_intensity
     spec, a = SPECS[cfg.env.name], cfg.agent
     q = spec.obs_dim * a.hidden + a.hidden * (spec.n_actions + (a.kind == "dueling"))
     sz = sizes(cfg)
     model = sum(i * o for i, o in zip(sz[:-1], sz[1:])) * (2 if cfg.meta.target == "rn" else 1)
-    interactions = generations * (2 * cfg.meta.pairs + 1) * cfg.meta.agents * cfg.meta.inner_steps
+    interactions = inner_steps * (2 * cfg.meta.pairs + 1) * cfg.meta.agents
     flops = 2 * interactions * (q + 5 * a.batch * q + model)
     intensity, src = carbon_intensity("WORLD")
     j = meter.joules
@@ -218,8 +223,14 @@ def cost_of(cfg, meter, wall: float, generations: int) -> dict:
 def protocol(cfg, psi: torch.Tensor | None, kind: str, steps: int, progress: bool = False) -> dict:
     """Train ``eval.agents`` fresh agents of ``kind`` (seeds from eval.seed) for ``steps`` steps on
     the SE/RN of ``psi`` (``None``: the real environment); every ``eval.every`` steps score each
-    agent's greedy policy over ``eval.episodes`` real episodes. Stops once every agent has solved.
-    Returns the curves, each agent's steps to solve (None: not within ``steps``) and real steps."""
+    agent's greedy policy over ``eval.episodes`` real episodes. Stops once every agent has solved,
+    or (with ``agent.se_early_stop``, SE side) once every agent has stopped learning, after a last
+    checkpoint at that step. Returns the curves, each agent's steps to solve (None: not within
+    ``steps``), the step at which it stopped learning (None: never) and real steps.
+
+    Steps to solve are the agent training steps taken when the policy first scores ≥ the
+    threshold: the checkpoint's step, or, for an agent that stopped learning before that
+    checkpoint (its policy fixed since), the step at which it stopped."""
     e, spec = cfg.eval, SPECS[cfg.env.name]
     hp = agent_hp(cfg)
     hp.kind = kind
@@ -230,7 +241,7 @@ def protocol(cfg, psi: torch.Tensor | None, kind: str, steps: int, progress: boo
     eval_real = [0]
 
     def on_step(t: int) -> bool:
-        if t % e.every and t != steps:
+        if t % e.every and t != steps and not agents.frozen.all():
             return False
         ret, n = evaluate_greedy(agents, spec.name, e.episodes, e.seed + 7919 * len(checkpoints))
         eval_real[0] += n
@@ -238,7 +249,8 @@ def protocol(cfg, psi: torch.Tensor | None, kind: str, steps: int, progress: boo
         curves.append([round(float(r), 2) for r in ret])
         for i, r in enumerate(ret.tolist()):
             if solved[i] is None and r >= spec.threshold:
-                solved[i] = t
+                stop = int(agents.stopped_at[i])
+                solved[i] = stop if stop else t
         return all(s is not None for s in solved)
 
     if psi is None:
@@ -250,7 +262,8 @@ def protocol(cfg, psi: torch.Tensor | None, kind: str, steps: int, progress: boo
     else:
         out = train_on(cfg, psi[None].expand(e.agents, -1), agents, steps, e.seed + 1, on_step)
         train_real = out["real_steps"]
-    return {"checkpoints": checkpoints, "curves": curves, "steps_to_solve": solved,
+    stopped = [int(s) or None for s in agents.stopped_at.tolist()]
+    return {"checkpoints": checkpoints, "curves": curves, "steps_to_solve": solved, "stopped_at": stopped,
             "real_train_steps": train_real, "real_eval_steps": eval_real[0]}
 
 
@@ -272,10 +285,13 @@ def solve_stats(p: dict) -> dict:
     s = p["steps_to_solve"]
     done = [x for x in s if x is not None]
     final = [c for c in p["curves"][-1]] if p["curves"] else []
+    stopped = [x for x in p.get("stopped_at") or [] if x is not None]
+    more = {"stopped": len(stopped), "median_stop_step": statistics.median(stopped)} if stopped else {}
     return {"solved": len(done), "of": len(s), "median_steps": statistics.median(done) if done else None,
             "mean_steps": round(statistics.fmean(done), 1) if done else None,
             "final_mean_return": round(statistics.fmean(final), 2) if final else None,
-            "best_mean_return": round(max(statistics.fmean(c) for c in p["curves"]), 2) if p["curves"] else None}
+            "best_mean_return": round(max(statistics.fmean(c) for c in p["curves"]), 2) if p["curves"] else None,
+            **more}
 
 
 def headline(cfg, ev: dict) -> dict:
