@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from groklab.gtn.agents import AgentHP, Agents, plateaued, run_agents
+from groklab.gtn.agents import AgentHP, Agents, plateaued, reached, run_agents
 
 gym = pytest.importorskip("gymnasium")
 
@@ -23,6 +23,12 @@ def test_plateaued_compares_the_last_two_windows():
     assert not plateaued([5.0, 5, 5, 10, 10, 10], 3, 0.01)         # 5 -> 10
     assert not plateaued([1.0, 2, 3, 4, 5, 6, 7, 8], 3, 0.7)       # 4 -> 7: 75 %
     assert plateaued([1.0, 2, 3, 4, 5, 6, 7, 8], 3, 0.8)
+    assert not plateaued([1.0] * 6, 3, 0.0)                        # 0: off
+
+
+def test_reached_needs_a_full_window_at_the_level():
+    assert reached([1.0, 9, 10, 11], 3, 10.0) and not reached([1.0, 9, 10, 10.9], 3, 10.0)
+    assert not reached([20.0, 20], 3, 10.0) and not reached([20.0] * 3, 3, None)
 
 
 class Rewards:
@@ -56,7 +62,7 @@ def train(early_stop, steps=60, snap_at=None):
 
 
 def test_an_agent_stops_learning_once_its_se_return_plateaus():
-    ag, out, snaps = train((10, 0.01), snap_at=20)
+    ag, out, snaps = train((10, 0.01, None), snap_at=20)
     assert ag.stopped_at.tolist() == [20, 0] and out["steps"] == 60
     assert all(torch.equal(p.detach()[0], s[0]) for p, s in zip(ag.params, snaps["params"]))
     free, _, _ = train(None)
@@ -67,8 +73,23 @@ def test_an_agent_stops_learning_once_its_se_return_plateaus():
 
 
 def test_training_ends_once_every_agent_has_stopped():
-    _, out, _ = train((2, 10.0))
+    _, out, _ = train((2, 10.0, None))
     assert out["steps"] == 4
+
+
+def test_an_agent_stops_once_its_se_return_reaches_the_level():
+    ag, out, _ = train((3, 0.0, 30.0))
+    assert ag.stopped_at.tolist() == [0, 31] and out["steps"] == 60   # agent 1: returns 29, 30, 31
+    ag, out, _ = train((3, 0.01, 30.0))                            # either rule: agent 0 plateaus at 6
+    assert ag.stopped_at.tolist() == [6, 31] and out["steps"] == 31
+
+
+@pytest.mark.usefixtures("sign")
+def test_config_resolves_to_the_rule():
+    assert envmeta.early_stop(toy()) is None
+    assert envmeta.early_stop(toy("agent.se_early_stop=0.01")) == (10, 0.01, None)
+    assert envmeta.early_stop(toy("agent.se_early_return_on=true", "agent.se_early_return=0.5",
+                                  "agent.se_early_window=4")) == (4, 0.0, 0.5)
 
 
 @pytest.mark.usefixtures("sign")
@@ -114,6 +135,8 @@ def test_resume_continues_exactly_with_early_stop(tmp_path):
     (["--set", "agent.se_early_stop=-0.1"], ["agent.se_early_stop"]),
     (["--set", "agent.se_early_window=0"], ["agent.se_early_window=0"]),
     (["--set", "agent.se_early_stop=0.01", "--set", "meta.target=rn"], ["agent.se_early_stop=0.01", "meta.target"]),
+    (["--set", "agent.se_early_return_on=true", "--set", "meta.target=rn"], ["agent.se_early_return_on", "'rn'"]),
+    (["--set", "agent.se_early_return=abc"], ["agent.se_early_return"]),
 ])
 def test_bad_early_stop_is_one_line_exit_2_and_no_directory(tmp_path, capsys, args, words):
     out = tmp_path / "o"

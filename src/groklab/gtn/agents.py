@@ -165,21 +165,33 @@ def plateaued(returns: list[float], window: int, rel: float) -> bool:
     """The early out of Ferreira et al. 2022 on a synthetic environment (learning_environments,
     ``BaseAgent.env_solved``): the mean return of the last ``window`` episodes differs from that
     of the ``window`` before by less than ``rel``, relatively. Needs 2·``window`` episodes (the
-    paper starts after ``window`` + 2, with a part-filled earlier window)."""
-    if len(returns) < 2 * window:
+    paper starts after ``window`` + 2, with a part-filled earlier window). ``rel`` 0: never."""
+    if rel <= 0 or len(returns) < 2 * window:
         return False
     last = sum(returns[-window:]) / window
     prev = sum(returns[-2 * window:-window]) / window
     return abs(last - prev) / abs(prev + 1e-9) < rel
 
 
+def reached(returns: list[float], window: int, level: float | None) -> bool:
+    """The paper's early out on a real environment, here on the SE's reward: the mean return of
+    the last ``window`` episodes is at least ``level`` (None: never)."""
+    return level is not None and len(returns) >= window and sum(returns[-window:]) / window >= level
+
+
+def early_out(returns: list[float], rule: tuple[int, float, float | None]) -> bool:
+    """``rule = (window, rel, level)``: :func:`plateaued` or :func:`reached`."""
+    window, rel, level = rule
+    return plateaued(returns, window, rel) or reached(returns, window, level)
+
+
 def run_agents(agents: Agents, env, steps: int, gen: torch.Generator, on_step=None,
-               early_stop: tuple[int, float] | None = None) -> dict:
+               early_stop: tuple[int, float, float | None] | None = None) -> dict:
     """Train ``agents`` for ``steps`` interactions with the batched ``env`` (``reset() -> obs``,
     ``step(a) -> (obs, r, term, trunc, valid)``, obs (P, obs_dim)), one update per interaction.
     ``on_step(t)`` runs after interaction t (1-based); returning True stops early.
-    ``early_stop = (window, rel)``: an agent whose episode returns (``env``'s reward) have
-    :func:`plateaued` after the update of interaction t stops learning there
+    ``early_stop = (window, rel, level)``: an agent whose episode returns (``env``'s reward) meet
+    :func:`early_out` after the update of interaction t stops learning there
     (:meth:`Agents.freeze`); once all have, the loop ends after ``on_step(t)``.
 
     Returns the training episodes' returns per agent (``env``'s reward, e.g. the shaped one) and
@@ -206,7 +218,7 @@ def run_agents(agents: Agents, env, steps: int, gen: torch.Generator, on_step=No
         agents.update(gen)
         if early_stop is not None:
             ended = torch.nonzero(done & valid & ~agents.frozen).flatten().tolist()
-            stop = [p for p in ended if plateaued(returns[p], *early_stop)]
+            stop = [p for p in ended if early_out(returns[p], early_stop)]
             if stop:
                 agents.freeze(torch.isin(torch.arange(agents.P), torch.tensor(stop)), t)
         if on_step is not None and on_step(t):

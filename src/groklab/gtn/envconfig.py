@@ -46,6 +46,10 @@ class AgentConfig(Section):
     # less than this fraction from that of the se_early_window before (meta-training and evaluation)
     se_early_stop: Float = Field(0.0, ge=0, le=10)
     se_early_window: Int = Field(10, ge=1, le=10_000)  # the paper's early_out_num
+    # or once that mean SE return reaches se_early_return (the paper's rule on a real environment,
+    # with its solve threshold; here on the SE's reward, whose scale ES learns): on/off and level
+    se_early_return_on: Bool = False
+    se_early_return: Float = Field(475.0, ge=-1e6, le=1e6)
 
 
 class SEConfig(Section):
@@ -105,6 +109,9 @@ class EnvRunConfig(Config):
         if self.agent.se_early_stop > 0 and self.meta.target != "se":
             raise ValueError(f"agent.se_early_stop={self.agent.se_early_stop:g} needs meta.target='se' "
                              f"(it stops training on the SE's reward), not {self.meta.target!r}")
+        if self.agent.se_early_return_on and self.meta.target != "se":
+            raise ValueError(f"agent.se_early_return_on=true needs meta.target='se' (it stops training on "
+                             f"the SE's reward), not {self.meta.target!r}")
         if self.eval.every > max(self.eval.se_steps, self.eval.real_steps):
             raise ValueError(f"eval.every={self.eval.every} exceeds both training budgets (eval.se_steps="
                              f"{self.eval.se_steps}, eval.real_steps={self.eval.real_steps})")

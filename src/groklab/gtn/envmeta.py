@@ -78,10 +78,14 @@ def gen_seed(cfg, generation: int, salt: int) -> int:
     return (cfg.meta.seed * 1_000_003 + generation * 7919 + salt) % (2**31 - 1)
 
 
-def early_stop(cfg) -> tuple[int, float] | None:
-    """``run_agents``' early out on the SE's reward: (window, relative change), or None when off."""
+def early_stop(cfg) -> tuple[int, float, float | None] | None:
+    """``run_agents``' early out on the SE's reward: (window, relative change, return level), or
+    None when both rules are off."""
     a = cfg.agent
-    return (a.se_early_window, a.se_early_stop) if a.se_early_stop > 0 and cfg.meta.target == "se" else None
+    level = a.se_early_return if a.se_early_return_on else None
+    if cfg.meta.target != "se" or (a.se_early_stop <= 0 and level is None):
+        return None
+    return a.se_early_window, a.se_early_stop, level
 
 
 def train_on(cfg, flat: torch.Tensor, agents: Agents, steps: int, seed: int, on_step=None) -> dict:
