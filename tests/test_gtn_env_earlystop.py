@@ -144,3 +144,17 @@ def test_bad_early_stop_is_one_line_exit_2_and_no_directory(tmp_path, capsys, ar
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and all(w in err for w in words), err
     assert not out.exists()
+
+
+def test_second_look_recipes_resolve_to_the_measured_settings():
+    from groklab.gtn.envconfig import resolve
+    d = resolve(recipe="cartpole-se-stop")
+    assert (d.se.hidden, d.meta.inner_steps, d.meta.pairs, d.meta.agents, d.meta.noise_std, d.meta.step_size,
+            d.meta.generations, d.meta.seed, d.meta.init) == (32, 1000, 16, 1, 0.05, 0.5, 80, 4,
+                                                              "runs/env-cartpole-se-refine")
+    assert envmeta.early_stop(d) == (10, 0.0, 40.0)
+    assert (d.eval.every, d.eval.se_steps, d.eval.real) == (500, 2000, False)
+    e = resolve(recipe="cartpole-se-es16")
+    assert (e.meta.pairs, e.meta.agents, e.meta.noise_std, e.meta.generations, e.meta.seed, e.meta.init) == (
+        16, 2, 0.05, 100, 5, "runs/env-cartpole-se-stop")
+    assert envmeta.early_stop(e) == (10, 0.0, 40.0) and (e.eval.se_steps, e.eval.real) == (4000, False)

@@ -132,6 +132,17 @@ RECIPES: dict[str, list[str]] = {
     "cartpole-se-refine": [*_CARTPOLE_SE[:3], "meta.init=runs/env-cartpole-se", "meta.seed=1", "meta.agents=3",
                            "meta.noise_std=0.05", "meta.generations=60", "eval.every=500", "eval.se_steps=2000",
                            "eval.real=false"],
+    # issue 24, second look (docs/gtn.md): from stage two's ψ with the paper's population (16 mirrored
+    # pairs) and an early out once the mean SE return of the last 10 episodes reaches 40 (just above
+    # the largest such mean stage two's SE gives, so the rule starts inert; ES may learn to fire it)
+    "cartpole-se-stop": [*_CARTPOLE_SE, "meta.init=runs/env-cartpole-se-refine", "meta.seed=4", "meta.pairs=16",
+                         "meta.noise_std=0.05", "meta.generations=80", "agent.se_early_return_on=true",
+                         "agent.se_early_return=40", "eval.se_steps=2000", "eval.real=false"],
+    # then two agents per member for 100 more generations: 4/10 DDQN and 5/10 Dueling DDQN solve
+    "cartpole-se-es16": [*_CARTPOLE_SE, "meta.init=runs/env-cartpole-se-stop", "meta.seed=5", "meta.pairs=16",
+                         "meta.agents=2", "meta.noise_std=0.05", "meta.generations=100",
+                         "agent.se_early_return_on=true", "agent.se_early_return=40", "eval.se_steps=4000",
+                         "eval.real=false"],
     # the RN: one layer of 32 (the paper's two of 64 are 4,500 parameters for 8 ES pairs)
     "cartpole-rn": ["meta.target=rn", "rn.hidden=32", "rn.layers=1", "meta.noise_std=0.1", "meta.inner_steps=4000",
                     "meta.generations=30", "eval.every=500", "eval.real_steps=30000", "eval.kinds=ddqn"],
