@@ -158,3 +158,7 @@ def test_second_look_recipes_resolve_to_the_measured_settings():
     assert (e.meta.pairs, e.meta.agents, e.meta.noise_std, e.meta.generations, e.meta.seed, e.meta.init) == (
         16, 2, 0.05, 100, 5, "runs/env-cartpole-se-stop")
     assert envmeta.early_stop(e) == (10, 0.0, 40.0) and (e.eval.se_steps, e.eval.real) == (4000, False)
+    f = resolve(recipe="cartpole-se-es16x3")
+    assert (f.meta.pairs, f.meta.agents, f.meta.noise_std, f.meta.generations, f.meta.seed, f.meta.init) == (
+        16, 3, 0.05, 70, 6, "runs/env-cartpole-se-es16")
+    assert envmeta.early_stop(f) is None and (f.se.hidden, f.meta.inner_steps, f.eval.se_steps) == (32, 1000, 2000)

@@ -143,6 +143,11 @@ RECIPES: dict[str, list[str]] = {
                          "meta.agents=2", "meta.noise_std=0.05", "meta.generations=100",
                          "agent.se_early_return_on=true", "agent.se_early_return=40", "eval.se_steps=4000",
                          "eval.real=false"],
+    # then three agents per member for 70 more (the early out dropped: ES had made it inert): 6/10 DDQN
+    # and 8/10 Dueling DDQN solve
+    "cartpole-se-es16x3": [*_CARTPOLE_SE, "meta.init=runs/env-cartpole-se-es16", "meta.seed=6", "meta.pairs=16",
+                           "meta.agents=3", "meta.noise_std=0.05", "meta.generations=70", "eval.se_steps=2000",
+                           "eval.real=false"],
     # the RN: one layer of 32 (the paper's two of 64 are 4,500 parameters for 8 ES pairs)
     "cartpole-rn": ["meta.target=rn", "rn.hidden=32", "rn.layers=1", "meta.noise_std=0.1", "meta.inner_steps=4000",
                     "meta.generations=30", "eval.every=500", "eval.real_steps=30000", "eval.kinds=ddqn"],
