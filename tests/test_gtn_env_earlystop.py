@@ -162,3 +162,7 @@ def test_second_look_recipes_resolve_to_the_measured_settings():
     assert (f.meta.pairs, f.meta.agents, f.meta.noise_std, f.meta.generations, f.meta.seed, f.meta.init) == (
         16, 3, 0.05, 70, 6, "runs/env-cartpole-se-es16")
     assert envmeta.early_stop(f) is None and (f.se.hidden, f.meta.inner_steps, f.eval.se_steps) == (32, 1000, 2000)
+    g = resolve(recipe="cartpole-se-es16x4")
+    assert (g.meta.pairs, g.meta.agents, g.meta.noise_std, g.meta.generations, g.meta.seed, g.meta.init) == (
+        16, 4, 0.05, 35, 7, "runs/env-cartpole-se-es16x3")
+    assert envmeta.early_stop(g) is None and (g.eval.every, g.eval.se_steps, g.eval.real) == (500, 2000, False)

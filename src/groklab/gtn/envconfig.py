@@ -148,6 +148,10 @@ RECIPES: dict[str, list[str]] = {
     "cartpole-se-es16x3": [*_CARTPOLE_SE, "meta.init=runs/env-cartpole-se-es16", "meta.seed=6", "meta.pairs=16",
                            "meta.agents=3", "meta.noise_std=0.05", "meta.generations=70", "eval.se_steps=2000",
                            "eval.real=false"],
+    # then four agents per member for 35 more: 10/10 DDQN and 10/10 Dueling DDQN solve (issue 24's goal)
+    "cartpole-se-es16x4": [*_CARTPOLE_SE, "meta.init=runs/env-cartpole-se-es16x3", "meta.seed=7", "meta.pairs=16",
+                           "meta.agents=4", "meta.noise_std=0.05", "meta.generations=35", "eval.se_steps=2000",
+                           "eval.real=false"],
     # the RN: one layer of 32 (the paper's two of 64 are 4,500 parameters for 8 ES pairs)
     "cartpole-rn": ["meta.target=rn", "rn.hidden=32", "rn.layers=1", "meta.noise_std=0.1", "meta.inner_steps=4000",
                     "meta.generations=30", "eval.every=500", "eval.real_steps=30000", "eval.kinds=ddqn"],
