@@ -8,7 +8,7 @@ the next action, the target network (Polyak-averaged with rate ``tau``) values i
 exploration decays per finished episode, as in Ferreira et al. 2022's agents. ``kind="dueling"``
 is Dueling DDQN (Wang et al. 2016): ``Q = V + A - mean(A)``, the transfer agent of the paper.
 
-Written here (≈150 lines) rather than taken from Stable-Baselines3 or TorchRL: the meta-learner
+Written here (≈230 lines) rather than taken from Stable-Baselines3 or TorchRL: the meta-learner
 needs exact control of seeds, of the step count and of how a synthetic environment's transitions
 enter the buffer, and batching a whole ES population into one set of tensors is not something
 either library offers; neither is a dependency of groklab.
