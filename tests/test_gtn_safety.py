@@ -110,6 +110,30 @@ def test_a_teacher_that_goes_non_finite_keeps_the_last_finite_checkpoint(tmp_pat
     assert s["message"].endswith("Last good checkpoint: step 3") and list_checkpoints(out) == [3]
 
 
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_teacher_whose_meta_gradients_stay_non_finite_stops_with_status_nan(tmp_path, monkeypatch, every):
+    from groklab.gtn import meta
+    real = meta.meta_step
+
+    def overflowing(cfg, teacher, opt, data, s):  # from outer step 5 on, every ``every``-th
+        rec = real(cfg, teacher, opt, data, s)
+        if s >= 4 and (s - 4) % every == 0:
+            rec["grad_norm"] = float("inf")
+        return rec
+
+    monkeypatch.setattr(meta, "meta_step", overflowing)
+    monkeypatch.setattr(meta, "MAX_SKIPPED", 5)
+    out = tmp_path / "n"
+    steps = 15 if every == 1 else 24  # every 3rd: 7 non-finite steps in all, never 5 in a row
+    gtn_run.train(tiny_cfg(f"meta.steps={steps}"), out, evaluate=False, data=tiny_data())
+    s = json.loads((out / "summary.json").read_text())
+    if every == 1:  # steps 5..9 non-finite in a row: stopped there, the checkpoint at 9 not written
+        assert s["status"] == "nan" and "non-finite at 5 outer steps in a row (5-9)" in s["message"]
+        assert list_checkpoints(out) == [3, 6] and s["message"].endswith("Last good checkpoint: step 6")
+    else:           # an occasional non-finite step is skipped, and the run goes on to the end
+        assert s["status"] == "completed" and list_checkpoints(out)[-1] == 24
+
+
 # ---- no gtn command writes into an existing --out; every count and choice in its range -------
 
 def _tree(d):

@@ -169,6 +169,13 @@ def meta_backward(cfg: GTNConfig, teacher: Teacher, data: GTNData, step: int) ->
     return loss, unrolls
 
 
+# A non-finite meta-gradient skips its outer step (``meta_step``). A teacher whose unrolls
+# overflow every time can then never move again (seen at p = 31 over 2,400 outer steps): after
+# this many non-finite meta-gradients in a row the run stops with status "nan" and keeps its
+# last checkpoint, instead of spending the rest of its budget standing still.
+MAX_SKIPPED = 20
+
+
 def meta_step(cfg: GTNConfig, teacher: Teacher, opt: torch.optim.Optimizer, data: GTNData,
               step: int) -> dict:
     """One outer step; returns its record (meta-loss, final real loss/acc averaged over the
@@ -231,10 +238,14 @@ def train_gtn(cfg: GTNConfig, data: GTNData, out: str | Path, resume: bool = Fal
         save_checkpoint(out, step, teacher, state)
 
     bar = _bar(progress, cfg.meta.steps, start)
-    status = "completed"
+    status, skipped = "completed", 0
     try:
         for s in range(start, cfg.meta.steps):
             rec = meta_step(cfg, teacher, opt, data, s)
+            skipped = 0 if math.isfinite(rec["grad_norm"]) else skipped + 1
+            if skipped >= MAX_SKIPPED:
+                raise FloatingPointError(f"the meta-gradient was non-finite at {skipped} outer steps in a "
+                                         f"row ({s + 2 - skipped}-{s + 1}): the teacher cannot move")
             if (s + 1) % cfg.meta.log_every == 0 or s + 1 == cfg.meta.steps:
                 rec["test_acc"] = quick_test(cfg, teacher, data, s)
                 if teacher.ema is not None:     # the same learner taught by the averaged teacher
