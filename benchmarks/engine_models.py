@@ -31,6 +31,7 @@ Same numbers first: the plain reference and groklab train in float64 from the sa
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -52,7 +53,7 @@ class PlainPowerTransformer(nn.Module):
         self.embed = nn.Embedding(V, d, _weight=fast.W_E.detach().clone())
         self.pos = c(fast.W_pos)
         self.blocks = nn.ModuleList(PlainBlock(b) for b in fast.blocks)
-        self.ln_f = copy_ln(fast.ln_final)
+        self.ln_f = copy.deepcopy(fast.ln_final)
         self.head = nn.Linear(d, fast.W_U.shape[1], bias=False)
         self.head.weight = c(fast.W_U.T)
         n = self.pos.shape[0]
@@ -70,7 +71,7 @@ class PlainBlock(nn.Module):
         super().__init__()
         a, m = b.attn, b.mlp
         H, d, dh = a.W_Q.shape
-        self.ln1, self.ln2 = copy_ln(b.ln1), copy_ln(b.ln2)
+        self.ln1, self.ln2 = copy.deepcopy(b.ln1), copy.deepcopy(b.ln2)
         self.attn = nn.MultiheadAttention(d, H, bias=False, batch_first=True)
         with torch.no_grad():  # in_proj rows: [Q; K; V], head h at rows h*dh..(h+1)*dh
             qkv = [W.permute(0, 2, 1).reshape(H * dh, d) for W in (a.W_Q, a.W_K, a.W_V)]
@@ -87,12 +88,6 @@ class PlainBlock(nn.Module):
         h = self.ln1(x)
         x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
         return x + self.mlp(self.ln2(x))
-
-
-def copy_ln(ln: nn.LayerNorm) -> nn.LayerNorm:
-    out = nn.LayerNorm(ln.normalized_shape, eps=ln.eps)
-    out.load_state_dict(ln.state_dict())
-    return out
 
 
 class PlainMLP(nn.Module):

@@ -106,12 +106,11 @@ class EnvRunConfig(Config):
             raise ValueError(f"env.name={self.env.name!r}: expected one of {', '.join(SPECS)}")
         if self.agent.eps_min > self.agent.eps_init:
             raise ValueError(f"agent.eps_min={self.agent.eps_min:g} exceeds agent.eps_init={self.agent.eps_init:g}")
-        if self.agent.se_early_stop > 0 and self.meta.target != "se":
-            raise ValueError(f"agent.se_early_stop={self.agent.se_early_stop:g} needs meta.target='se' "
-                             f"(it stops training on the SE's reward), not {self.meta.target!r}")
-        if self.agent.se_early_return_on and self.meta.target != "se":
-            raise ValueError(f"agent.se_early_return_on=true needs meta.target='se' (it stops training on "
-                             f"the SE's reward), not {self.meta.target!r}")
+        early = [f"agent.se_early_stop={self.agent.se_early_stop:g}"] if self.agent.se_early_stop > 0 else []
+        early += ["agent.se_early_return_on=true"] if self.agent.se_early_return_on else []
+        if early and self.meta.target != "se":
+            raise ValueError(f"{early[0]} needs meta.target='se' (it stops training on the SE's reward), "
+                             f"not {self.meta.target!r}")
         if self.eval.every > max(self.eval.se_steps, self.eval.real_steps):
             raise ValueError(f"eval.every={self.eval.every} exceeds both training budgets (eval.se_steps="
                              f"{self.eval.se_steps}, eval.real_steps={self.eval.real_steps})")

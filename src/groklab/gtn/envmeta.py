@@ -129,7 +129,7 @@ def generation(cfg, psi: torch.Tensor, gen: int) -> tuple[torch.Tensor, dict]:
     rec = {"step": gen + 1, "score_mean": float(score[:2 * n].mean()), "score_max": float(score[:2 * n].max()),
            "score_min": float(score[:2 * n].min()), "score_center": float(score[-1]),
            "real_steps_gen": real, "psi_norm": float(psi.norm()), "inner_steps_run": out["steps"]}
-    if m.target == "se" and early_stop(cfg):
+    if early_stop(cfg):
         rec["stopped_frac"] = round(float(agents.frozen.float().mean()), 4)
         stopped = agents.stopped_at[agents.frozen].float()
         rec["stop_step_median"] = float(stopped.median()) if len(stopped) else None
