@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_recipe_of_the_issue_is_a_preset_and_runs_on_every_task():
-    assert len(TUNED_RECIPES) == 11 and all(r in PRESETS for r in TUNED_RECIPES)
+    assert len(TUNED_RECIPES) == 12 and all(r in PRESETS for r in TUNED_RECIPES)
     for task in RACE_TASKS:
         for r in TUNED_RECIPES:
             cfg = task_config(r, task, seed=3, steps=7)
@@ -26,6 +26,8 @@ def test_every_recipe_of_the_issue_is_a_preset_and_runs_on_every_task():
     mul = task_config("mlp-muon", "mul97", 0)
     assert (mul.model.arch, mul.model.n_layers, mul.task.op, mul.task.p, mul.train.batch_size) == \
         ("transformer", 2, "x*y", 97, 512)
+    mb = task_config("mlp-muon-bf16", "mul97", 0)  # Muon's method with bfloat16 products
+    assert (mb.optim, mb.train.autocast, mul.train.autocast) == (mul.optim, "bfloat16", "off")
     par = task_config("mlp-fast", "parity", 0)
     assert par.task.name == "parity" and par.model.hidden == [128, 128]  # mlp-fast's own widths
     assert task_config("mlp-adamw", "add113", 0, split_seed=1).task.split_seed == 1

@@ -29,7 +29,8 @@ from groklab.config import ConfigError, RunConfig, parse_overrides, set_key, val
 
 MAX_TRIALS = 10_000  # Optuna trials per recipe and task
 TUNED_RECIPES = ("mlp-adamw", "mlp-adam-l2", "mlp-grokfast-ema", "mlp-grokfast-ma", "mlp-orthograd",
-                 "mlp-stablemax", "mlp-weight-norm", "mlp-fast", "mlp-muon", "mlp-egd", "mlp-fast-bf16")
+                 "mlp-stablemax", "mlp-weight-norm", "mlp-fast", "mlp-muon", "mlp-egd", "mlp-fast-bf16",
+                 "mlp-muon-bf16")
 TUNE_SEED_BASE = 10_000
 
 # name -> (what, the preset whose task/model/train are the task's, overrides on it)
