@@ -71,7 +71,12 @@ def cmd_race(args) -> int:
     from groklab.accel.race import DEFAULT_RECIPES, format_table, run_race
     from groklab.accel.tune import RACE_TASKS, TUNED_RECIPES, run_tuned_race
     from groklab.presets import PRESETS
+    if args.replay is not None:
+        return _replay(args)
     tuned = args.tune is not None or args.tasks is not None  # the fair race of ``accel.tune``
+    args.eval_every = 10 if args.eval_every is None else args.eval_every
+    args.tune_split = 1 if args.tune_split is None else args.tune_split
+    args.thresholds = "0.95,0.99" if args.thresholds is None else args.thresholds
     _count("--steps", args.steps, 1, BIG)
     _count("--eval-every", args.eval_every, 1, BIG)
     _count("--threads", args.threads, 1, MAX_THREADS)
@@ -105,6 +110,32 @@ def cmd_race(args) -> int:
     return 0
 
 
+REPLAY_FIXED = ("task", "tasks", "tune", "tune_split", "seeds", "steps", "eval_every", "thresholds")
+
+
+def _replay(args) -> int:
+    """``--replay DIR``: the race's own settings; only --recipes, --threads and --out may be given."""
+    from groklab.accel.race import format_table
+    from groklab.accel.replay import replay_line, replay_race
+    given = [f"--{k.replace('_', '-')}" for k in REPLAY_FIXED if getattr(args, k) is not None]
+    if given or args.set:
+        raise ConfigError(f"--replay takes its settings from the replayed race; {', '.join(given or ['--set'])} "
+                          "cannot be given with it (allowed: --recipes, --threads, --out)")
+    recipes = _names("--recipes", args.recipes) if args.recipes is not None else None
+    _count("--threads", args.threads, 1, MAX_THREADS)
+    from groklab.accel.replay import read_tuned_race
+    read_tuned_race(args.replay)  # a bad file fails before torch's thread count changes
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
+    result = replay_race(args.replay, recipes, out=args.out, log=_log)
+    for task, res in result["tasks"].items():
+        print(f"{task}: {res['what']}")
+        print(format_table(res["rows"], result["settings"]["thresholds"]))
+    print(replay_line(result["replay"], result["settings"]["replay_of"]))
+    return 0
+
+
 def register(subparsers) -> None:
     from groklab.accel.race import DEFAULT_RECIPES
     p = subparsers.add_parser(
@@ -124,16 +155,20 @@ def register(subparsers) -> None:
     p.add_argument("--tune", type=int, default=None, metavar="N",
                    help="tune every recipe's lr, wd and key knob with the same N Optuna trials on a "
                         "tuning split, then race the tuned recipes on fresh seeds")
-    p.add_argument("--tune-split", type=int, default=1, help="task.split_seed of the tuning runs (default: 1)")
+    p.add_argument("--tune-split", type=int, default=None, help="task.split_seed of the tuning runs (default: 1)")
     p.add_argument("--seeds", default=None, help="a count (3 -> 0,1,2) or a list (0,4,7) "
                    "(default: 3; with --tune/--tasks: 5)")
     p.add_argument("--steps", type=int, default=None, help="step budget of every run "
                    "(default: each recipe's train.steps)")
-    p.add_argument("--eval-every", type=int, default=10, help="evaluation interval in steps, the "
-                   "resolution of the table (default: %(default)s)")
-    p.add_argument("--thresholds", default="0.95,0.99", help="validation accuracies (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=None, help="evaluation interval in steps, the "
+                   "resolution of the table (default: 10)")
+    p.add_argument("--thresholds", default=None, help="validation accuracies (default: 0.95,0.99)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of every run, e.g. --set train.device=cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", help="race directory to create (default runs/race-<time>)")
+    p.add_argument("--replay", default=None, metavar="DIR",
+                   help="race the rows of the tuned race in DIR again with its recorded settings and "
+                        "tuned values, no tuning, and say whether every run reached each threshold at the "
+                        "recorded step (with --recipes: some of its recipes)")
     p.set_defaults(func=cmd_race)

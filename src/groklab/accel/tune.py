@@ -171,11 +171,11 @@ def run_tuned_race(recipes: Sequence[str] = TUNED_RECIPES, tasks: Sequence[str] 
                    tune_split: int = 1, log: Callable[[str], None] | None = print) -> dict:
     """Tune (if ``n_trials``) and race every recipe on every task; writes race.json, race.md and
     race_<task>.png into ``out`` (one sub-directory of runs per task); returns race.json."""
-    from groklab.accel.race import _race, check_seeds, check_thresholds, format_table, total_cost
+    from groklab.accel.race import check_seeds, check_thresholds, format_table
     from groklab.api import make_out
     from groklab.presets import PRESETS
     from groklab.runs.lock import dir_lock
-    from groklab.runs.rundir import atomic_write_text, write_json
+    from groklab.runs.rundir import atomic_write_text
     if not recipes:
         raise ConfigError("race: no recipes given; e.g. --recipes mlp-adamw,mlp-muon")
     if not tasks:
@@ -194,27 +194,41 @@ def run_tuned_race(recipes: Sequence[str] = TUNED_RECIPES, tasks: Sequence[str] 
                 "eval_every": eval_every, "thresholds": thresholds, "overrides": list(overrides),
                 "tune": {"trials": n_trials, "sampler": "optuna TPE, seed 0, the recipe's own settings first",
                          "split_seed": tune_split, "model_seeds": f"{TUNE_SEED_BASE} + trial"}}
-    result: dict = {"settings": settings, "tasks": {}, "tune": {"trials": n_trials, "per_recipe": {}}}
+
+    def tuned_for(task: str) -> dict[str, dict]:
+        return {r: tune(r, task, n_trials, out / "tune" / task / r, steps=steps, eval_every=eval_every,
+                        threshold=thresholds[-1], overrides=overrides, split_seed=tune_split, log=log)
+                for r in recipes} if n_trials > 0 else {}
+
     with dir_lock(out, "race directory"):
-        all_runs = []
-        for task in tasks:
-            tuned: dict[str, dict] = {}
-            for r in recipes:
-                if n_trials > 0:
-                    tuned[r] = tune(r, task, n_trials, out / "tune" / task / r, steps=steps,
-                                    eval_every=eval_every, threshold=thresholds[-1], overrides=overrides,
-                                    split_seed=tune_split, log=log)
-            result["tune"]["per_recipe"][task] = tuned
-            configs = {(r, s): task_config(r, task, s, steps, eval_every, thresholds[-1], overrides,
-                                           params=tuned.get(r, {}).get("best"))
-                       for r in recipes for s in seeds}
-            res, runs = _race(out / task, configs, {**settings, "task": task}, thresholds, log,
-                              plot=out / f"race_{task}.png", with_runs=True)
-            all_runs += runs
-            result["tasks"][task] = {"what": RACE_TASKS[task][0], **res}
-            result["total_cost"] = total_cost(all_runs)
-            write_json(out / "race.json", result)
+        result = race_tasks(out, settings, tuned_for, log)
         atomic_write_text(out / "race.md", race_markdown(result, thresholds, format_table) + "\n")
+    return result
+
+
+def race_tasks(out: Path, settings: dict, tuned_for: Callable[[str], dict[str, dict]],
+               log: Callable[[str], None] | None) -> dict:
+    """Race ``settings``' recipes on each of its tasks, each with the settings ``tuned_for(task)``
+    gives ({recipe: {"best": params, ...}}), into ``out``/<task>; writes race.json after each task
+    and returns it."""
+    from groklab.accel.race import _race, total_cost
+    from groklab.runs.rundir import write_json
+    s, thresholds = settings, settings["thresholds"]
+    result: dict = {"settings": settings, "tasks": {}, "tune": {"trials": s["tune"]["trials"], "per_recipe": {}}}
+    all_runs = []
+    for task in s["tasks"]:
+        tuned = tuned_for(task)
+        result["tune"]["per_recipe"][task] = tuned
+        configs = {(r, seed): task_config(r, task, seed, s["steps"], s["eval_every"], thresholds[-1],
+                                          s["overrides"], params=tuned.get(r, {}).get("best"))
+                   for r in s["recipes"] for seed in s["seeds"]}
+        res, runs = _race(out / task, configs, {**settings, "task": task}, thresholds, log,
+                          plot=out / f"race_{task}.png", with_runs=True)
+        all_runs += runs
+        over = f" (overrides: {', '.join(s['overrides'])})" if s["overrides"] else ""
+        result["tasks"][task] = {"what": RACE_TASKS[task][0] + over, **res}
+        result["total_cost"] = total_cost(all_runs)
+        write_json(out / "race.json", result)
     return result
 
 
