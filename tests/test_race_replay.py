@@ -84,3 +84,25 @@ def test_cli_replay_bad_input_is_one_line_exit_2_and_writes_nothing(tuned, tmp_p
     assert "settings.tasks" in err[2] and "settings.eval_every" in err[3] and ".best" in err[4]
     assert "--steps cannot be given" in err[6] and "'mlp-muon' is not in the replayed race" in err[8]
     assert not out.exists()
+
+
+def test_races_record_the_code_and_machine_they_ran_on(tuned, tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    import groklab
+    from groklab.accel.replay import where
+    src, rec = tuned
+    prov = rec["provenance"]
+    pkg = Path(groklab.__file__).resolve().parent
+    git = subprocess.run(["git", "-C", str(pkg), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert prov["commit"] == (git.stdout.strip() if git.returncode == 0 else None)
+    assert prov["torch"] == torch.__version__ and prov["groklab"] == groklab.__version__
+    assert prov["threads"] == 1 and isinstance(prov["cpu"], str) and prov["cpu"]
+    assert json.loads((src / "add113" / "race.json").read_text())["provenance"] == prov  # the task's race.json too
+    assert where(prov).endswith(f"{prov['cpu']}, 1 thread") and where(None) == "commit and machine not recorded"
+    res = replay_race(src, recipes=["mlp-adamw"], out=tmp_path / "again", log=None)
+    md = (tmp_path / "again" / "race.md").read_text()
+    assert f"Recorded: {where(prov)}. Replayed: {where(res['provenance'])}." in md

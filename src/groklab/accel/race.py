@@ -150,7 +150,9 @@ def _race(out: Path, configs: dict, settings: dict, thresholds: list[float], log
     """Run ``configs`` {(recipe, seed): cfg} into ``out``/<recipe>/seed<k>; write race.json,
     race.md and ``plot`` (default ``out``/race.png); return race.json (and the runs)."""
     import groklab
+    from groklab.runs.provenance import provenance
     runs: list[RaceRun] = []
+    prov = provenance()
     out.mkdir(parents=True, exist_ok=True)
     for (recipe, seed), cfg in configs.items():
         d = out / recipe / f"seed{seed}"
@@ -168,7 +170,7 @@ def _race(out: Path, configs: dict, settings: dict, thresholds: list[float], log
             got = f"{thresholds[-1]:.0%} at step {top[0]} ({top[1]:.1f} s, {top[2]:.1f} CPU s)" if top else \
                 f"{thresholds[-1]:.0%} not reached in {run.steps_done} steps ({run.wall_seconds:.1f} s)"
             log(f"{recipe} seed {seed}: {got}")
-        result = _result(settings, runs, thresholds)
+        result = {**_result(settings, runs, thresholds), "provenance": prov}
         write_json(out / "race.json", result)  # after every run: a partial race is still readable
     atomic_write_text(out / "race.md", format_table(result["rows"], thresholds) + "\n")
     plot_race(out, runs, thresholds, plot or out / "race.png")

@@ -128,8 +128,20 @@ def replay_race(source: str | Path, recipes: Sequence[str] | None = None, out: s
         result["replay"] = compare(rec, result)
         write_json(out / "race.json", result)
         atomic_write_text(out / "race.md", race_markdown(result, s["thresholds"], format_table) + "\n\n"
-                          + replay_line(result["replay"], path) + "\n")
+                          + replay_line(result["replay"], path) + "\n\n"
+                          + f"Recorded: {where(rec.get('provenance'))}. Replayed: {where(result['provenance'])}.\n")
     return result
+
+
+def where(prov) -> str:
+    """'commit abc1234 (dirty), torch 2.13.0, <CPU>, 1 thread' from a race.json's provenance."""
+    if not isinstance(prov, dict):
+        return "commit and machine not recorded"
+    commit = prov.get("commit")
+    c = "no git commit" if not commit else \
+        f"commit {str(commit)[:7]}" + (" with local changes" if prov.get("dirty") else "")
+    n = prov.get("threads")
+    return f"{c}, torch {prov.get('torch')}, {prov.get('cpu')}, {n} thread{'s' if n != 1 else ''}"
 
 
 def replay_line(rep: dict, source: Path | str) -> str:

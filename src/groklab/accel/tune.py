@@ -214,7 +214,9 @@ def race_tasks(out: Path, settings: dict, tuned_for: Callable[[str], dict[str, d
     from groklab.accel.race import _race, total_cost
     from groklab.runs.rundir import write_json
     s, thresholds = settings, settings["thresholds"]
-    result: dict = {"settings": settings, "tasks": {}, "tune": {"trials": s["tune"]["trials"], "per_recipe": {}}}
+    from groklab.runs.provenance import provenance
+    result: dict = {"settings": settings, "provenance": provenance(), "tasks": {},
+                    "tune": {"trials": s["tune"]["trials"], "per_recipe": {}}}
     all_runs = []
     for task in s["tasks"]:
         tuned = tuned_for(task)
