@@ -77,3 +77,29 @@ def test_cli_tuned_race_bad_input_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert all(line.startswith("groklab: error:") for line in err.splitlines()) and len(err.splitlines()) == 4
     assert not (tmp_path / "x").exists()
+
+
+def test_trials_tied_at_the_best_score_are_run_again_and_the_lower_sum_wins(tmp_path, monkeypatch):
+    """Steps are counted at the evaluation interval, so ties are common; the first trial of a tie
+    is not kept blindly: each tied trial runs once more on another model seed."""
+    import groklab.accel.tune as tune_mod
+    import groklab.runs.rundir as rundir
+    first = {"trial0": 9.0, "trial1": 5.0, "trial2": 5.0, "trial3": 8.0}
+    second = {"tie1": 7.0, "tie2": 3.0}
+    monkeypatch.setattr(rundir, "read_jsonl", lambda path: [{"name": path.parent.name}])
+    monkeypatch.setattr(tune_mod, "score", lambda recs, thr, budget: {**first, **second}[recs[0]["name"]])
+    got = tune_mod.tune("mlp-adamw", "add113", 4, tmp_path / "t", steps=2, eval_every=1, threshold=0.99,
+                        overrides=TINY, split_seed=1)
+    assert got["best_value"] == 5.0 and [t["trial"] for t in got["ties"]] == [1, 2]
+    assert got["best"] == got["params"][2] != got["params"][1]  # trial 2: 5 + 3 beats trial 1: 5 + 7
+    cfg = json.loads((tmp_path / "t" / "tie2" / "config.json").read_text())
+    assert cfg["train"]["seed"] == tune_mod.TIE_SEED_BASE + 2 and cfg["task"]["split_seed"] == 1
+    assert cfg["optim"]["lr"] == pytest.approx(got["params"][2]["optim.lr"])
+    second.update(tie1=3.0)  # a tie after the second run too: the earlier trial
+    again = tune_mod.tune("mlp-adamw", "add113", 4, tmp_path / "u", steps=2, eval_every=1, threshold=0.99,
+                          overrides=TINY, split_seed=1)
+    assert again["best"] == again["params"][1]
+    first.update(trial2=6.0)  # no tie: no second runs
+    once = tune_mod.tune("mlp-adamw", "add113", 4, tmp_path / "v", steps=2, eval_every=1, threshold=0.99,
+                         overrides=TINY, split_seed=1)
+    assert once["ties"] == [] and once["best"] == once["params"][1] and not list((tmp_path / "v").glob("tie*"))

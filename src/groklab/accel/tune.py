@@ -13,7 +13,9 @@
    ×1/2–×2). The first trial is always the recipe's own settings. Tuning runs use the data split
    ``task.split_seed = tune_split`` (not the race's) and model seeds 10,000 + trial, so the race
    below never sees them. A trial's value is its steps to the top threshold; one that did not
-   reach it scores budget × (2 − best validation accuracy).
+   reach it scores budget × (2 − best validation accuracy). Steps are counted at the evaluation
+   interval, so trials often tie at the best value: each tied trial then runs once more with
+   model seed 20,000 + trial, and the lowest sum of its two values wins (then the earlier trial).
 3. **Race**: the best trial's settings, on the task's own split, seeds 0..n−1 (``accel.race``).
 
 Every recipe gets the same number of trials and the same budget; both are written into
@@ -32,6 +34,7 @@ TUNED_RECIPES = ("mlp-adamw", "mlp-adam-l2", "mlp-grokfast-ema", "mlp-grokfast-m
                  "mlp-stablemax", "mlp-weight-norm", "mlp-fast", "mlp-muon", "mlp-egd", "mlp-fast-bf16",
                  "mlp-muon-bf16")
 TUNE_SEED_BASE = 10_000
+TIE_SEED_BASE = 20_000  # model seed of a tied trial's second run: TIE_SEED_BASE + trial
 
 # name -> (what, the preset whose task/model/train are the task's, overrides on it)
 RACE_TASKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -140,24 +143,34 @@ def tune(recipe: str, task: str, n_trials: int, out: Path, *, steps: int | None,
     study.enqueue_trial({k: own for k, _, _, own in space})
     costs: list[dict] = []
 
+    def run_trial(params: dict, model_seed: int, name: str) -> tuple[float, str]:
+        cfg = task_config(recipe, task, model_seed, steps, eval_every, threshold, overrides, split_seed, params)
+        r = groklab.run(cfg, out=out / name, progress=False, report=False)
+        costs.append(r.summary.get("cost") or {})
+        return score(read_jsonl(out / name / "metrics.jsonl"), threshold, cfg.train.steps), r.summary["status"]
+
     def objective(trial) -> float:
         params = {k: trial.suggest_float(k, lo, hi, log=True) for k, lo, hi, _ in space}
-        cfg = task_config(recipe, task, TUNE_SEED_BASE + trial.number, steps, eval_every, threshold,
-                          overrides, split_seed, params)
-        d = out / f"trial{trial.number}"
-        r = groklab.run(cfg, out=d, progress=False, report=False)
-        costs.append(r.summary.get("cost") or {})
-        value = score(read_jsonl(d / "metrics.jsonl"), threshold, cfg.train.steps)
+        value, status = run_trial(params, TUNE_SEED_BASE + trial.number, f"trial{trial.number}")
         if log:
             log(f"tune {task}/{recipe} trial {trial.number}: "
-                f"{', '.join(f'{k}={v:.3g}' for k, v in params.items())} -> {value:.0f} ({r.summary['status']})")
+                f"{', '.join(f'{k}={v:.3g}' for k, v in params.items())} -> {value:.0f} ({status})")
         return value
 
     study.optimize(objective, n_trials=n_trials)
     done = [t for t in study.trials if t.value is not None]
+    tied = [t for t in done if t.value == study.best_value]
+    ties = []
+    if len(tied) > 1:  # a tie at the evaluation interval: each tied trial again on another model seed
+        for t in tied:
+            again, _ = run_trial(t.params, TIE_SEED_BASE + t.number, f"tie{t.number}")
+            ties.append({"trial": t.number, "params": dict(t.params), "value": t.value, "again": again})
+            if log:
+                log(f"tune {task}/{recipe} tie-break: trial {t.number} again -> {again:.0f}")
+    best = min(ties, key=lambda x: (x["value"] + x["again"], x["trial"]))["params"] if ties else study.best_params
     return {"trials": len(study.trials), "space": [list(s) for s in space],
             "values": [t.value for t in done], "params": [t.params for t in done],
-            "best": dict(study.best_params), "best_value": study.best_value,
+            "best": dict(best), "best_value": study.best_value, "ties": ties,
             "cost": {"flops": sum(c.get("flops") or 0 for c in costs),
                      "cpu_seconds": round(sum(c.get("cpu_seconds") or 0 for c in costs), 3),
                      "joules": round(sum(c["joules"] for c in costs), 3)
