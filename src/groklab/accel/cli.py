@@ -116,14 +116,13 @@ REPLAY_FIXED = ("task", "tasks", "tune", "tune_split", "seeds", "steps", "eval_e
 def _replay(args) -> int:
     """``--replay DIR``: the race's own settings; only --recipes, --threads and --out may be given."""
     from groklab.accel.race import format_table
-    from groklab.accel.replay import replay_line, replay_race
+    from groklab.accel.replay import read_tuned_race, replay_line, replay_race
     given = [f"--{k.replace('_', '-')}" for k in REPLAY_FIXED if getattr(args, k) is not None]
     if given or args.set:
         raise ConfigError(f"--replay takes its settings from the replayed race; {', '.join(given or ['--set'])} "
                           "cannot be given with it (allowed: --recipes, --threads, --out)")
     recipes = _names("--recipes", args.recipes) if args.recipes is not None else None
     _count("--threads", args.threads, 1, MAX_THREADS)
-    from groklab.accel.replay import read_tuned_race
     read_tuned_race(args.replay)  # a bad file fails before torch's thread count changes
     if args.threads is not None:
         import torch

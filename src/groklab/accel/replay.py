@@ -82,9 +82,9 @@ def compare(recorded: dict, now: dict) -> dict:
                if isinstance(r, dict)}
         for run in res["runs"]:
             n += 1
-            before = old.get((run["recipe"], run["seed"]))
+            before = (old.get((run["recipe"], run["seed"])) or {}).get("hits", {})
             for thr, hit in run["hits"].items():
-                was = (before or {}).get("hits", {}).get(thr, "missing") if isinstance(before, dict) else "missing"
+                was = before.get(thr, "missing")
                 was = was[0] if isinstance(was, list) and was else was
                 step = hit[0] if hit else None
                 if was != step:
@@ -134,7 +134,7 @@ def replay_race(source: str | Path, recipes: Sequence[str] | None = None, out: s
 
 
 def where(prov) -> str:
-    """'commit abc1234 (dirty), torch 2.13.0, <CPU>, 1 thread' from a race.json's provenance."""
+    """'commit abc1234 with local changes, torch 2.13.0, <CPU>, 1 thread' from a race.json's provenance."""
     if not isinstance(prov, dict):
         return "commit and machine not recorded"
     commit = prov.get("commit")

@@ -225,9 +225,9 @@ def race_tasks(out: Path, settings: dict, tuned_for: Callable[[str], dict[str, d
     gives ({recipe: {"best": params, ...}}), into ``out``/<task>; writes race.json after each task
     and returns it."""
     from groklab.accel.race import _race, total_cost
+    from groklab.runs.provenance import provenance
     from groklab.runs.rundir import write_json
     s, thresholds = settings, settings["thresholds"]
-    from groklab.runs.provenance import provenance
     result: dict = {"settings": settings, "provenance": provenance(), "tasks": {},
                     "tune": {"trials": s["tune"]["trials"], "per_recipe": {}}}
     all_runs = []

@@ -2,8 +2,8 @@
 
 A race's seconds depend on the CPU and its load, and its steps on the training code; a table
 copied into the docs names the commit and the CPU it came from. ``provenance()`` records
-groklab's version and git commit (when it runs from a git checkout; ``dirty`` when files under
-``src/`` differ from that commit), torch's version, the CPU model and torch's thread count.
+groklab's version and git commit (when it runs from a git checkout; ``dirty`` when the
+package's files differ from that commit), torch's version, the CPU model and torch's thread count.
 """
 from __future__ import annotations
 
