@@ -190,3 +190,30 @@ def test_two_layer_fast_path_equals_the_plain_computation_forward_and_backward(n
         grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
     for n in grads[0]:
         assert torch.allclose(grads[0][n], grads[1][n], rtol=1e-9, atol=1e-12), n
+
+
+@pytest.mark.parametrize("n_keys,n_queries", [(3, 1), (3, 3), (5, 5), (20, 1), (20, 20)])
+def test_attention_kernels_equal_einsum_and_softmax_for_few_and_many_keys(n_keys, n_queries):
+    """The few-key CPU paths (broadcast products, softmax along a leading dimension: ≤ 16 keys)
+    and the einsum path (more keys) give einsum's and softmax's values and gradients."""
+    from groklab.models.ops import FEW_KEYS, attention_scores, attention_values, softmax_last
+    assert (n_keys <= FEW_KEYS) == (n_keys == 3 or n_keys == 5)  # both paths are exercised
+    g = torch.Generator().manual_seed(0)
+    B, H, dh = 7, 4, 8
+    q, k, v = (torch.randn(B, s, H, dh, generator=g, dtype=torch.float64, requires_grad=True)
+               for s in (n_queries, n_keys, n_keys))
+    causal = torch.arange(n_keys)[None, :] > torch.arange(n_keys - n_queries, n_keys)[:, None]
+
+    def attend(scores_fn, softmax_fn, values_fn):
+        pattern = softmax_fn(scores_fn(q, k).masked_fill(causal, float("-inf")))
+        return values_fn(pattern, v), pattern
+
+    ours = attend(attention_scores, softmax_last, attention_values)
+    ref = attend(lambda q, k: torch.einsum("bqhd,bkhd->bhqk", q, k), lambda s: s.softmax(-1),
+                 lambda p, v: torch.einsum("bhqk,bkhd->bqhd", p, v))
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    w = torch.randn(ours[0].shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad((out * w).sum(), (q, k, v)) for out, _ in (ours, ref)]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-13)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from groklab.models.hooks import HookedModule, HookPoint
-from groklab.models.ops import take_rows
+from groklab.models.ops import attention_scores, attention_values, softmax_last, take_rows
 
 
 def _act(name: str):
@@ -50,7 +50,7 @@ class Attention(nn.Module):
 
     def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (B, Sq, H, dh) for the last Sq positions, k/v (B, S, H, dh) -> (B, Sq, d)."""
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])  # (B, H, Sq, S)
+        scores = attention_scores(q, k) / math.sqrt(q.shape[-1])                 # (B, H, Sq, S)
         return self.combine(scores, v)
 
     def combine(self, scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -60,12 +60,8 @@ class Attention(nn.Module):
             qpos = torch.arange(S - Sq, S, device=v.device)[:, None]
             mask = torch.arange(S, device=v.device)[None, :] > qpos
             scores = scores.masked_fill(mask, float("-inf"))
-        pattern = self.hook_pattern(scores.softmax(-1))
-        if Sq == 1:  # answer position only: a broadcast product beats tiny batched matmuls
-            z = (pattern.squeeze(2).transpose(1, 2).unsqueeze(-1) * v).sum(1, keepdim=True)
-        else:
-            z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-        z = self.hook_z(z)                                                      # (B, Sq, H, dh)
+        pattern = self.hook_pattern(softmax_last(scores))
+        z = self.hook_z(attention_values(pattern, v))                           # (B, Sq, H, dh)
         return z.reshape(B, Sq, -1) @ self.W_O.reshape(-1, self.W_O.shape[-1])
 
 
