@@ -28,6 +28,18 @@ def test_cross_entropy_matches_torch_in_its_precision(dtype):
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cross_entropy_gradient_is_bit_for_bit_the_gather_and_mean_one(dtype):
+    """The training step only sees the gradient: it must equal, bit for bit, that of
+    -mean(log_softmax(z)[y]) (the form runs were recorded with), so recorded runs replay."""
+    z, y = logits_and_labels(b=3830, c=113)
+    z.requires_grad_(True)
+    (ours,) = torch.autograd.grad(cross_entropy(z, y, dtype), z)
+    logp = z.to(getattr(torch, dtype)).log_softmax(-1)
+    (want,) = torch.autograd.grad(-logp.gather(-1, y[:, None]).mean(), z)
+    assert torch.equal(ours, want)
+
+
 def test_stablemax_s_at_known_points_and_smooth_at_zero():
     x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.5], dtype=torch.float64, requires_grad=True)
     s = stablemax_s(x)
