@@ -4,7 +4,8 @@ For each model (a preset, or a race task's model), the script builds the step ex
 run`` takes it (``train.loop.Trainer``: forward, loss, backward, gradient transforms, optimiser)
 and prints:
 
-* **step**: the median wall time of ``--steps`` steps (no profiler attached);
+* **step**: the median wall time of ``--steps`` steps (no timer attached), each followed by one
+  pass over the floor's products, so that step and floor are measured at the same moments;
 * **FLOPs**: one step's matrix-product FLOPs (``torch.utils.flop_counter.FlopCounterMode``, the
   count ``groklab.runs.cost`` uses: forward + backward);
 * **a profile per kernel**: wall time around every ATen call (a dispatch-level timer, ``OpTimer``),
@@ -12,8 +13,8 @@ and prints:
   memory-bound kernels on this CPU;
 * **the floor**: every matrix product the profiled steps made (``mm``, ``addmm``, ``bmm``: the
   shapes the timer recorded), replayed alone on contiguous operands of the same shapes in the
-  same process — what the step would take if it were nothing but its matrix products at this
-  machine's speed for them — and ``step / floor``;
+  same process, in alternation with the steps — what the step would take if it were nothing
+  but its matrix products at this machine's speed for them — and ``step / floor``;
 * what is left between the two: the step's time outside matrix products, and the products' own
   time in the step against their replay (a layout or a transposed operand costs).
 
@@ -53,34 +54,39 @@ def step(tr: Trainer) -> None:
     tr.update(loss)
 
 
-def timed(f, n: int) -> float:
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def step_flops(tr: Trainer) -> float:
     with FlopCounterMode(display=False) as fc:
         step(tr)
     return float(fc.get_total_flops())
 
 
-def replay(shapes: list[tuple[str, list]], reps: int) -> float:
-    """Seconds for one step's matrix products, each alone on contiguous operands."""
-    total = 0.0
+def products(shapes: list[tuple[str, list]]) -> list:
+    """One step's matrix products as calls on fresh contiguous operands of the recorded shapes."""
+    calls = []
     for name, dims in shapes:
         if name == "aten::addmm":
             args = (torch.randn(dims[0]), torch.randn(dims[1]), torch.randn(dims[2]))
-            f = lambda a=args: torch.addmm(*a)  # noqa: E731
+            calls.append(lambda a=args: torch.addmm(*a))
         else:
             a, b = torch.randn(dims[0]), torch.randn(dims[1])
-            f = (lambda a=a, b=b: torch.bmm(a, b)) if name == "aten::bmm" else (lambda a=a, b=b: a @ b)
-        f()
-        total += timed(f, reps)
-    return total
+            calls.append((lambda a=a, b=b: torch.bmm(a, b)) if name == "aten::bmm" else (lambda a=a, b=b: a @ b))
+    return calls
+
+
+def lockstep(tr: Trainer, calls: list, rounds: int) -> tuple[float, float]:
+    """Median seconds of one step and of one pass over its products replayed alone, taken in
+    alternation, so that both see the same moment of a shared machine (on this VM either one
+    alone moves by up to a third between runs minutes apart)."""
+    t_step, t_floor = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        step(tr)
+        t1 = time.perf_counter()
+        for f in calls:
+            f()
+        t_step.append(t1 - t0)
+        t_floor.append(time.perf_counter() - t1)
+    return statistics.median(t_step), statistics.median(t_floor)
 
 
 class OpTimer(TorchDispatchMode):
@@ -126,7 +132,6 @@ def report(model: str, steps: int) -> None:
     for _ in range(3):
         step(tr)
     flops = step_flops(tr)
-    t_step = timed(lambda: step(tr), steps)
     n_prof = max(3, steps // 3)
     timer = OpTimer()
     with timer:
@@ -136,11 +141,14 @@ def report(model: str, steps: int) -> None:
     shapes = timer.shapes[: len(timer.shapes) // n_prof]  # one step's products (every step makes the same)
     by_profiler = profiled(tr, n_prof)
     mm_self = sum(per_op.get(k, 0.0) for k in MATMULS)
-    floor = replay(shapes, reps=max(3, steps // 5))
+    calls = products(shapes)
+    for f in calls:
+        f()
+    t_step, floor = lockstep(tr, calls, steps)
     total = sum(per_op.values())
     print(f"\n== {model}: {sum(p.numel() for p in tr.model.parameters()):,} parameters, "
           f"{len(tr.data[1]):,} training examples, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"step {1e3 * t_step:.2f} ms (median of {steps}); {flops / 1e9:.3f} GFLOP/step "
+    print(f"step {1e3 * t_step:.2f} ms (median of {steps}, in lockstep with the floor); {flops / 1e9:.3f} GFLOP/step "
           f"(matrix products), {flops / t_step / 1e9:.1f} GFLOP/s over the whole step")
     print(f"floor: its {len(shapes)} matrix products replayed alone {1e3 * floor:.2f} ms "
           f"({flops / floor / 1e9:.1f} GFLOP/s); step / floor = {t_step / floor:.2f}x")
