@@ -24,7 +24,7 @@ class _TakeRows(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (idx,) = ctx.saved_tensors
         out = grad.new_zeros((ctx.n_rows, *grad.shape[1:]))
-        return out.index_add(0, idx, grad), None
+        return out.index_add_(0, idx, grad), None
 
 
 def take_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

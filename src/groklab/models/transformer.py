@@ -177,7 +177,7 @@ class Transformer(HookedModule):
             x = self.drop(x)
             for i, block in enumerate(self.blocks):
                 x = block(x, last_only=fast and i == n_layers - 1)
-        x = x[:, -1]
+        x = x.squeeze(1) if x.shape[1] == 1 else x[:, -1]  # a view: select's backward writes zeros
         if self.ln_final is not None:
             x = self.ln_final(x)
         x = self.hook_resid_final(x)
