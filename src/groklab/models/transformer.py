@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groklab.models.fused import FUSED_DTYPES, can_fuse, gathered_weighted_sum
 from groklab.models.hooks import HookedModule, HookPoint
 from groklab.models.ops import attention_scores, attention_values, softmax_last, take_rows
 
@@ -62,7 +63,23 @@ class Attention(nn.Module):
             scores = scores.masked_fill(mask, float("-inf"))
         pattern = self.hook_pattern(softmax_last(scores))
         z = self.hook_z(attention_values(pattern, v))                           # (B, Sq, H, dh)
-        return z.reshape(B, Sq, -1) @ self.W_O.reshape(-1, self.W_O.shape[-1])
+        return self.out(z)
+
+    def out(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, Sq, H, dh) -> (B, Sq, d) through W_O."""
+        return z.reshape(*z.shape[:2], -1) @ self.W_O.reshape(-1, self.W_O.shape[-1])
+
+    def combine_last(self, scores: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``combine`` at the last query position with values gathered from a table: scores
+        (H, S, B), values ``table[rows]`` for table (R, H, dh) and rows (B, S) -> (B, 1, d).
+
+        On CPU, with no hook on the pattern or z, the weighted sum reads the table in place
+        (``groklab.models.fused``) instead of gathering a (B, S, H, dh) copy of it."""
+        hooked = self.hook_pattern._forward_hooks or self.hook_z._forward_hooks
+        if hooked or scores.dtype not in FUSED_DTYPES or table.dtype != scores.dtype or not can_fuse(table):
+            return self.combine(scores.permute(2, 0, 1).unsqueeze(2), take_rows(table, rows))
+        p = scores.softmax(1)                                                    # (H, S, B)
+        return self.out(gathered_weighted_sum(p, table, rows).unsqueeze(1))
 
 
 class MLP(nn.Module):
@@ -189,20 +206,22 @@ class Transformer(HookedModule):
         The layer's input is W_E[token] + W_pos[pos], so (pre-)LN, Q, K and V are functions of
         (position, token): computed once on the (S, V) table. The query is read at the last
         position only, so an attention score is a function of (last token, position, token):
-        a (V, S, V, H) table gathered per example. Returns the residual (B, 1, d) after the block.
+        a (H, V, S, V) table gathered per example (each head's row contiguous: gathering from a
+        table with H innermost strode across memory, 0.4 ms against 0.03 for Nanda's). Returns
+        the residual (B, 1, d) after the block.
         """
         B, S = tokens.shape
         block, attn = self.blocks[0], self.blocks[0].attn
         table = self.hook_embed(self.W_E)[None] + self.hook_pos_embed(self.W_pos[:S])[:, None]  # (S, V, d)
         V = table.shape[1]
         h = block.attn_in(table)
-        q = attn.project(h[-1], attn.W_Q)                                       # (V, H, dh)
-        k = attn.project(h, attn.W_K)                                           # (S, V, H, dh)
-        score_tab = torch.einsum("qhd,svhd->qsvh", q, k) / math.sqrt(attn.d_head)  # (V, S, V, H)
+        q = attn.project(h[-1], attn.W_Q).transpose(0, 1) / math.sqrt(attn.d_head)  # (H, V, dh)
+        k = attn.project(h, attn.W_K).flatten(0, 1).permute(1, 2, 0)             # (H, dh, S*V)
+        score_tab = (q @ k).flatten(1)                                          # (H, V*S*V)
         pos = torch.arange(S, device=tokens.device)
         rows = pos * V + tokens                                                 # (B, S) into (S*V)
-        scores = take_rows(score_tab.flatten(0, 2), tokens[:, -1:] * (S * V) + rows)  # (B, S, H)
-        v = take_rows(attn.project(h, attn.W_V).flatten(0, 1), rows)             # (B, S, H, dh)
-        attn_out = attn.combine(scores.transpose(1, 2).unsqueeze(2), v)         # (B, 1, d)
+        keys = (tokens[:, -1:] * (S * V) + rows).T.reshape(-1)                  # (S*B,) into V*S*V
+        scores = score_tab.index_select(1, keys).view(-1, S, B)                 # (H, S, B)
+        attn_out = attn.combine_last(scores, attn.project(h, attn.W_V).flatten(0, 1), rows)  # (B, 1, d)
         x = take_rows(table[-1], tokens[:, -1:])                                # (B, 1, d)
         return block.finish(x, attn_out)

@@ -1,0 +1,102 @@
+"""The fused CPU kernels (groklab.models.fused) against the eager computation they replace."""
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+import groklab
+import groklab.models.transformer as transformer
+from groklab.models import build_model
+from groklab.models.fused import can_fuse, gathered_weighted_sum
+from groklab.tasks import build_task
+
+
+def eager_weighted_sum(p, table, rows):
+    """The reference: gather a (B, S, H, dh) copy of the rows, weight them, sum over S."""
+    return (p.permute(2, 1, 0).unsqueeze(-1) * table[rows]).sum(1)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
+def test_gathered_weighted_sum_equals_gather_weight_and_sum_with_gradients(dtype, tol):
+    """Values and both gradients, with rows repeated across examples and within one (the
+    table's gradient must accumulate every use of a row)."""
+    g = torch.Generator().manual_seed(0)
+    H, S, B, R, dh = 4, 3, 257, 11, 8
+    p = torch.rand(H, S, B, generator=g, dtype=dtype).requires_grad_()
+    table = torch.randn(R, H, dh, generator=g, dtype=dtype, requires_grad=True)
+    rows = torch.randint(0, R, (B, S), generator=g)
+    rows[0] = 5  # one example reads a row at every position
+    w = torch.randn(B, H, dh, generator=g, dtype=dtype)
+    outs = [f(p, table, rows) for f in (gathered_weighted_sum, eager_weighted_sum)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=tol, atol=tol)
+    grads = [torch.autograd.grad((o * w).sum(), (p, table)) for o in outs]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    # only p's gradient asked for: the table's is neither computed nor returned
+    (gp,) = torch.autograd.grad((gathered_weighted_sum(p, table.detach(), rows) * w).sum(), (p,))
+    torch.testing.assert_close(gp, grads[1][0], rtol=tol, atol=tol)
+
+
+def test_gathered_weighted_sum_refuses_rows_outside_the_table():
+    p, table = torch.rand(2, 3, 4), torch.randn(5, 2, 8)
+    for bad in (5, -1):
+        rows = torch.zeros(4, 3, dtype=torch.long)
+        rows[2, 1] = bad
+        with pytest.raises(IndexError, match="out of range for a table of 5 rows"):
+            gathered_weighted_sum(p, table, rows)
+
+
+def nanda_small(dtype=torch.float64):
+    cfg = groklab.resolve("nanda", overrides=["task.p=23", "task.frac=0.5", "model.d_model=32",
+                                              "model.d_mlp=64", "model.n_heads=4"])
+    task = build_task(cfg.task)
+    return task, build_model(cfg, task).to(dtype)
+
+
+def forward_and_grads(m, x, y):
+    m.zero_grad()
+    out = m(x)
+    F.cross_entropy(out, y).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+
+def test_one_layer_model_takes_the_fused_kernel_on_cpu_and_the_eager_path_under_a_hook():
+    """The kernel is what the fast path runs on CPU; a hook on the pattern (an analysis reading
+    or editing it) takes the eager path; both give the same logits and gradients."""
+    task, m = nanda_small()
+    x, y = task.x_train, task.y_train
+    with mock.patch.object(transformer, "gathered_weighted_sum", wraps=gathered_weighted_sum) as spy:
+        fused = forward_and_grads(m, x, y)
+        assert spy.call_count == 1
+        seen = {}
+        with m.hooks({"blocks.0.attn.hook_pattern": lambda a, h: seen.setdefault("pattern", a)}):
+            eager = forward_and_grads(m, x, y)
+        assert spy.call_count == 1 and seen["pattern"].shape == (len(x), 4, 1, 3)
+    torch.testing.assert_close(fused[0], eager[0], rtol=1e-12, atol=1e-12)
+    for n in fused[1]:
+        torch.testing.assert_close(fused[1][n], eager[1][n], rtol=1e-10, atol=1e-12, msg=n)
+
+
+def test_one_layer_model_under_vmap_and_grad_takes_the_eager_path():
+    """torch.func transforms (the vmap ensemble trainer) cannot see into a compiled loop:
+    ``can_fuse`` says no under them, and the vmapped gradients equal the per-model ones."""
+    task, m0 = nanda_small()
+    _, m1 = nanda_small()
+    with torch.no_grad():
+        for p in m1.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    x, y = task.x_train[:40], task.y_train[:40]
+    params, buffers = stack_module_state([m0, m1])
+
+    def loss(p, b):
+        assert not can_fuse(x.float())
+        return F.cross_entropy(functional_call(m0, (p, b), (x,)), y)
+
+    vgrads = vmap(grad(loss), in_dims=(0, 0))(params, buffers)
+    assert can_fuse(x.float())
+    for i, m in enumerate((m0, m1)):
+        _, want = forward_and_grads(m, x, y)
+        for n in want:
+            torch.testing.assert_close(vgrads[n][i], want[n], rtol=1e-10, atol=1e-12, msg=n)
