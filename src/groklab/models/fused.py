@@ -17,55 +17,61 @@ this — numerical loops over arrays without a C toolchain — and is the field'
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
+
 import torch
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a dependency; the eager path stays correct without it
-    numba = None
-
+HAS_NUMBA = importlib.util.find_spec("numba") is not None  # a dependency; without it the eager path runs
 FUSED_DTYPES = (torch.float32, torch.float64)
 
-if numba is not None:
-    _jit = numba.njit(cache=True, nogil=True, fastmath=True)
 
-    @_jit
-    def _wsum_forward(p, table, rows, z):  # pragma: no cover - compiled; tested through the op
-        H, S, B = p.shape
-        dh = table.shape[2]
-        for b in range(B):
-            for h in range(H):
-                pk, r = p[h, 0, b], rows[b, 0]
+def _wsum_forward(p, table, rows, z):  # pragma: no cover - run compiled (_kernels); tested through the op
+    H, S, B = p.shape
+    dh = table.shape[2]
+    for b in range(B):
+        for h in range(H):
+            pk, r = p[h, 0, b], rows[b, 0]
+            for d in range(dh):
+                z[b, h, d] = pk * table[r, h, d]
+            for k in range(1, S):
+                pk, r = p[h, k, b], rows[b, k]
                 for d in range(dh):
-                    z[b, h, d] = pk * table[r, h, d]
-                for k in range(1, S):
-                    pk, r = p[h, k, b], rows[b, k]
-                    for d in range(dh):
-                        z[b, h, d] += pk * table[r, h, d]
+                    z[b, h, d] += pk * table[r, h, d]
 
-    @_jit
-    def _wsum_backward(gz, p, table, rows, gp, gtable, want_table):  # pragma: no cover - compiled
-        H, S, B = p.shape
-        dh = table.shape[2]
-        for b in range(B):
-            for k in range(S):
-                r = rows[b, k]
-                for h in range(H):
-                    pk = p[h, k, b]
-                    acc = pk * 0
+
+def _wsum_backward(gz, p, table, rows, gp, gtable, want_table):  # pragma: no cover - compiled
+    H, S, B = p.shape
+    dh = table.shape[2]
+    for b in range(B):
+        for k in range(S):
+            r = rows[b, k]
+            for h in range(H):
+                pk = p[h, k, b]
+                acc = pk * 0
+                for d in range(dh):
+                    acc += gz[b, h, d] * table[r, h, d]
+                gp[h, k, b] = acc
+                if want_table:
                     for d in range(dh):
-                        acc += gz[b, h, d] * table[r, h, d]
-                    gp[h, k, b] = acc
-                    if want_table:
-                        for d in range(dh):
-                            gtable[r, h, d] += pk * gz[b, h, d]
+                        gtable[r, h, d] += pk * gz[b, h, d]
+
+
+@functools.cache
+def _kernels():
+    """The loops above compiled (on first use: importing Numba costs 0.15 s, compiling about a
+    second, or a cache read)."""
+    import numba
+
+    jit = numba.njit(cache=True, nogil=True, fastmath=True)
+    return jit(_wsum_forward), jit(_wsum_backward)
 
 
 class _GatheredWeightedSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, table, rows):
         z = p.new_empty((p.shape[2], p.shape[0], table.shape[2]))
-        _wsum_forward(p.detach().numpy(), table.detach().numpy(), rows.numpy(), z.numpy())
+        _kernels()[0](p.detach().numpy(), table.detach().numpy(), rows.numpy(), z.numpy())
         ctx.save_for_backward(p, table, rows)
         return z
 
@@ -75,7 +81,7 @@ class _GatheredWeightedSum(torch.autograd.Function):
         p, table, rows = ctx.saved_tensors
         gp = torch.empty_like(p)
         gtable = torch.zeros_like(table)
-        _wsum_backward(gz.contiguous().numpy(), p.detach().numpy(), table.detach().numpy(), rows.numpy(),
+        _kernels()[1](gz.contiguous().numpy(), p.detach().numpy(), table.detach().numpy(), rows.numpy(),
                        gp.numpy(), gtable.numpy(), ctx.needs_input_grad[1])
         return gp, (gtable if ctx.needs_input_grad[1] else None), None
 
@@ -83,7 +89,7 @@ class _GatheredWeightedSum(torch.autograd.Function):
 def can_fuse(*tensors: torch.Tensor) -> bool:
     """The fused kernels apply: Numba present, plain contiguous CPU tensors of float32/float64,
     no ``torch.func`` transform (vmap, grad) active, which a Numba loop could not follow."""
-    if numba is None or torch._C._functorch.peek_interpreter_stack() is not None:
+    if not HAS_NUMBA or torch._C._functorch.peek_interpreter_stack() is not None:
         return False
     return all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
 
