@@ -8,9 +8,9 @@ and prints:
   pass over the floor's products, so that step and floor are measured at the same moments;
 * **FLOPs**: one step's matrix-product FLOPs (``torch.utils.flop_counter.FlopCounterMode``, the
   count ``groklab.runs.cost`` uses: forward + backward);
-* **a profile per kernel**: wall time around every ATen call (a dispatch-level timer, ``OpTimer``),
-  per operator and step, and its share; ``torch.profiler``'s self time beside it, which inflates
-  memory-bound kernels on this CPU;
+* **a profile per kernel**: wall time around every ATen call (a dispatch-level timer, ``OpTimer``)
+  and every compiled kernel of ``groklab.models.fused``, per operator and step, and its share;
+  ``torch.profiler``'s self time beside it, which inflates memory-bound kernels on this CPU;
 * **the floor**: every matrix product the profiled steps made (``mm``, ``addmm``, ``bmm``: the
   shapes the timer recorded), replayed alone on contiguous operands of the same shapes in the
   same process, in alternation with the steps — what the step would take if it were nothing
@@ -38,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import groklab
 from groklab.accel.tune import task_config
+from groklab.models import fused
 from groklab.train.loop import Trainer
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
@@ -104,6 +105,24 @@ class OpTimer(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.per_op, self.shapes = defaultdict(float), []
+
+    def __enter__(self):
+        """Also time groklab's compiled kernels (``groklab.models.fused``): not ATen calls."""
+        compiled, self._kernels = fused._kernels(), fused._kernels
+        timed = tuple(self._timed(f"groklab::{f.__name__.strip('_')} (Numba)", f) for f in compiled)
+        fused._kernels = lambda: timed
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        fused._kernels = self._kernels
+        return super().__exit__(*exc)
+
+    def _timed(self, name, f):
+        def call(*args):
+            t0 = time.perf_counter()
+            f(*args)
+            self.per_op[name] += time.perf_counter() - t0
+        return call
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         t0 = time.perf_counter()
