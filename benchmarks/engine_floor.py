@@ -108,13 +108,12 @@ class OpTimer(TorchDispatchMode):
 
     def __enter__(self):
         """Also time groklab's compiled kernels (``groklab.models.fused``): not ATen calls."""
-        compiled, self._kernels = fused._kernels(), fused._kernels
-        timed = tuple(self._timed(f"groklab::{f.__name__.strip('_')} (Numba)", f) for f in compiled)
-        fused._kernels = lambda: timed
+        self._kernel = fused._kernel
+        fused._kernel = lambda name, dtype: self._timed(f"groklab::{name} (C)", self._kernel(name, dtype))
         return super().__enter__()
 
     def __exit__(self, *exc):
-        fused._kernels = self._kernels
+        fused._kernel = self._kernel
         return super().__exit__(*exc)
 
     def _timed(self, name, f):

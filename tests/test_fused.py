@@ -8,7 +8,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 import groklab
 import groklab.models.transformer as transformer
-from groklab.models import build_model
+from groklab.models import build_model, fused
 from groklab.models.fused import can_fuse, gathered_weighted_sum
 from groklab.tasks import build_task
 
@@ -23,7 +23,7 @@ def test_gathered_weighted_sum_equals_gather_weight_and_sum_with_gradients(dtype
     """Values and both gradients, with rows repeated across examples and within one (the
     table's gradient must accumulate every use of a row)."""
     g = torch.Generator().manual_seed(0)
-    H, S, B, R, dh = 4, 3, 257, 11, 8
+    H, S, B, R, dh = 4, 3, 257, 11, 13  # dh: 8 lanes and a tail
     p = torch.rand(H, S, B, generator=g, dtype=dtype).requires_grad_()
     table = torch.randn(R, H, dh, generator=g, dtype=dtype, requires_grad=True)
     rows = torch.randint(0, R, (B, S), generator=g)
@@ -139,3 +139,43 @@ def test_one_hot_mlp_takes_the_pair_kernel_and_trains_bit_for_bit_as_the_eager_p
         weights.append({n: p.detach().clone() for n, p in tr.model.named_parameters()})
     for n in weights[0]:
         assert torch.equal(weights[0][n], weights[1][n]), n
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """``fused._library`` rebuilt from scratch in a cache of the test's own."""
+    monkeypatch.setenv("GROKLAB_CACHE", str(tmp_path))
+    fused._library.cache_clear()
+    yield tmp_path
+    fused._library.cache_clear()  # the next caller loads the user's cache again
+
+
+def test_kernels_compile_once_into_the_cache_and_load_from_it(fresh_library, monkeypatch):
+    assert fused.available()
+    (lib,) = (fresh_library / "kernels").glob("fused-*.so")
+    built = lib.stat().st_mtime_ns
+    fused._library.cache_clear()
+    monkeypatch.setattr(fused.subprocess, "run", lambda *a, **k: pytest.fail("compiled again"))
+    assert fused.available() and lib.stat().st_mtime_ns == built
+    assert [p.name for p in (fresh_library / "kernels").iterdir()] == [lib.name]  # no temporary left
+
+
+@pytest.mark.parametrize("env", [{"CC": "/nonexistent/cc"}, {"GROKLAB_NO_KERNELS": "1"}])
+def test_without_a_compiler_the_eager_path_runs_with_the_same_results(fresh_library, monkeypatch, env):
+    """No compiler (or the kernels switched off): ``available()`` says so, nothing is left in
+    the cache, and the models train through their eager paths to the same numbers."""
+    task, m = nanda_small()
+    x, y = task.x_train, task.y_train
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert not fused.available() and not can_fuse(x.double())
+    assert not [p for p in fresh_library.rglob("*") if p.is_file()]  # no half-built library
+    got = forward_and_grads(m, x, y)
+    for k in env:
+        monkeypatch.delenv(k)
+    fused._library.cache_clear()
+    assert fused.available()
+    want = forward_and_grads(m, x, y)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    for n in got[1]:
+        torch.testing.assert_close(got[1][n], want[1][n], rtol=1e-10, atol=1e-12, msg=n)

@@ -28,7 +28,7 @@ from groklab.accel.losses import build_loss
 from groklab.accel.transforms import build_transforms, global_norm, project_weight_norm
 from groklab.config import RunConfig
 from groklab.measure.events import THRESHOLDS, EventTracker, phase_label
-from groklab.models import build_model
+from groklab.models import build_model, fused
 from groklab.runs.checkpoint import (
     all_finite,
     is_rolling,
@@ -231,6 +231,7 @@ class Trainer:
     def build(cls, cfg: RunConfig) -> "Trainer":
         torch.set_flush_denormal(True)  # decayed weights go denormal; x86 slows down 10-100x on them
         keep_freed_memory()             # activations reused, not page-faulted in every step
+        fused.available()               # the fused kernels built or loaded before the clock starts
         device = resolve_device(cfg.train.device)
         dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
         task = build_task(cfg.task)
