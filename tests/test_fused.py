@@ -1,4 +1,6 @@
 """The fused CPU kernels (groklab.models.fused) against the eager computation they replace."""
+import subprocess
+import sys
 from unittest import mock
 
 import pytest
@@ -158,6 +160,18 @@ def test_kernels_compile_once_into_the_cache_and_load_from_it(fresh_library, mon
     monkeypatch.setattr(fused.subprocess, "run", lambda *a, **k: pytest.fail("compiled again"))
     assert fused.available() and lib.stat().st_mtime_ns == built
     assert [p.name for p in (fresh_library / "kernels").iterdir()] == [lib.name]  # no temporary left
+
+
+def test_a_damaged_library_in_the_cache_is_built_again_and_cc_may_carry_flags(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", "cc -O2")  # $CC as make uses it: a command with flags
+    assert fused.available()
+    (lib,) = (fresh_library / "kernels").glob("fused-*.so")
+    lib.unlink()  # a new file: this process still maps the old one
+    lib.write_bytes(b"not a library")
+    # a fresh process (this one's dlopen would hand back the library it has loaded)
+    code = "from groklab.models import fused; print(fused.available())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True" and lib.read_bytes()[:4] == b"\x7fELF"
 
 
 @pytest.mark.parametrize("env", [{"CC": "/nonexistent/cc"}, {"GROKLAB_NO_KERNELS": "1"}])

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -46,14 +47,14 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GROKLAB_CACHE") or Path.home() / ".cache" / "groklab") / "kernels"
 
 
-def _compile(cc: str, target: Path) -> None:
+def _compile(cc: list[str], target: Path) -> None:
     """Compile ``fused.c`` to ``target`` atomically (a temporary file renamed: two processes
     compiling at once each write a whole library)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], check=True, capture_output=True, timeout=120)
+        subprocess.run([*cc, *FLAGS, "-o", tmp, str(SOURCE)], check=True, capture_output=True, timeout=120)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -64,17 +65,21 @@ def _compile(cc: str, target: Path) -> None:
 def _library() -> ctypes.CDLL | None:
     """The compiled kernels, or None where they cannot be built (no compiler, no writable
     cache, a compile error): then every caller takes its eager path."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None or os.environ.get("GROKLAB_NO_KERNELS"):
+    cc = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or ""]
+    if not cc[0] or os.environ.get("GROKLAB_NO_KERNELS"):
         return None
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, cc, platform.machine(), platform.system()])
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, *cc, platform.machine(), platform.system()])
                          .encode()).hexdigest()[:16]
-    target = _cache_dir() / f"fused-{key}.so"
     try:
+        target = _cache_dir() / f"fused-{key}.so"
         if not target.exists():
             _compile(cc, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError):
+        try:
+            lib = ctypes.CDLL(str(target))
+        except OSError:  # a damaged file in the cache: built again
+            _compile(cc, target)
+            lib = ctypes.CDLL(str(target))
+    except (OSError, RuntimeError, subprocess.SubprocessError):  # RuntimeError: no home directory
         return None
     for name, (arrays, ints) in _KERNELS.items():
         for suffix in _SUFFIX.values():
