@@ -65,6 +65,34 @@ def test_prieto_mlp_is_226_200_200_113_without_biases():
     assert torch.allclose(m(x), h @ m.layers[2].weight.T, atol=1e-5)
 
 
+def test_mlp_relu_in_place_is_bit_for_bit_and_a_hooked_pre_activation_stays_unrectified():
+    """Without a hook on ``hooks_pre.i`` the MLP rectifies in place; with one (an analysis
+    holding the pre-activation) it does not, and the hook sees negative values. Both give the
+    same logits and gradients bit for bit."""
+    _, task, m = model_for("prieto", *SMALL, "model.hidden=[32,32]")
+    x, y = task.x_train, task.y_train
+
+    def run(hooks):
+        m.zero_grad()
+        with m.hooks(hooks):
+            out = m(x)
+            F.cross_entropy(out, y).backward()
+        return out.detach(), [p.grad.clone() for p in m.parameters()]
+
+    seen = {}
+    keep = {f"hooks_pre.{i}": (lambda a, h, i=i: seen.setdefault(i, a)) for i in range(2)}
+    plain, hooked = run({}), run(keep)
+    assert all(seen[i].min() < 0 for i in range(2))  # the pre-activations, not rectified
+    assert torch.equal(plain[0], hooked[0])
+    assert all(torch.equal(a, b) for a, b in zip(plain[1], hooked[1]))
+    # and only ReLU is taken in place: a GELU MLP stays GELU
+    _, task, m = model_for("prieto", *SMALL, "model.hidden=[32,32]", "model.act=gelu")
+    x = task.x_train[:9]
+    onehot = torch.cat([F.one_hot(x[:, 0], 23), F.one_hot(x[:, 1], 23)], 1).float()
+    h = F.gelu(F.gelu(onehot @ m.layers[0].weight.T) @ m.layers[1].weight.T)
+    torch.testing.assert_close(m(x), h @ m.layers[2].weight.T, rtol=1e-5, atol=1e-5)
+
+
 def test_mlp_on_vectors_and_learned_embeddings():
     _, task, m = model_for("default", "task.name=parity", "task.n_bits=10", "model.arch=mlp",
                            "model.hidden=16,8", "model.bias=true")

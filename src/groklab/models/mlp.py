@@ -82,6 +82,10 @@ class MLPNet(HookedModule):
         for i in range(len(self.hooks_pre)):
             if i > 0:
                 h = self.layers[i](h)
-            h = self.hooks_post[i](self.act(self.hooks_pre[i](h)))
+            h = self.hooks_pre[i](h)
+            # ReLU in place where nothing else holds the pre-activation (no hook on it): the same
+            # bits, one buffer fewer per layer
+            in_place = self.act is F.relu and not self.hooks_pre[i]._forward_hooks
+            h = self.hooks_post[i](F.relu_(h) if in_place else self.act(h))
             h = self.drop(h)
         return self.hook_logits(self.layers[-1](h))
