@@ -193,3 +193,11 @@ def test_without_a_compiler_the_eager_path_runs_with_the_same_results(fresh_libr
     torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
     for n in got[1]:
         torch.testing.assert_close(got[1][n], want[1][n], rtol=1e-10, atol=1e-12, msg=n)
+
+
+def test_can_fuse_takes_one_dtype_the_kernels_have():
+    """bfloat16 (autocast) or mixed dtypes take the eager path: the kernels are float and double."""
+    f32, f64 = torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64)
+    assert can_fuse(f32) and can_fuse(f64, f64)
+    assert not can_fuse(f32.bfloat16()) and not can_fuse(f32, f64)
+    assert not can_fuse(f32.T)  # not contiguous

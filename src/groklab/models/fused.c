@@ -12,7 +12,8 @@
 #define LANES 8 /* partial sums of a dot product: vectorisable without reassociating floats */
 
 #define KERNELS(T, SUFFIX)                                                                      \
-void wsum_forward_##SUFFIX(const T *restrict p, const T *restrict table, const int64_t *restrict rows, T *restrict z,               \
+void wsum_forward_##SUFFIX(const T *restrict p, const T *restrict table,                        \
+                           const int64_t *restrict rows, T *restrict z,                         \
                            int64_t H, int64_t S, int64_t B, int64_t dh) {                       \
     for (int64_t b = 0; b < B; b++)                                                             \
         for (int64_t h = 0; h < H; h++) {                                                       \
@@ -28,8 +29,9 @@ void wsum_forward_##SUFFIX(const T *restrict p, const T *restrict table, const i
         }                                                                                       \
 }                                                                                               \
                                                                                                 \
-void wsum_backward_##SUFFIX(const T *restrict gz, const T *restrict p, const T *restrict table, const int64_t *restrict rows,       \
-                            T *restrict gp, T *restrict gtable, int64_t want_table,                               \
+void wsum_backward_##SUFFIX(const T *restrict gz, const T *restrict p, const T *restrict table, \
+                            const int64_t *restrict rows, T *restrict gp, T *restrict gtable,   \
+                            int64_t want_table,                                                 \
                             int64_t H, int64_t S, int64_t B, int64_t dh) {                      \
     for (int64_t b = 0; b < B; b++)                                                             \
         for (int64_t k = 0; k < S; k++) {                                                       \
@@ -51,8 +53,8 @@ void wsum_backward_##SUFFIX(const T *restrict gz, const T *restrict p, const T *
         }                                                                                       \
 }                                                                                               \
                                                                                                 \
-void pair_forward_##SUFFIX(const T *restrict table, const int64_t *restrict a, const int64_t *restrict b, T *restrict h,            \
-                           int64_t n, int64_t w) {                                              \
+void pair_forward_##SUFFIX(const T *restrict table, const int64_t *restrict a,                  \
+                           const int64_t *restrict b, T *restrict h, int64_t n, int64_t w) {    \
     for (int64_t i = 0; i < n; i++) {                                                           \
         const T *ra = table + a[i] * w, *rb = table + b[i] * w;                                 \
         T *out = h + i * w;                                                                     \
@@ -60,7 +62,8 @@ void pair_forward_##SUFFIX(const T *restrict table, const int64_t *restrict a, c
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-void pair_backward_##SUFFIX(const T *restrict g, const int64_t *restrict a, const int64_t *restrict b, T *restrict gtable,          \
+void pair_backward_##SUFFIX(const T *restrict g, const int64_t *restrict a,                     \
+                            const int64_t *restrict b, T *restrict gtable,                      \
                             int64_t n, int64_t w) {                                             \
     for (int64_t i = 0; i < n; i++) {                                                           \
         T *gt = gtable + a[i] * w;                                                              \

@@ -98,11 +98,14 @@ def _kernel(name: str, dtype: torch.dtype):
 
 
 def can_fuse(*tensors: torch.Tensor) -> bool:
-    """The fused kernels apply: compiled, plain contiguous CPU tensors, no ``torch.func``
-    transform (vmap, grad) active, which a compiled loop could not follow."""
+    """The fused kernels apply: compiled, plain contiguous CPU tensors of one dtype in
+    ``FUSED_DTYPES``, no ``torch.func`` transform (vmap, grad) active, which a compiled loop
+    could not follow."""
     if torch._C._functorch.peek_interpreter_stack() is not None or not available():
         return False
-    return all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+    dtype = tensors[0].dtype
+    return dtype in FUSED_DTYPES and all(
+        t.device.type == "cpu" and t.is_contiguous() and t.dtype == dtype for t in tensors)
 
 
 def _check_rows(n_rows: int, *indices: torch.Tensor) -> None:
@@ -136,8 +139,8 @@ def gathered_weighted_sum(p: torch.Tensor, table: torch.Tensor, rows: torch.Tens
     """p (H, S, B), table (R, H, dh), rows (B, S) long -> (B, H, dh):
     ``sum_k p[h, k, b] * table[rows[b, k], h]``, differentiable in p and table.
 
-    The caller checks ``can_fuse`` and that p and table share a dtype in ``FUSED_DTYPES``; rows
-    outside the table raise, as indexing does (the compiled loop does not check)."""
+    The caller checks ``can_fuse(p, table)``; rows outside the table raise, as indexing does
+    (the compiled loop does not check)."""
     rows = rows.long().contiguous()
     _check_rows(table.shape[0], rows)
     return _GatheredWeightedSum.apply(p.contiguous(), table.contiguous(), rows)
@@ -168,7 +171,7 @@ def pair_rows(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Te
     The same bits as ``take_rows(table, a) + take_rows(table, b)`` when a's and b's rows are
     disjoint (a one-hot input's two halves): one addition per element forward, and each
     gradient row summed over its examples in order, as ``index_add_`` does (tested). The caller
-    checks ``can_fuse`` and the dtype; rows outside the table raise."""
+    checks ``can_fuse(table)``; rows outside the table raise."""
     a, b = a.long().contiguous(), b.long().contiguous()
     _check_rows(table.shape[0], a, b)
     return _PairRows.apply(table.contiguous(), a, b)

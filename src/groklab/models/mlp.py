@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groklab.models.fused import FUSED_DTYPES, can_fuse, pair_rows
+from groklab.models.fused import can_fuse, pair_rows
 from groklab.models.hooks import HookedModule, HookPoint
 from groklab.models.ops import take_rows
 
@@ -67,8 +67,8 @@ class MLPNet(HookedModule):
             # Rows of a contiguous copy of W^T (gathering the strided W^T was 2x slower), added:
             # on CPU in one compiled pass, bit for bit two gathers and an add (models.fused)
             Wt = lin.weight.T.contiguous()
-            a, b = x[:, 0].contiguous(), x[:, 1] + self.n_tokens
-            if Wt.dtype in FUSED_DTYPES and can_fuse(Wt):
+            a, b = x[:, 0], x[:, 1] + self.n_tokens
+            if can_fuse(Wt):
                 h = pair_rows(Wt, a, b)
             else:
                 h = take_rows(Wt, a) + take_rows(Wt, b)

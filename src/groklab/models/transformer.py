@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groklab.models.fused import FUSED_DTYPES, can_fuse, gathered_weighted_sum
+from groklab.models.fused import can_fuse, gathered_weighted_sum
 from groklab.models.hooks import HookedModule, HookPoint
 from groklab.models.ops import attention_scores, attention_values, softmax_last, take_rows
 
@@ -76,7 +76,7 @@ class Attention(nn.Module):
         On CPU, with no hook on the pattern or z, the weighted sum reads the table in place
         (``groklab.models.fused``) instead of gathering a (B, S, H, dh) copy of it."""
         hooked = self.hook_pattern._forward_hooks or self.hook_z._forward_hooks
-        if hooked or scores.dtype not in FUSED_DTYPES or table.dtype != scores.dtype or not can_fuse(table):
+        if hooked or not can_fuse(scores, table):
             return self.combine(scores.permute(2, 0, 1).unsqueeze(2), take_rows(table, rows))
         p = scores.softmax(1)                                                    # (H, S, B)
         return self.out(gathered_weighted_sum(p, table, rows).unsqueeze(1))
