@@ -145,7 +145,7 @@ def profiled(tr: Trainer, n: int) -> dict:
     return per_op
 
 
-def report(model: str, steps: int) -> None:
+def report(model: str, steps: int, top: int = 16) -> None:
     tr = build(model)
     for _ in range(3):
         step(tr)
@@ -175,7 +175,7 @@ def report(model: str, steps: int) -> None:
           f"({mm_self / floor:.2f}x their replay), everything else {1e3 * (total - mm_self):.2f} ms "
           f"({(total - mm_self) / total:.1%})")
     print(f"{'kernel':42s} {'ms/step':>8s} {'share':>7s} {'profiler':>9s}")
-    for name, s in sorted(per_op.items(), key=lambda kv: -kv[1])[:16]:
+    for name, s in sorted(per_op.items(), key=lambda kv: -kv[1])[:top]:
         print(f"{name:42s} {1e3 * s:8.2f} {s / total:7.1%} {1e3 * by_profiler.get(name, 0.0):9.2f}")
 
 
@@ -184,11 +184,12 @@ def main() -> None:
     ap.add_argument("--models", default="nanda,mul97,add113")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--top", type=int, default=16, help="how many operators the profile lists")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     for m in a.models.split(","):
-        report(m, a.steps)
+        report(m, a.steps, a.top)
 
 
 if __name__ == "__main__":

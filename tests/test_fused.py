@@ -104,6 +104,72 @@ def test_one_layer_model_under_vmap_and_grad_takes_the_eager_path():
             torch.testing.assert_close(vgrads[n][i], want[n], rtol=1e-10, atol=1e-12, msg=n)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
+def test_few_key_scores_and_values_equal_the_broadcast_products_with_gradients(dtype, tol):
+    """q·k over a few keys and the weighted sum of the values, against the broadcast products
+    they replace, in both dtypes: values and every gradient (dh = 37: lanes and a tail)."""
+    from groklab.models.fused import few_key_scores, few_key_values
+    g = torch.Generator().manual_seed(0)
+    B, Sq, S, H, dh = 33, 2, 5, 3, 37
+    q = torch.randn(B, Sq, H, dh, generator=g, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(B, S, H, dh, generator=g, dtype=dtype, requires_grad=True) for _ in "kv")
+    p = torch.rand(B, H, Sq, S, generator=g, dtype=dtype, requires_grad=True)
+    pairs = [(few_key_scores(q, k), (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1).permute(0, 3, 1, 2)),
+             (few_key_values(p, v), (p.permute(0, 2, 3, 1).unsqueeze(-1) * v.unsqueeze(1)).sum(2))]
+    for (ours, ref), inputs in zip(pairs, ((q, k), (p, v))):
+        torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+        w = torch.randn(ref.shape, generator=g, dtype=dtype)
+        for a, b in zip(*(torch.autograd.grad((o * w).sum(), inputs) for o in (ours, ref))):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def power_small(dtype=torch.float64, p=23):
+    cfg = groklab.resolve("grokfast-baseline", overrides=[f"task.p={p}", "model.d_model=32", "model.d_mlp=64"])
+    task = build_task(cfg.task)
+    return task, build_model(cfg, task).to(dtype)
+
+
+def test_two_layer_model_takes_the_few_key_kernels_and_a_hook_still_edits_the_pattern():
+    """Power's 2-layer model runs both layers' attention through the compiled kernels on CPU,
+    to the eager path's logits and gradients; a hook that flattens the pattern is obeyed."""
+    from groklab.models import ops
+    task, m = power_small()
+    x, y = task.x_train[:64], task.y_train[:64]
+    with mock.patch.object(ops, "few_key_values", wraps=ops.few_key_values) as spy:
+        fused_run = forward_and_grads(m, x, y)
+        assert spy.call_count == 2  # one per layer
+    with mock.patch.object(ops, "can_fuse", lambda *t: False):
+        eager_run = forward_and_grads(m, x, y)
+    torch.testing.assert_close(fused_run[0], eager_run[0], rtol=1e-12, atol=1e-12)
+    for n in fused_run[1]:
+        torch.testing.assert_close(fused_run[1][n], eager_run[1][n], rtol=1e-10, atol=1e-12, msg=n)
+    flat = lambda a, h: torch.where(a > 0, 1.0, 0.0) / (a > 0).sum(-1, keepdim=True)  # noqa: E731
+    outs = []
+    for fuse in (True, False):
+        with m.hooks({"blocks.1.attn.hook_pattern": flat}), \
+                mock.patch.object(ops, "can_fuse", ops.can_fuse if fuse else lambda *t: False):
+            outs.append(m(x))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(outs[0], fused_run[0], atol=1e-3)  # the edit took effect
+
+
+def test_two_layer_model_gradients_repeat_exactly_with_two_threads():
+    """The embedding's gradient is summed in a fixed order (``index_add_``), not by
+    ``index_put_``'s accumulation, whose order varies between calls with two threads in float32
+    (torch 2.13, CPU; float64 repeats; above 32,768 elements, ATen's grain: mod 97's 4,704 pairs)."""
+    task, m = power_small(torch.float32, p=97)
+    x, y = task.x_train, task.y_train
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, *again = (forward_and_grads(m, x, y)[1] for _ in range(4))
+    finally:
+        torch.set_num_threads(threads)
+    for grads in again:
+        for n in first:
+            assert torch.equal(first[n], grads[n]), n
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pair_rows_is_bit_for_bit_two_gathers_and_an_add_with_gradient(dtype):
     """``table[a] + table[b]`` for a one-hot pair's two halves of the table (a < n <= b), rows

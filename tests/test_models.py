@@ -1,5 +1,6 @@
 """Model shapes, initialisation, hook points, and the fast engine against the plain computation."""
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -220,14 +221,22 @@ def test_two_layer_fast_path_equals_the_plain_computation_forward_and_backward(n
         assert torch.allclose(grads[0][n], grads[1][n], rtol=1e-9, atol=1e-12), n
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("n_keys,n_queries", [(3, 1), (3, 3), (5, 5), (20, 1), (20, 20)])
-def test_attention_kernels_equal_einsum_and_softmax_for_few_and_many_keys(n_keys, n_queries):
-    """The few-key CPU paths (broadcast products, softmax along a leading dimension: ≤ 16 keys)
-    and the einsum path (more keys) give einsum's and softmax's values and gradients."""
+def test_attention_kernels_equal_einsum_and_softmax_for_few_and_many_keys(n_keys, n_queries, compiled, monkeypatch):
+    """The few-key CPU paths (≤ 16 keys: the compiled kernels, or without them broadcast
+    products; softmax along a leading dimension) and the einsum path (more keys) give einsum's
+    and softmax's values and gradients. ``dh`` = 13: the kernels' 8 lanes and a tail."""
+    from groklab.models import ops
     from groklab.models.ops import FEW_KEYS, attention_scores, attention_values, softmax_last
     assert (n_keys <= FEW_KEYS) == (n_keys == 3 or n_keys == 5)  # both paths are exercised
+    if not compiled:
+        monkeypatch.setattr(ops, "can_fuse", lambda *t: False)
+    calls = {n: mock.Mock(wraps=getattr(ops, n)) for n in ("few_key_scores", "few_key_values")}
+    for n, spy in calls.items():
+        monkeypatch.setattr(ops, n, spy)
     g = torch.Generator().manual_seed(0)
-    B, H, dh = 7, 4, 8
+    B, H, dh = 7, 4, 13
     q, k, v = (torch.randn(B, s, H, dh, generator=g, dtype=torch.float64, requires_grad=True)
                for s in (n_queries, n_keys, n_keys))
     causal = torch.arange(n_keys)[None, :] > torch.arange(n_keys - n_queries, n_keys)[:, None]
@@ -245,3 +254,5 @@ def test_attention_kernels_equal_einsum_and_softmax_for_few_and_many_keys(n_keys
     grads = [torch.autograd.grad((out * w).sum(), (q, k, v)) for out, _ in (ours, ref)]
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-13)
+    assert calls["few_key_scores"].called == (compiled and n_keys <= FEW_KEYS)
+    assert calls["few_key_values"].called == (compiled and (n_keys <= FEW_KEYS or n_queries == 1))

@@ -11,6 +11,11 @@
 * **A one-hot pair's first layer**, ``table[a] + table[b]`` (Prieto et al.'s MLP on a+b mod p),
   and its gradient: one pass instead of two gathers and an add, one gradient buffer instead of
   two scattered into and added — bit for bit the eager result (tested).
+* **Attention over a few key positions**: the scores ``q·k`` and the weighted sum of the
+  values, each with its gradient (Power et al.'s two-layer model on its 4 tokens). Eager
+  PyTorch broadcasts a (B, Sq, S, H, dh) product and sums it — a tensor S times the size of
+  the queries, written and read again, forward and backward. Here each output is one dot
+  product or one weighted sum of S rows, read in place; the same sums to float rounding.
 
 The loops are C (``fused.c``, plain C99), compiled on first use by the system's C compiler
 (``cc``, or ``$CC``) into a per-user cache (``$GROKLAB_CACHE``, else ``~/.cache/groklab``) and
@@ -39,7 +44,9 @@ FUSED_DTYPES = (torch.float32, torch.float64)
 SOURCE = Path(__file__).with_name("fused.c")
 FLAGS = ["-O3", "-std=c99", "-shared", "-fPIC", "-ffp-contract=off"]  # no FMA: the eager sums' roundings
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_KERNELS = {"wsum_forward": (4, 4), "wsum_backward": (6, 5), "pair_forward": (4, 2), "pair_backward": (4, 2)}
+_KERNELS = {"wsum_forward": (4, 4), "wsum_backward": (6, 5), "pair_forward": (4, 2), "pair_backward": (4, 2),
+            "scores_forward": (3, 5), "scores_backward": (5, 5), "values_forward": (3, 5),
+            "values_backward": (5, 5)}
 # ^ each kernel's arguments: (arrays, passed as pointers; then sizes and flags, as int64)
 
 
@@ -175,3 +182,59 @@ def pair_rows(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Te
     a, b = a.long().contiguous(), b.long().contiguous()
     _check_rows(table.shape[0], a, b)
     return _PairRows.apply(table.contiguous(), a, b)
+
+
+def _sizes(q: torch.Tensor, k: torch.Tensor) -> tuple[int, ...]:
+    """(B, Sq, S, H, dh) of queries q (B, Sq, H, dh) against keys k (B, S, H, dh)."""
+    B, Sq, H, dh = q.shape
+    return B, Sq, k.shape[1], H, dh
+
+
+class _FewKeyScores(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k):
+        B, Sq, S, H, dh = sizes = _sizes(q, k)
+        s = q.new_empty((B, H, Sq, S))
+        _kernel("scores_forward", q.dtype)(q.data_ptr(), k.data_ptr(), s.data_ptr(), *sizes)
+        ctx.save_for_backward(q, k)
+        return s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        q, k = ctx.saved_tensors
+        g = g.contiguous()
+        gq, gk = torch.empty_like(q), torch.empty_like(k)
+        _kernel("scores_backward", q.dtype)(*(t.data_ptr() for t in (g, q, k, gq, gk)), *_sizes(q, k))
+        return gq, gk
+
+
+class _FewKeyValues(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, p, v):
+        B, H, Sq, S = p.shape
+        z = v.new_empty((B, Sq, H, v.shape[3]))
+        _kernel("values_forward", v.dtype)(p.data_ptr(), v.data_ptr(), z.data_ptr(), *_sizes(z, v))
+        ctx.save_for_backward(p, v)
+        return z
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gz):
+        p, v = ctx.saved_tensors
+        gz = gz.contiguous()
+        gp, gv = torch.empty_like(p), torch.empty_like(v)
+        _kernel("values_backward", v.dtype)(*(t.data_ptr() for t in (gz, p, v, gp, gv)), *_sizes(gz, v))
+        return gp, gv
+
+
+def few_key_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q (B, Sq, H, dh), k (B, S, H, dh) -> q·k (B, H, Sq, S), unscaled, differentiable in both;
+    one dot product of ``LANES`` partial sums per score. The caller checks ``can_fuse(q, k)``."""
+    return _FewKeyScores.apply(q, k)
+
+
+def few_key_values(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """p (B, H, Sq, S), v (B, S, H, dh) -> ``sum_j p[:, h, :, j] v[:, j, h]`` (B, Sq, H, dh),
+    differentiable in both. The caller checks ``can_fuse(p, v)``."""
+    return _FewKeyValues.apply(p, v)

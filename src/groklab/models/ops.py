@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from groklab.models.fused import can_fuse, few_key_scores, few_key_values
+
 
 class _TakeRows(torch.autograd.Function):
     """``table[idx]`` whose backward is ``index_add_`` instead of autograd's accumulating
@@ -59,10 +61,13 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
     Over a few key positions (the grokking tasks' 3-5 tokens) a broadcast product and a sum beat
     ``einsum``'s batched matrix products of 3 x 32 by 32 x 3 on CPU (≈ 3x for Power's layer with
-    its backward, 1 thread); the same sums, to float rounding.
+    its backward, 1 thread); the same sums, to float rounding. Where the compiled kernels apply
+    (``groklab.models.fused``), one loop computes each score in place without the broadcast.
     """
     if not _few(k, k.shape[1]):
         return torch.einsum("bqhd,bkhd->bhqk", q, k)
+    if can_fuse(q, k):
+        return few_key_scores(q, k)
     return (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1).permute(0, 3, 1, 2)
 
 
@@ -72,4 +77,8 @@ def attention_values(pattern: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     position on any device: ``Sq`` = 1 makes the batched products matrix-vector ones)."""
     if pattern.shape[2] > 1 and not _few(v, v.shape[1]):
         return torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+    if v.device.type == "cpu":
+        pattern = pattern.contiguous()  # softmax_last's view: a few kB
+        if can_fuse(pattern, v):
+            return few_key_values(pattern, v)
     return (pattern.permute(0, 2, 3, 1).unsqueeze(-1) * v.unsqueeze(1)).sum(2)

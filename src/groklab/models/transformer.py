@@ -190,7 +190,7 @@ class Transformer(HookedModule):
         if fast and n_layers == 1 and not (self.training and self.drop.p > 0):
             x = self._one_layer_tables(tokens)
         else:
-            x = self.hook_embed(self.W_E[tokens]) + self.hook_pos_embed(self.W_pos[: tokens.shape[1]])
+            x = self.hook_embed(take_rows(self.W_E, tokens)) + self.hook_pos_embed(self.W_pos[: tokens.shape[1]])
             x = self.drop(x)
             for i, block in enumerate(self.blocks):
                 x = block(x, last_only=fast and i == n_layers - 1)
