@@ -144,13 +144,29 @@ def test_two_layer_model_takes_the_few_key_kernels_and_a_hook_still_edits_the_pa
     for n in fused_run[1]:
         torch.testing.assert_close(fused_run[1][n], eager_run[1][n], rtol=1e-10, atol=1e-12, msg=n)
     flat = lambda a, h: torch.where(a > 0, 1.0, 0.0) / (a > 0).sum(-1, keepdim=True)  # noqa: E731
-    outs = []
-    for fuse in (True, False):
-        with m.hooks({"blocks.1.attn.hook_pattern": flat}), \
-                mock.patch.object(ops, "can_fuse", ops.can_fuse if fuse else lambda *t: False):
-            outs.append(m(x))
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(outs[0], fused_run[0], atol=1e-3)  # the edit took effect
+    shared = lambda a, h: a.mean(0, keepdim=True)  # noqa: E731  (1, H, Sq, S): broadcast over examples
+    for edit in (flat, shared):
+        outs = []
+        for fuse in (True, False):
+            with m.hooks({"blocks.1.attn.hook_pattern": edit}), \
+                    mock.patch.object(ops, "can_fuse", ops.can_fuse if fuse else lambda *t: False):
+                outs.append(m(x))
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+        assert not torch.allclose(outs[0], fused_run[0], atol=1e-3)  # the edit took effect
+
+
+def test_few_key_kernels_refuse_shapes_that_do_not_agree():
+    """The compiled loops index by the shapes they are given: a mismatch raises, never reads
+    past a tensor's end."""
+    from groklab.models.fused import few_key_scores, few_key_values
+    q, k = torch.randn(4, 2, 3, 8), torch.randn(4, 5, 3, 8)
+    few_key_scores(q, k), few_key_values(torch.rand(4, 3, 2, 5), k)  # agreeing shapes run
+    for args in ((q, k[:2]), (q, k[..., :4]), (q[:, :, :2], k)):
+        with pytest.raises(ValueError, match="attention shapes do not agree"):
+            few_key_scores(*args)
+    for p in (torch.rand(1, 3, 2, 5), torch.rand(4, 3, 2, 4), torch.rand(4, 3, 5)):
+        with pytest.raises(ValueError, match="attention shapes do not agree"):
+            few_key_values(p, k)
 
 
 def test_two_layer_model_gradients_repeat_exactly_with_two_threads():

@@ -190,6 +190,12 @@ def _sizes(q: torch.Tensor, k: torch.Tensor) -> tuple[int, ...]:
     return B, Sq, k.shape[1], H, dh
 
 
+def _check_shapes(agree: bool, *tensors: torch.Tensor) -> None:
+    """The compiled loops trust the shapes: a mismatch raises here instead of reading out of bounds."""
+    if not agree:
+        raise ValueError(f"attention shapes do not agree: {', '.join(str(tuple(t.shape)) for t in tensors)}")
+
+
 class _FewKeyScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k):
@@ -231,10 +237,13 @@ class _FewKeyValues(torch.autograd.Function):
 def few_key_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """q (B, Sq, H, dh), k (B, S, H, dh) -> q·k (B, H, Sq, S), unscaled, differentiable in both;
     one dot product of ``LANES`` partial sums per score. The caller checks ``can_fuse(q, k)``."""
+    _check_shapes(q.dim() == k.dim() == 4 and q.shape[0] == k.shape[0] and q.shape[2:] == k.shape[2:], q, k)
     return _FewKeyScores.apply(q, k)
 
 
 def few_key_values(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """p (B, H, Sq, S), v (B, S, H, dh) -> ``sum_j p[:, h, :, j] v[:, j, h]`` (B, Sq, H, dh),
     differentiable in both. The caller checks ``can_fuse(p, v)``."""
+    B, S, H, _ = v.shape
+    _check_shapes(p.dim() == 4 and (p.shape[0], p.shape[1], p.shape[3]) == (B, H, S), p, v)
     return _FewKeyValues.apply(p, v)
