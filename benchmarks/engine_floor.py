@@ -19,10 +19,13 @@ and prints:
   time in the step against their replay (a layout or a transposed operand costs).
 
     OMP_NUM_THREADS=2 python benchmarks/engine_floor.py [--models nanda,mul97,add113] [--steps 30] [--threads 2]
+        [--top 16] [--recipe mlp-adamw]
 
 ``nanda``: Nanda's 1-layer transformer on a+b mod 113 at 30 % (full batch, 3,830 pairs);
 ``mul97``: Power et al.'s 2-layer transformer, x·y mod 97, 50 %, batch 512 (the race task);
 ``add113``: Prieto's MLP 226-200-200-113 on a+b mod 113 at 30 % (the race task, AdamW).
+``--recipe`` trains the two race tasks with another race recipe (``mlp-fast-bf16``: the
+1-second goal's).
 """
 from __future__ import annotations
 
@@ -44,9 +47,9 @@ from groklab.train.loop import Trainer
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
-def build(model: str) -> Trainer:
+def build(model: str, recipe: str = "mlp-adamw") -> Trainer:
     if model in ("mul97", "add113"):
-        return Trainer.build(task_config("mlp-adamw", model, seed=0))
+        return Trainer.build(task_config(recipe, model, seed=0))
     return Trainer.build(groklab.resolve(model))
 
 
@@ -61,15 +64,16 @@ def step_flops(tr: Trainer) -> float:
     return float(fc.get_total_flops())
 
 
-def products(shapes: list[tuple[str, list]]) -> list:
-    """One step's matrix products as calls on fresh contiguous operands of the recorded shapes."""
+def products(shapes: list[tuple[str, list, torch.dtype]]) -> list:
+    """One step's matrix products as calls on fresh contiguous operands of the recorded shapes
+    and dtype (bfloat16 under ``train.autocast``)."""
     calls = []
-    for name, dims in shapes:
+    for name, dims, dtype in shapes:
         if name == "aten::addmm":
-            args = (torch.randn(dims[0]), torch.randn(dims[1]), torch.randn(dims[2]))
+            args = tuple(torch.randn(d, dtype=dtype) for d in dims[:3])
             calls.append(lambda a=args: torch.addmm(*a))
         else:
-            a, b = torch.randn(dims[0]), torch.randn(dims[1])
+            a, b = torch.randn(dims[0], dtype=dtype), torch.randn(dims[1], dtype=dtype)
             calls.append((lambda a=a, b=b: torch.bmm(a, b)) if name == "aten::bmm" else (lambda a=a, b=b: a @ b))
     return calls
 
@@ -129,7 +133,8 @@ class OpTimer(TorchDispatchMode):
         name = f"aten::{func.overloadpacket.__name__}"
         self.per_op[name] += time.perf_counter() - t0
         if name in MATMULS:
-            self.shapes.append((name, [list(a.shape) for a in args if isinstance(a, torch.Tensor)]))
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            self.shapes.append((name, [list(a.shape) for a in tensors], tensors[-1].dtype))
         return out
 
 
@@ -145,8 +150,8 @@ def profiled(tr: Trainer, n: int) -> dict:
     return per_op
 
 
-def report(model: str, steps: int, top: int = 16) -> None:
-    tr = build(model)
+def report(model: str, steps: int, top: int = 16, recipe: str = "mlp-adamw") -> None:
+    tr = build(model, recipe)
     for _ in range(3):
         step(tr)
     flops = step_flops(tr)
@@ -164,7 +169,8 @@ def report(model: str, steps: int, top: int = 16) -> None:
         f()
     t_step, floor = lockstep(tr, calls, steps)
     total = sum(per_op.values())
-    print(f"\n== {model}: {sum(p.numel() for p in tr.model.parameters()):,} parameters, "
+    name = model if model == "nanda" else f"{model}, {recipe}"
+    print(f"\n== {name}: {sum(p.numel() for p in tr.model.parameters()):,} parameters, "
           f"{len(tr.data[1]):,} training examples, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"step {1e3 * t_step:.2f} ms (median of {steps}, in lockstep with the floor); {flops / 1e9:.3f} GFLOP/step "
           f"(matrix products), {flops / t_step / 1e9:.1f} GFLOP/s over the whole step")
@@ -185,11 +191,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--top", type=int, default=16, help="how many operators the profile lists")
+    ap.add_argument("--recipe", default="mlp-adamw", help="the race recipe mul97 and add113 train with")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     for m in a.models.split(","):
-        report(m, a.steps, a.top)
+        report(m, a.steps, a.top, a.recipe)
 
 
 if __name__ == "__main__":

@@ -161,12 +161,14 @@ def test_few_key_kernels_refuse_shapes_that_do_not_agree():
     from groklab.models.fused import few_key_scores, few_key_values
     q, k = torch.randn(4, 2, 3, 8), torch.randn(4, 5, 3, 8)
     few_key_scores(q, k), few_key_values(torch.rand(4, 3, 2, 5), k)  # agreeing shapes run
-    for args in ((q, k[:2]), (q, k[..., :4]), (q[:, :, :2], k)):
+    for args in ((q, k[:2]), (q, k[..., :4]), (q[:, :, :2], k), (q[:, :0], k), (q, k[:, :0])):
         with pytest.raises(ValueError, match="attention shapes do not agree"):
             few_key_scores(*args)
-    for p in (torch.rand(1, 3, 2, 5), torch.rand(4, 3, 2, 4), torch.rand(4, 3, 5)):
+    for p in (torch.rand(1, 3, 2, 5), torch.rand(4, 3, 2, 4), torch.rand(4, 3, 5), torch.rand(4, 3, 0, 5)):
         with pytest.raises(ValueError, match="attention shapes do not agree"):
             few_key_values(p, k)
+    with pytest.raises(ValueError, match="attention shapes do not agree"):
+        few_key_values(torch.rand(4, 3, 2, 0), k[:, :0])
 
 
 def test_two_layer_model_gradients_repeat_exactly_with_two_threads():

@@ -237,7 +237,8 @@ class _FewKeyValues(torch.autograd.Function):
 def few_key_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """q (B, Sq, H, dh), k (B, S, H, dh) -> q·k (B, H, Sq, S), unscaled, differentiable in both;
     one dot product of ``LANES`` partial sums per score. The caller checks ``can_fuse(q, k)``."""
-    _check_shapes(q.dim() == k.dim() == 4 and q.shape[0] == k.shape[0] and q.shape[2:] == k.shape[2:], q, k)
+    _check_shapes(q.dim() == k.dim() == 4 and q.shape[0] == k.shape[0] and q.shape[2:] == k.shape[2:]
+                  and q.shape[1] > 0 and k.shape[1] > 0, q, k)  # the loops' sums start from a first term
     return _FewKeyScores.apply(q, k)
 
 
@@ -245,5 +246,6 @@ def few_key_values(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """p (B, H, Sq, S), v (B, S, H, dh) -> ``sum_j p[:, h, :, j] v[:, j, h]`` (B, Sq, H, dh),
     differentiable in both. The caller checks ``can_fuse(p, v)``."""
     B, S, H, _ = v.shape
-    _check_shapes(p.dim() == 4 and (p.shape[0], p.shape[1], p.shape[3]) == (B, H, S), p, v)
+    _check_shapes(p.dim() == 4 and (p.shape[0], p.shape[1], p.shape[3]) == (B, H, S)
+                  and p.shape[2] > 0 and S > 0, p, v)
     return _FewKeyValues.apply(p, v)
