@@ -246,6 +246,39 @@ def test_kernels_compile_once_into_the_cache_and_load_from_it(fresh_library, mon
     assert [p.name for p in (fresh_library / "kernels").iterdir()] == [lib.name]  # no temporary left
 
 
+def kernel_outputs(dtype):
+    """Every kernel's outputs and gradients on fixed random inputs, in one list."""
+    from groklab.models.fused import few_key_scores, few_key_values, pair_rows
+    g = torch.Generator().manual_seed(0)
+    B, S, H, dh = 50, 4, 3, 37
+    q, k, v = (torch.randn(B, S, H, dh, generator=g, dtype=dtype, requires_grad=True) for _ in "qkv")
+    p = torch.rand(B, H, S, S, generator=g, dtype=dtype, requires_grad=True)
+    pt = torch.rand(H, S, B, generator=g, dtype=dtype, requires_grad=True)
+    table = torch.randn(20, H, dh, generator=g, dtype=dtype, requires_grad=True)
+    rows = torch.randint(0, 20, (B, S), generator=g)
+    a, b = torch.randint(0, 10, (B,), generator=g), torch.randint(10, 20, (B,), generator=g)
+    outs = [few_key_scores(q, k), few_key_values(p, v), gathered_weighted_sum(pt, table, rows),
+            pair_rows(table.view(20, -1), a, b)]
+    w = [torch.randn(o.shape, generator=g, dtype=dtype) for o in outs]
+    grads = torch.autograd.grad(sum((o * wi).sum() for o, wi in zip(outs, w)), (q, k, v, p, pt, table))
+    return [o.detach() for o in outs] + list(grads)
+
+
+def test_the_avx2_build_gives_the_portable_builds_bits(fresh_library, monkeypatch):
+    """Where torch runs with AVX2 the library is built with ``-mavx2`` (a file of its own in the
+    cache); its kernels give the same bits as the build for any x86-64."""
+    if "-mavx2" not in fused._flags():
+        pytest.skip("this CPU (or torch's ATEN_CPU_CAPABILITY) runs without AVX2")
+    wide = [kernel_outputs(dt) for dt in (torch.float32, torch.float64)]
+    fused._library.cache_clear()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert "-mavx2" not in fused._flags()
+    portable = [kernel_outputs(dt) for dt in (torch.float32, torch.float64)]
+    assert len(list((fresh_library / "kernels").glob("fused-*.so"))) == 2
+    for w, p in zip(sum(wide, []), sum(portable, [])):
+        assert torch.equal(w, p)
+
+
 def test_a_damaged_library_in_the_cache_is_built_again_and_cc_may_carry_flags(fresh_library, monkeypatch):
     monkeypatch.setenv("CC", "cc -O2")  # $CC as make uses it: a command with flags
     assert fused.available()

@@ -54,14 +54,23 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GROKLAB_CACHE") or Path.home() / ".cache" / "groklab") / "kernels"
 
 
-def _compile(cc: list[str], target: Path) -> None:
+def _flags() -> list[str]:
+    """``FLAGS``, and ``-mavx2`` on an x86-64 CPU that torch's own dispatch runs with AVX2 or
+    AVX-512 (``ATEN_CPU_CAPABILITY`` lowers it): the lanes' loops then use 8-wide registers,
+    ≈ 25 % faster, the same operations in the same order, so the same bits (tested). The flags
+    are part of the library's name in the cache, so machines sharing a cache each load their own."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return FLAGS + (["-mavx2"] if x86 and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else [])
+
+
+def _compile(cc: list[str], flags: list[str], target: Path) -> None:
     """Compile ``fused.c`` to ``target`` atomically (a temporary file renamed: two processes
     compiling at once each write a whole library)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([*cc, *FLAGS, "-o", tmp, str(SOURCE)], check=True, capture_output=True, timeout=120)
+        subprocess.run([*cc, *flags, "-o", tmp, str(SOURCE)], check=True, capture_output=True, timeout=120)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -75,16 +84,17 @@ def _library() -> ctypes.CDLL | None:
     cc = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or ""]
     if not cc[0] or os.environ.get("GROKLAB_NO_KERNELS"):
         return None
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, *cc, platform.machine(), platform.system()])
+    flags = _flags()
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *flags, *cc, platform.machine(), platform.system()])
                          .encode()).hexdigest()[:16]
     try:
         target = _cache_dir() / f"fused-{key}.so"
         if not target.exists():
-            _compile(cc, target)
+            _compile(cc, flags, target)
         try:
             lib = ctypes.CDLL(str(target))
         except OSError:  # a damaged file in the cache: built again
-            _compile(cc, target)
+            _compile(cc, flags, target)
             lib = ctypes.CDLL(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError):  # RuntimeError: no home directory
         return None
