@@ -194,54 +194,32 @@ def pair_rows(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Te
     return _PairRows.apply(table.contiguous(), a, b)
 
 
-def _sizes(q: torch.Tensor, k: torch.Tensor) -> tuple[int, ...]:
-    """(B, Sq, S, H, dh) of queries q (B, Sq, H, dh) against keys k (B, S, H, dh)."""
-    B, Sq, H, dh = q.shape
-    return B, Sq, k.shape[1], H, dh
-
-
 def _check_shapes(agree: bool, *tensors: torch.Tensor) -> None:
     """The compiled loops trust the shapes: a mismatch raises here instead of reading out of bounds."""
     if not agree:
         raise ValueError(f"attention shapes do not agree: {', '.join(str(tuple(t.shape)) for t in tensors)}")
 
 
-class _FewKeyScores(torch.autograd.Function):
+class _FewKey(torch.autograd.Function):
+    """A few-key kernel pair, ``{name}_forward(a, b, out, *sizes)`` and ``{name}_backward(g,
+    a, b, ga, gb, *sizes)``, with sizes (B, Sq, S, H, dh)."""
+
     @staticmethod
-    def forward(ctx, q, k):
-        B, Sq, S, H, dh = sizes = _sizes(q, k)
-        s = q.new_empty((B, H, Sq, S))
-        _kernel("scores_forward", q.dtype)(q.data_ptr(), k.data_ptr(), s.data_ptr(), *sizes)
-        ctx.save_for_backward(q, k)
-        return s
+    def forward(ctx, a, b, name, out_shape, sizes):
+        out = a.new_empty(out_shape)
+        _kernel(f"{name}_forward", a.dtype)(a.data_ptr(), b.data_ptr(), out.data_ptr(), *sizes)
+        ctx.save_for_backward(a, b)
+        ctx.name, ctx.sizes = name, sizes
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        q, k = ctx.saved_tensors
-        g = g.contiguous()
-        gq, gk = torch.empty_like(q), torch.empty_like(k)
-        _kernel("scores_backward", q.dtype)(*(t.data_ptr() for t in (g, q, k, gq, gk)), *_sizes(q, k))
-        return gq, gk
-
-
-class _FewKeyValues(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, p, v):
-        B, H, Sq, S = p.shape
-        z = v.new_empty((B, Sq, H, v.shape[3]))
-        _kernel("values_forward", v.dtype)(p.data_ptr(), v.data_ptr(), z.data_ptr(), *_sizes(z, v))
-        ctx.save_for_backward(p, v)
-        return z
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gz):
-        p, v = ctx.saved_tensors
-        gz = gz.contiguous()
-        gp, gv = torch.empty_like(p), torch.empty_like(v)
-        _kernel("values_backward", v.dtype)(*(t.data_ptr() for t in (gz, p, v, gp, gv)), *_sizes(gz, v))
-        return gp, gv
+        a, b = ctx.saved_tensors
+        g = g.contiguous()  # held here: a temporary's memory would be freed before the call
+        ga, gb = torch.empty_like(a), torch.empty_like(b)
+        _kernel(f"{ctx.name}_backward", a.dtype)(*(t.data_ptr() for t in (g, a, b, ga, gb)), *ctx.sizes)
+        return ga, gb, None, None, None
 
 
 def few_key_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -249,13 +227,14 @@ def few_key_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     one dot product of ``LANES`` partial sums per score. The caller checks ``can_fuse(q, k)``."""
     _check_shapes(q.dim() == k.dim() == 4 and q.shape[0] == k.shape[0] and q.shape[2:] == k.shape[2:]
                   and q.shape[1] > 0 and k.shape[1] > 0, q, k)  # the loops' sums start from a first term
-    return _FewKeyScores.apply(q, k)
+    (B, Sq, H, dh), S = q.shape, k.shape[1]
+    return _FewKey.apply(q, k, "scores", (B, H, Sq, S), (B, Sq, S, H, dh))
 
 
 def few_key_values(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """p (B, H, Sq, S), v (B, S, H, dh) -> ``sum_j p[:, h, :, j] v[:, j, h]`` (B, Sq, H, dh),
     differentiable in both. The caller checks ``can_fuse(p, v)``."""
-    B, S, H, _ = v.shape
+    (B, S, H, dh), Sq = v.shape, p.shape[2]
     _check_shapes(p.dim() == 4 and (p.shape[0], p.shape[1], p.shape[3]) == (B, H, S)
-                  and p.shape[2] > 0 and S > 0, p, v)
-    return _FewKeyValues.apply(p, v)
+                  and Sq > 0 and S > 0, p, v)
+    return _FewKey.apply(p, v, "values", (B, Sq, H, dh), (B, Sq, S, H, dh))
