@@ -227,6 +227,28 @@ def test_the_forecast_model_loads_before_the_runs_clock_starts(tmp_path, monkeyp
     assert events == ["clock starts"]                      # not loaded at all when off
 
 
+def test_codecarbons_lazy_import_happens_before_the_runs_clock_starts(tmp_path):
+    """CodeCarbon's first ``start_task`` imports its emissions module (requests, urllib3:
+    50-180 ms); that is set-up, so it is imported when the meter opens, before the clock. A fresh
+    process, so that no other test has imported it already."""
+    code = f"""
+import sys, groklab
+from groklab.train import loop
+seen, build = [], loop.Trainer.build.__func__
+def build_and_start_clock(cls, cfg):
+    seen.append("codecarbon.core.emissions" in sys.modules)
+    return build(cls, cfg)
+loop.Trainer.build = classmethod(build_and_start_clock)
+cfg = groklab.resolve("default", overrides={TINY + ["train.steps=5", "train.forecast=false"]!r})
+run = groklab.run(cfg, out={str(tmp_path / "r")!r}, report=False)
+print(seen[0], run.summary["cost"]["method"])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    if out[-1] != "estimated":
+        pytest.skip(f"this machine measures energy with {out[-1]}, not CodeCarbon's estimate")
+    assert out[-2] == "True"
+
+
 def test_a_run_evaluates_only_every_eval_every_steps_and_passes_over_the_training_set_once(tmp_path,
                                                                                           monkeypatch):
     """The full-batch step's own forward stands in for the training set's evaluation, so a run

@@ -182,6 +182,9 @@ class Estimate:
     def __init__(self, country: str):
         tracker = _TRACKER.get(os.getpid())  # a forked child starts its own (threads do not fork)
         if tracker is None:
+            # start_task imports codecarbon.core.emissions on its first call (requests, urllib3:
+            # 50-180 ms), which would land inside the run's clock: imported here, before it starts
+            import codecarbon.core.emissions  # noqa: F401
             from codecarbon import OfflineEmissionsTracker
             log = logging.getLogger("codecarbon")
             log.disabled = True  # its set-up notes (INFO/WARNING) come before log_level applies
