@@ -12,7 +12,7 @@
   and its gradient: one pass instead of two gathers and an add, one gradient buffer instead of
   two scattered into and added — bit for bit the eager result (tested).
 * **Attention over a few key positions**: the scores ``q·k`` and the weighted sum of the
-  values, each with its gradient (Power et al.'s two-layer model on its 4 tokens). Eager
+  values, each with its gradient (Power et al.'s two-layer model on its 3 tokens). Eager
   PyTorch broadcasts a (B, Sq, S, H, dh) product and sums it — a tensor S times the size of
   the queries, written and read again, forward and backward. Here each output is one dot
   product or one weighted sum of S rows, read in place; the same sums to float rounding.
