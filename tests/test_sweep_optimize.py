@@ -151,6 +151,35 @@ def test_an_unreachable_database_is_one_line_and_makes_nothing(tmp_path, capsys)
     assert "secret" not in err and not (tmp_path / "o").exists()
 
 
+def test_a_driver_that_loses_the_race_to_create_a_new_databases_tables_tries_again(tmp_path, monkeypatch):
+    """Two drivers on a new database: the loser sees the unique key another just wrote
+    (IntegrityError) or a table another just created (ProgrammingError, "already exists": what
+    failed CI once) and opens the study on its next try; any other error is one line at once."""
+    import sqlalchemy.exc as sa
+
+    from groklab.config import ConfigError
+    from groklab.sweep import optimize
+    raced = [sa.ProgrammingError("CREATE TABLE alembic_version", {}, Exception('relation "alembic_version" '
+                                                                             "already exists")),
+             sa.IntegrityError("INSERT INTO studies", {}, Exception("duplicate key value"))]
+    real, calls = optuna.create_study, []
+
+    def create_study(**kw):
+        calls.append(kw["study_name"])
+        if raced:
+            raise raced.pop(0)
+        return real(**{**kw, "storage": None})
+    monkeypatch.setattr(optuna, "create_study", create_study)
+    monkeypatch.setattr(optimize.time, "sleep", lambda s: None)
+    assert optimize.open_study(spec(), tmp_path, "sqlite:///unused.db").study_name == "opt"
+    assert len(calls) == 3
+    calls.clear()
+    raced.append(sa.ProgrammingError("SELECT", {}, Exception('permission denied for table "studies"')))
+    with pytest.raises(ConfigError, match="cannot open the study .ProgrammingError"):
+        optimize.open_study(spec(), tmp_path, "sqlite:///unused.db")
+    assert len(calls) == 1  # not a race: not tried again
+
+
 PG = os.environ.get("GROKLAB_TEST_PG")
 
 

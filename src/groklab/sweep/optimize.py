@@ -170,6 +170,15 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def lost_creation_race(e: Exception) -> bool:
+    """Drivers starting together on a new database race to create its tables and the study; the
+    loser sees a unique-key violation (SQLAlchemy's IntegrityError) or a table another created
+    meanwhile (ProgrammingError: PostgreSQL's "relation ... already exists"), and finds both
+    there when it tries again."""
+    kind = type(e).__name__
+    return kind == "IntegrityError" or (kind == "ProgrammingError" and "already exists" in str(e))
+
+
 def open_study(spec: Spec, out: Path, storage: str | None):
     """The study in ``storage`` (a database URL), or in ``out/study.journal`` when None."""
     try:
@@ -189,9 +198,7 @@ def open_study(spec: Spec, out: Path, storage: str | None):
                 return optuna.create_study(study_name=spec.name, storage=backend, load_if_exists=True,
                                            direction="minimize", sampler=make_sampler(spec.optimize))
             except Exception as e:
-                # drivers starting together on a new database race to create its tables and the
-                # study; the loser sees a unique-key violation and finds both there when it retries
-                if type(e).__name__ != "IntegrityError" or attempt == 3:
+                if not lost_creation_race(e) or attempt == 3:
                     raise
                 time.sleep(0.2 * (attempt + 1))
     except Exception as e:  # no driver, no server, a refused login, a corrupt journal, ...
