@@ -107,22 +107,7 @@ void scores_forward_##SUFFIX(const T *restrict q, const T *restrict k, T *restri
                         q + ((b * Sq + i) * H + h) * dh, k + ((b * S + j) * H + h) * dh, dh);   \
 }                                                                                               \
                                                                                                 \
-void scores_backward_##SUFFIX(const T *restrict g, const T *restrict q, const T *restrict k,    \
-                              T *restrict gq, T *restrict gk,                                   \
-                              int64_t B, int64_t Sq, int64_t S, int64_t H, int64_t dh) {        \
-    for (int64_t b = 0; b < B; b++)                                                             \
-        for (int64_t h = 0; h < H; h++) {                                                       \
-            const T *gs = g + (b * H + h) * Sq * S;                                             \
-            for (int64_t i = 0; i < Sq; i++)  /* gq[i] = sum_j g[i, j] k[j] */                  \
-                wsum_rows_##SUFFIX(gs + i * S, 1, k + (b * S * H + h) * dh, H * dh, S,          \
-                                   gq + ((b * Sq + i) * H + h) * dh, dh);                       \
-            for (int64_t j = 0; j < S; j++)   /* gk[j] = sum_i g[i, j] q[i] */                  \
-                wsum_rows_##SUFFIX(gs + j, S, q + (b * Sq * H + h) * dh, H * dh, Sq,            \
-                                   gk + ((b * S + j) * H + h) * dh, dh);                        \
-        }                                                                                       \
-}                                                                                               \
-                                                                                                \
-/* p (B, H, Sq, S), v (B, S, H, dh) -> z (B, Sq, H, dh) */                                      \
+/* p (B, H, Sq, S), v (B, S, H, dh) -> z (B, Sq, H, dh): z[i] = sum_j p[i, j] v[j] */           \
 void values_forward_##SUFFIX(const T *restrict p, const T *restrict v, T *restrict z,           \
                              int64_t B, int64_t Sq, int64_t S, int64_t H, int64_t dh) {         \
     for (int64_t b = 0; b < B; b++)                                                             \
@@ -132,20 +117,31 @@ void values_forward_##SUFFIX(const T *restrict p, const T *restrict v, T *restri
                                    H * dh, S, z + ((b * Sq + i) * H + h) * dh, dh);             \
 }                                                                                               \
                                                                                                 \
+/* the transposed sum: w (B, H, Sq, S), x (B, Sq, H, dh) -> out (B, S, H, dh),                  \
+ * out[j] = sum_i w[i, j] x[i] */                                                               \
+static void values_t_##SUFFIX(const T *restrict w, const T *restrict x, T *restrict out,        \
+                              int64_t B, int64_t Sq, int64_t S, int64_t H, int64_t dh) {        \
+    for (int64_t b = 0; b < B; b++)                                                             \
+        for (int64_t h = 0; h < H; h++)                                                         \
+            for (int64_t j = 0; j < S; j++)                                                     \
+                wsum_rows_##SUFFIX(w + (b * H + h) * Sq * S + j, S, x + (b * Sq * H + h) * dh,  \
+                                   H * dh, Sq, out + ((b * S + j) * H + h) * dh, dh);           \
+}                                                                                               \
+                                                                                                \
+/* s = q.k: gq[i] = sum_j g[i, j] k[j] (a values pass), gk[j] = sum_i g[i, j] q[i] */           \
+void scores_backward_##SUFFIX(const T *restrict g, const T *restrict q, const T *restrict k,    \
+                              T *restrict gq, T *restrict gk,                                   \
+                              int64_t B, int64_t Sq, int64_t S, int64_t H, int64_t dh) {        \
+    values_forward_##SUFFIX(g, k, gq, B, Sq, S, H, dh);                                         \
+    values_t_##SUFFIX(g, q, gk, B, Sq, S, H, dh);                                               \
+}                                                                                               \
+                                                                                                \
+/* z = p v: gp[i, j] = gz[i] . v[j] (a scores pass), gv[j] = sum_i p[i, j] gz[i] */             \
 void values_backward_##SUFFIX(const T *restrict gz, const T *restrict p, const T *restrict v,   \
                               T *restrict gp, T *restrict gv,                                   \
                               int64_t B, int64_t Sq, int64_t S, int64_t H, int64_t dh) {        \
-    for (int64_t b = 0; b < B; b++)                                                             \
-        for (int64_t h = 0; h < H; h++) {                                                       \
-            const T *ps = p + (b * H + h) * Sq * S;                                             \
-            for (int64_t i = 0; i < Sq; i++)  /* gp[i, j] = gz[i] . v[j] */                     \
-                for (int64_t j = 0; j < S; j++)                                                 \
-                    gp[((b * H + h) * Sq + i) * S + j] = dot_##SUFFIX(                          \
-                        gz + ((b * Sq + i) * H + h) * dh, v + ((b * S + j) * H + h) * dh, dh);  \
-            for (int64_t j = 0; j < S; j++)   /* gv[j] = sum_i p[i, j] gz[i] */                 \
-                wsum_rows_##SUFFIX(ps + j, S, gz + (b * Sq * H + h) * dh, H * dh, Sq,           \
-                                   gv + ((b * S + j) * H + h) * dh, dh);                        \
-        }                                                                                       \
+    scores_forward_##SUFFIX(gz, v, gp, B, Sq, S, H, dh);                                        \
+    values_t_##SUFFIX(p, gz, gv, B, Sq, S, H, dh);                                              \
 }
 
 KERNELS(float, f32)

@@ -127,8 +127,10 @@ def can_fuse(*tensors: torch.Tensor) -> bool:
 
 def _check_rows(n_rows: int, *indices: torch.Tensor) -> None:
     for idx in indices:
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_rows):
-            raise IndexError(f"rows out of range for a table of {n_rows} rows")
+        if idx.numel():
+            lo, hi = (int(t) for t in torch.aminmax(idx))  # one pass, not min() and max()
+            if lo < 0 or hi >= n_rows:
+                raise IndexError(f"rows out of range for a table of {n_rows} rows")
 
 
 class _GatheredWeightedSum(torch.autograd.Function):

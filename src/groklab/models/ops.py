@@ -77,8 +77,8 @@ def attention_values(pattern: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     position on any device: ``Sq`` = 1 makes the batched products matrix-vector ones)."""
     if pattern.shape[2] > 1 and not _few(v, v.shape[1]):
         return torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-    if v.device.type == "cpu":  # a hook may hand back a broadcastable pattern: made whole, a few kB
-        pattern = pattern.expand(v.shape[0], v.shape[2], -1, v.shape[1]).contiguous()
-        if can_fuse(pattern, v):
-            return few_key_values(pattern, v)
+    if can_fuse(v):  # a hook may hand back a broadcastable pattern: made whole for the kernel, a few kB
+        whole = pattern.expand(v.shape[0], v.shape[2], -1, v.shape[1]).contiguous()
+        if can_fuse(whole, v):
+            return few_key_values(whole, v)
     return (pattern.permute(0, 2, 3, 1).unsqueeze(-1) * v.unsqueeze(1)).sum(2)
